@@ -1,0 +1,72 @@
+"""lionstore: lionagi's event Processor/Executor and mail system, durable and replayable.
+
+Every enqueue, status change, send, collect and deliver is a record in an
+append-only log in a SQLite file; piles, progressions, mailboxes and the exchange
+buffer are projections rebuilt from it.
+"""
+
+from lionstore._version import __version__
+from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.records import NewRecord, Recorded, RecordData, UnknownRecord
+from lionstore.errors import (
+    ConcurrencyError,
+    CorruptDatabaseError,
+    EventClassNotFoundError,
+    IDError,
+    ItemExistsError,
+    ItemNotFoundError,
+    LionstoreError,
+    MailError,
+    NotALionstoreDatabaseError,
+    ProcessorNotStartedError,
+    ReadOnlyProjectionError,
+    RecordError,
+    RecordTooLargeError,
+    RunNotFoundError,
+    SchemaOutdatedError,
+    SchemaTooNewError,
+    SourceError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+    StorePathError,
+    UnknownSourceError,
+)
+from lionstore.log.backend import RunInfo
+from lionstore.log.store import DURABILITY_LEVELS, Store, open
+
+__all__ = [
+    "DURABILITY_LEVELS",
+    "ConcurrencyError",
+    "CorruptDatabaseError",
+    "EventClassNotFoundError",
+    "IDError",
+    "IDType",
+    "ItemExistsError",
+    "ItemNotFoundError",
+    "LionstoreError",
+    "MailError",
+    "NewRecord",
+    "NotALionstoreDatabaseError",
+    "ProcessorNotStartedError",
+    "ReadOnlyProjectionError",
+    "RecordData",
+    "RecordError",
+    "RecordTooLargeError",
+    "Recorded",
+    "RunInfo",
+    "RunNotFoundError",
+    "SchemaOutdatedError",
+    "SchemaTooNewError",
+    "SourceError",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "StorePathError",
+    "UnknownRecord",
+    "UnknownSourceError",
+    "__version__",
+    "open",
+    "to_id",
+]

@@ -1,0 +1,1 @@
+"""Pure domain: ids, elements, events, piles, progressions, mail and record types. No I/O."""

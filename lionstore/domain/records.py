@@ -1,0 +1,186 @@
+"""Record types: what the log holds.
+
+A record is a frozen pydantic model naming its ``kind`` (``"event.claimed"``) and
+``kind_version``. Record kinds register themselves when their class is defined;
+together they form a union discriminated by ``kind`` (the ``kind`` column of the
+log, not a JSON field, so the stored JSON is only the data).
+
+Decoding is lenient on purpose: a record whose kind this code does not know, or
+whose version is newer than this code, comes back as :class:`UnknownRecord`
+carrying its raw JSON data. Nothing in the log is ever dropped or fatal to read.
+Older versions pass through registered upcasters first (see :func:`register_upcaster`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from lionstore.domain.ids import IDType
+from lionstore.errors import RecordError, RecordTooLargeError
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_BYTES",
+    "NewRecord",
+    "Recorded",
+    "RecordData",
+    "RunStarted",
+    "UnknownRecord",
+    "decode_data",
+    "encode_data",
+    "record_kinds",
+    "register_upcaster",
+]
+
+DEFAULT_MAX_RECORD_BYTES = 1 << 20  # 1 MiB of JSON per record
+
+_KINDS: dict[str, type[RecordData]] = {}
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class RecordData(BaseModel):
+    """Base of every record kind. Subclasses set ``kind`` and ``kind_version``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    kind: ClassVar[str] = ""
+    kind_version: ClassVar[int] = 1
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind:
+            other = _KINDS.get(kind)
+            if other is not None and other.__qualname__ != cls.__qualname__:
+                raise TypeError(f"record kind {kind!r} is already defined by {other.__qualname__}")
+            _KINDS[kind] = cls
+
+
+class UnknownRecord(BaseModel):
+    """A record this code cannot interpret: an unknown kind or a newer kind_version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    kind_version: int
+    raw: Any
+
+
+def record_kinds() -> dict[str, type[RecordData]]:
+    """Every known record kind, by name."""
+    return dict(_KINDS)
+
+
+def register_upcaster(kind: str, from_version: int, upcaster: Upcaster) -> None:
+    """Register a function turning ``kind`` data at ``from_version`` into ``from_version + 1``."""
+    _UPCASTERS[(kind, from_version)] = upcaster
+
+
+def encode_data(data: RecordData, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> str:
+    """The JSON text stored for ``data``. Raises :class:`RecordError` before anything is written."""
+    if not isinstance(data, RecordData) or not data.kind:
+        raise TypeError(f"expected a RecordData with a kind, got {type(data).__name__}")
+    try:
+        text = data.model_dump_json()
+    except (PydanticSerializationError, ValueError, RecursionError) as exc:
+        raise RecordError(f"{data.kind}: data is not JSON-serializable: {exc}") from None
+    if "NaN" in text or "Infinity" in text:
+        _reject_non_finite(text, data.kind)
+    if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
+        raise RecordTooLargeError(
+            f"{data.kind}: {len(text.encode())} bytes of JSON is over the {max_bytes}-byte limit"
+        )
+    return text
+
+
+def _reject_non_finite(text: str, kind: str) -> None:
+    def refuse(constant: str) -> Any:
+        raise RecordError(f"{kind}: data contains {constant}, which JSON cannot hold")
+
+    json.loads(text, parse_constant=refuse)
+
+
+def decode_data(kind: str, kind_version: int, text: str) -> RecordData | UnknownRecord:
+    """Decode stored JSON into its record model, upcasting older versions."""
+    cls = _KINDS.get(kind)
+    if cls is None or kind_version > cls.kind_version:
+        return UnknownRecord(kind=kind, kind_version=kind_version, raw=_loads(text))
+    if kind_version == cls.kind_version:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError:
+            return UnknownRecord(kind=kind, kind_version=kind_version, raw=_loads(text))
+    raw = _loads(text)
+    version = kind_version
+    while version < cls.kind_version:
+        upcast = _UPCASTERS.get((kind, version))
+        if upcast is None:
+            return UnknownRecord(kind=kind, kind_version=kind_version, raw=raw)
+        raw = upcast(raw)
+        version += 1
+    return cls.model_validate(raw)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A record to append: the stream it is about and its data."""
+
+    stream_id: IDType
+    data: RecordData
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A record as stored in the log."""
+
+    position: int
+    run_id: IDType
+    stream_id: IDType
+    stream_version: int
+    kind: str
+    kind_version: int
+    data: RecordData | UnknownRecord
+    recorded_at_us: int
+    raw: str
+
+    @property
+    def recorded_at(self) -> datetime:
+        """When the record was committed, in UTC."""
+        return datetime.fromtimestamp(self.recorded_at_us / 1_000_000, UTC)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The record as the CLI's ``--json`` prints it."""
+        return {
+            "position": self.position,
+            "stream_id": self.stream_id,
+            "stream_version": self.stream_version,
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "kind_version": self.kind_version,
+            "data": _loads(self.raw),
+            "recorded_at": self.recorded_at.isoformat(),
+        }
+
+
+class RunStarted(RecordData):
+    """First record of every run (its stream is the run id)."""
+
+    kind: ClassVar[str] = "run.started"
+    label: str | None = None
+    parent_run_id: IDType | None = None
+    forked_at_position: int | None = None

@@ -1,0 +1,1 @@
+"""The log layer: tables, the Store (append, read, runs), dialects and migrations."""

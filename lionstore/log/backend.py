@@ -1,0 +1,108 @@
+"""What a database backend must do for the Store, and the values passed across.
+
+The Store (``store.py``) owns ordering, group commit and the in-process feed; a
+backend only runs transactions. Each method is one round trip to the database
+side (for SQLite, one hop to the thread that owns the connection), because on
+these machines a hop costs about as much as a durable commit
+(shared/reference/sqlite-baseline.md section 2).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lionstore.domain.ids import IDType
+from lionstore.domain.records import Recorded
+
+__all__ = ["AppendRequest", "CommitOutcome", "LogBackend", "ReadQuery", "RunInfo", "Durability"]
+
+Durability = str  # "normal" | "full"
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run: the namespace a set of records belongs to."""
+
+    run_no: int
+    run_id: IDType
+    label: str | None
+    started_at_us: int
+    parent_run_id: IDType | None = None
+    forked_at_position: int | None = None
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """One caller's atomic batch and the versions its streams must be at (0: the
+    stream must not exist yet). Rows are ``(stream_id, kind, kind_version, json,
+    data)``; ``data`` is the validated model, handed back in the committed record."""
+
+    rows: list[tuple[IDType, str, int, str, Any]]
+    expected: dict[IDType, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CommitOutcome:
+    """What one group transaction did.
+
+    ``foreign`` holds this run's records that other writers committed after the
+    caller's ``seen`` position, in position order; ``results`` has, per request, either
+    its committed records or the error that refused it.
+    """
+
+    foreign: list[Recorded]
+    results: list[list[Recorded] | BaseException]
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadQuery:
+    run_no: int | None = None
+    stream_id: IDType | None = None
+    kinds: tuple[str, ...] | None = None
+    after: int = 0
+    upto: int | None = None
+    until_us: int | None = None
+
+
+class LogBackend(abc.ABC):
+    """A database the Store can append to and read from."""
+
+    @abc.abstractmethod
+    async def commit(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome:
+        """One transaction for all ``requests``; ``seen`` is the position up to which the
+        caller has seen this run's records (the outcome's ``foreign`` fills the gap)."""
+
+    @abc.abstractmethod
+    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int]:
+        """This run's records committed after ``seen``, and the log's head position."""
+
+    @abc.abstractmethod
+    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]: ...
+
+    @abc.abstractmethod
+    async def head_position(self) -> int: ...
+
+    @abc.abstractmethod
+    async def list_runs(self) -> list[RunInfo]: ...
+
+    @abc.abstractmethod
+    async def find_run(self, ref: str) -> RunInfo | None: ...
+
+    @abc.abstractmethod
+    async def create_run(
+        self,
+        label: str | None,
+        now_us: int,
+        run_id: IDType | None = None,
+        parent: RunInfo | None = None,
+        forked_at: int | None = None,
+    ) -> RunInfo: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,248 @@
+"""Schema management: Alembic driven from code, and the checks made when a file is opened.
+
+The Alembic scripts live inside the package (``lionstore/migrations``) so that
+they ship in the wheel and resolve the same way from a checkout, an editable
+install or a plain install: ``script_location = lionstore:migrations``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from lionstore.errors import (
+    CorruptDatabaseError,
+    NotALionstoreDatabaseError,
+    SchemaOutdatedError,
+    SchemaTooNewError,
+    StoreError,
+    StorePathError,
+)
+from lionstore.log.schema import TABLE_NAMES, VERSION_TABLE
+
+__all__ = [
+    "FileState",
+    "alembic_config",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "inspect_sqlite_file",
+    "is_url",
+    "make_async_engine",
+    "sqlite_path",
+    "to_url",
+    "upgrade",
+]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Alembic's command layer keeps module-level state; never run two at once.
+_ALEMBIC_LOCK = threading.Lock()
+
+
+def is_url(target: str | Path) -> bool:
+    return isinstance(target, str) and "://" in target
+
+
+def to_url(target: str | Path) -> str:
+    """A SQLAlchemy async URL for a path or URL."""
+    if is_url(target):
+        url = str(target)
+        if url.startswith("sqlite://"):
+            url = "sqlite+aiosqlite://" + url[len("sqlite://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+asyncpg://" + url[len("postgresql://") :]
+        return url
+    return f"sqlite+aiosqlite:///{Path(target).resolve()}"
+
+
+def sqlite_path(target: str | Path) -> Path | None:
+    """The file behind a path or SQLite URL; None for other databases."""
+    if not is_url(target):
+        return Path(target)
+    url = str(target)
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///", "sqlite+pysqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix) :].split("?", 1)[0])
+    return None
+
+
+def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine; on SQLite with explicit ``BEGIN IMMEDIATE`` transactions,
+    WAL and foreign keys on (shared/reference/ecosystem-notes.md section 1.2)."""
+    engine = create_async_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "lionstore:migrations")
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    heads = _script().get_heads()
+    if len(heads) != 1:
+        raise StoreError(f"lionstore's migrations have {len(heads)} heads; expected one")
+    return heads[0]
+
+
+def known_revisions() -> set[str]:
+    return {rev.revision for rev in _script().walk_revisions()}
+
+
+def _run_command(connection: Connection, name: str, revision: str) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    with _ALEMBIC_LOCK:
+        getattr(command, name)(cfg, revision)
+
+
+async def upgrade(target: str | Path, revision: str = "head") -> None:
+    """Bring the database at ``target`` to ``revision`` (creating the file if needed)."""
+    engine = make_async_engine(to_url(target))
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(_run_command, "upgrade", revision)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(target: str | Path, revision: str) -> None:
+    engine = make_async_engine(to_url(target))
+    try:
+        async with engine.connect() as conn:
+            await conn.run_sync(_run_command, "downgrade", revision)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def current_revision(target: str | Path) -> str | None:
+    """The revision the database is at (None: no lionstore schema)."""
+    path = sqlite_path(target)
+    if path is not None:
+        return inspect_sqlite_file(path).revision
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_async_engine(to_url(target))
+    try:
+        async with engine.connect() as conn:
+
+            def _current(sync_conn: Connection) -> str | None:
+                ctx = MigrationContext.configure(
+                    sync_conn, opts={"version_table": VERSION_TABLE}
+                )
+                return ctx.get_current_revision()
+
+            return await conn.run_sync(_current)
+    finally:
+        await engine.dispose()
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What is at a path, found without writing anything."""
+
+    path: Path
+    exists: bool
+    revision: str | None
+    status: str  # "new" | "current" | "outdated" | "newer"
+
+    def require_current(self, *, upgrade_allowed: bool) -> None:
+        if self.status == "outdated" and not upgrade_allowed:
+            raise SchemaOutdatedError(
+                f"{self.path}: written by an older lionstore schema ({self.revision}); "
+                f"run `lionstore db upgrade {self.path}` or open with upgrade=True"
+            )
+        if self.status == "newer":
+            raise SchemaTooNewError(
+                f"{self.path}: written by a newer lionstore (schema {self.revision}); "
+                "upgrade lionstore to open it"
+            )
+
+
+def inspect_sqlite_file(path: Path) -> FileState:
+    """Classify the file at ``path`` without changing a byte of it.
+
+    Raises StorePathError, NotALionstoreDatabaseError or CorruptDatabaseError.
+    """
+    if not path.exists():
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise StorePathError(f"{path}: directory {parent} does not exist")
+        return FileState(path, False, None, "new")
+    if path.is_dir():
+        raise StorePathError(f"{path}: is a directory, not a database file")
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_HEADER))
+    if len(header) == 0:
+        raise NotALionstoreDatabaseError(
+            f"{path}: the file is empty; lionstore creates its own files (remove it first)"
+        )
+    if header != SQLITE_HEADER:
+        raise NotALionstoreDatabaseError(f"{path}: not a SQLite database")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise CorruptDatabaseError(f"{path}: cannot be opened ({exc})") from exc
+    try:
+        conn.execute("PRAGMA query_only=ON")
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        revision = None
+        if VERSION_TABLE in tables:
+            row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+            revision = row[0] if row else None
+        check = conn.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabaseError(f"{path}: the database file is damaged ({exc})") from exc
+    finally:
+        conn.close()
+    if check is None or check[0] != "ok":
+        raise CorruptDatabaseError(f"{path}: integrity check failed ({check and check[0]})")
+    if revision is None:
+        if tables - {VERSION_TABLE}:
+            raise NotALionstoreDatabaseError(
+                f"{path}: a SQLite database that lionstore did not create"
+            )
+        return FileState(path, True, None, "new")
+    if not TABLE_NAMES & tables and revision not in known_revisions():
+        raise NotALionstoreDatabaseError(f"{path}: a SQLite database that lionstore did not create")
+    if revision == head_revision():
+        return FileState(path, True, revision, "current")
+    if revision in known_revisions():
+        return FileState(path, True, revision, "outdated")
+    return FileState(path, True, revision, "newer")

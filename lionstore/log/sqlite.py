@@ -1,0 +1,515 @@
+"""The SQLite backend: stdlib ``sqlite3`` connections, each owned by one thread.
+
+Why not aiosqlite or SQLAlchemy's async engine on the hot path: each statement
+through them is an event-loop -> thread -> event-loop hop, about 100 µs here,
+and a write transaction is five statements (BEGIN IMMEDIATE, read the head,
+resolve streams, insert, COMMIT). Here the whole transaction is one function run
+on the writer thread: one hop per group commit. Alembic and the schema check at
+open still go through SQLAlchemy (``migrate.py``).
+
+Transactions are explicit: the connection runs with ``isolation_level=None`` and
+writers issue ``BEGIN IMMEDIATE``, so the write lock is taken before anything is
+read. A deferred transaction that reads and then writes fails with "database is
+locked" at once under contention, busy timeout or not
+(shared/reference/ecosystem-notes.md section 1.2). Readers use plain autocommit
+statements, which under WAL never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.records import Recorded, RunStarted, decode_data, encode_data
+from lionstore.errors import (
+    ConcurrencyError,
+    CorruptDatabaseError,
+    StoreError,
+    StoreLockedError,
+)
+from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
+
+__all__ = ["SQLiteBackend", "SYNCHRONOUS", "translate_sqlite_error"]
+
+T = TypeVar("T")
+
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+
+_SELECT_RECORDS = (
+    "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
+    " r.recorded_at_us, r.run_no FROM lionstore_records r"
+    " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+)
+_INSERT_RECORD = (
+    "INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,"
+    " kind_version, data, recorded_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) VALUES (?, ?, ?)"
+_CHUNK = 500  # SQLite's default host-parameter limit is far above this
+_CACHE_SIZE = 100_000
+
+
+def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
+    message = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in message or "busy" in message
+    ):
+        return StoreLockedError(
+            f"{path}: another process held the database lock past the timeout ({message})"
+        )
+    if isinstance(exc, sqlite3.DatabaseError) and (
+        "malformed" in message or "not a database" in message
+    ):
+        return CorruptDatabaseError(f"{path}: the database file is damaged ({message})")
+    return StoreError(f"{path}: {message}")
+
+
+class _Thread:
+    """One thread owning one sqlite3 connection."""
+
+    def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._connect = connect
+        self.conn: sqlite3.Connection | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self.conn is None:
+            self.conn = self._connect()
+        return fn(self.conn, *args)
+
+    async def close(self) -> None:
+        def _close(conn: sqlite3.Connection) -> None:
+            conn.close()
+
+        if self.conn is not None:
+            await self.run(_close)
+            self.conn = None
+        self._pool.shutdown(wait=True)
+
+
+def _decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
+    position, stream_id, version, kind, kind_version, data, at_us, _run_no = row
+    return Recorded(
+        position,
+        run_id,
+        str.__new__(IDType, stream_id),
+        version,
+        kind,
+        kind_version,
+        decode_data(kind, kind_version, data),
+        at_us,
+        data,
+    )
+
+
+class SQLiteBackend(LogBackend):
+    """Appends and reads on one SQLite file (WAL)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: str = "normal",
+        lock_timeout: float = 30.0,
+        readonly: bool = False,
+    ) -> None:
+        self.path = path
+        self._label = str(path)
+        self._synchronous = SYNCHRONOUS[durability]
+        self._timeout = lock_timeout
+        self._readonly = readonly
+        self._writer = _Thread("lionstore-writer", self._connect_writer)
+        self._reader = _Thread("lionstore-reader", self._connect_reader)
+        # stream head cache of the writer thread: (run_no, stream_id) -> (stream_no, version).
+        # Valid because every write to this file either goes through this writer or is
+        # seen in the tail this writer reads at the start of each transaction.
+        self._streams: OrderedDict[tuple[int, str], tuple[int, int]] = OrderedDict()
+        self._run_ids: dict[int, IDType] = {}
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        if self._readonly:
+            raise StoreError(f"{self._label}: the store was opened read-only")
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=True
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._writer.run(fn, *args)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await self._reader.run(fn, *args)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def commit(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome:
+        return await self._write(self._commit, run, requests, now_us, seen)
+
+    def _commit(
+        self,
+        conn: sqlite3.Connection,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        seen: int,
+    ) -> CommitOutcome:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last_position, last_stream_no = conn.execute(
+                "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
+            ).fetchone()
+            foreign = self._catch_up(conn, run, seen, last_position)
+            outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._streams.clear()  # tentative heads may have leaked in; start afresh
+            raise
+        outcome.foreign = foreign
+        return outcome
+
+    def _catch_up(
+        self, conn: sqlite3.Connection, run: RunInfo, seen: int, last_position: int
+    ) -> list[Recorded]:
+        """This run's records that other writers committed after position ``seen``.
+
+        They go to the feed first (so projections apply records in position order)
+        and refresh the stream head cache.
+        """
+        if last_position == seen:
+            return []
+        rows = conn.execute(
+            "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
+            " r.recorded_at_us, r.run_no, r.stream_no FROM lionstore_records r"
+            " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+            " WHERE r.run_no = ? AND r.position > ? ORDER BY r.position",
+            (run.run_no, seen),
+        ).fetchall()
+        foreign: list[Recorded] = []
+        for row in rows:
+            key = (run.run_no, row[1])
+            if key in self._streams:
+                self._streams[key] = (row[8], row[2])
+            foreign.append(_decode_row(row[:8], run.run_id))
+        return foreign
+
+    def _resolve_streams(
+        self, conn: sqlite3.Connection, run_no: int, stream_ids: set[str]
+    ) -> dict[str, tuple[int, int]]:
+        """stream_id -> (stream_no, version) for the streams that exist."""
+        found: dict[str, tuple[int, int]] = {}
+        missing = []
+        for sid in stream_ids:
+            hit = self._streams.get((run_no, sid))
+            if hit is None:
+                missing.append(sid)
+            else:
+                found[sid] = hit
+        for i in range(0, len(missing), _CHUNK):
+            chunk = missing[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for sid, stream_no, version in conn.execute(
+                "SELECT s.stream_id, s.stream_no,"
+                " (SELECT max(r.stream_version) FROM lionstore_records r"
+                "  WHERE r.stream_no = s.stream_no)"
+                f" FROM lionstore_streams s WHERE s.run_no = ? AND s.stream_id IN ({marks})",
+                (run_no, *chunk),
+            ):
+                found[sid] = (stream_no, version or 0)
+        return found
+
+    def _plan(
+        self,
+        conn: sqlite3.Connection,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        last_position: int,
+        last_stream_no: int,
+    ) -> CommitOutcome:
+        run_no = run.run_no
+        wanted: set[str] = set()
+        for req in requests:
+            wanted.update(req.expected)
+            wanted.update(row[0] for row in req.rows)
+        heads = self._resolve_streams(conn, run_no, wanted)
+
+        new_streams: list[tuple[int, int, str]] = []
+        record_rows: list[tuple[Any, ...]] = []
+        results: list[list[Recorded] | BaseException] = []
+        position = last_position
+        stream_no = last_stream_no
+        for req in requests:
+            conflict = None
+            for sid, expected in req.expected.items():
+                current = heads.get(sid, (0, 0))[1]
+                if current != expected:
+                    conflict = ConcurrencyError(
+                        f"stream {sid} is at version {current}, expected {expected}"
+                    )
+                    break
+            if conflict is not None:
+                results.append(conflict)
+                continue
+            committed: list[Recorded] = []
+            for sid, kind, kind_version, text, data in req.rows:
+                head = heads.get(sid)
+                if head is None:
+                    stream_no += 1
+                    head = (stream_no, 0)
+                    new_streams.append((stream_no, run_no, sid))
+                head = (head[0], head[1] + 1)
+                heads[sid] = head
+                position += 1
+                record_rows.append(
+                    (position, run_no, head[0], head[1], kind, kind_version, text, now_us)
+                )
+                committed.append(
+                    Recorded(
+                        position,
+                        run.run_id,
+                        sid,
+                        head[1],
+                        kind,
+                        kind_version,
+                        data,
+                        now_us,
+                        text,
+                    )
+                )
+            results.append(committed)
+        if new_streams:
+            conn.executemany(_INSERT_STREAM, new_streams)
+        if record_rows:
+            conn.executemany(_INSERT_RECORD, record_rows)
+            conn.execute(
+                "UPDATE lionstore_head SET last_position = ?, last_stream_no = ? WHERE id = 1",
+                (position, stream_no),
+            )
+        for sid, head in heads.items():
+            self._streams[(run_no, sid)] = head
+            self._streams.move_to_end((run_no, sid))
+        while len(self._streams) > _CACHE_SIZE:
+            self._streams.popitem(last=False)
+        return CommitOutcome(foreign=[], results=results, head=position)
+
+    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int]:
+        return await self._write(self._tail, run, seen)
+
+    def _tail(
+        self, conn: sqlite3.Connection, run: RunInfo, seen: int
+    ) -> tuple[list[Recorded], int]:
+        conn.execute("BEGIN")
+        try:
+            (last_position,) = conn.execute(
+                "SELECT last_position FROM lionstore_head WHERE id = 1"
+            ).fetchone()
+            foreign = self._catch_up(conn, run, seen, last_position)
+        finally:
+            conn.execute("COMMIT")
+        return foreign, last_position
+
+    # -- runs ------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        label: str | None,
+        now_us: int,
+        run_id: IDType | None = None,
+        parent: RunInfo | None = None,
+        forked_at: int | None = None,
+    ) -> RunInfo:
+        return await self._write(self._create_run, label, now_us, run_id, parent, forked_at)
+
+    def _create_run(
+        self,
+        conn: sqlite3.Connection,
+        label: str | None,
+        now_us: int,
+        run_id: IDType | None,
+        parent: RunInfo | None,
+        forked_at: int | None,
+    ) -> RunInfo:
+        run_id = run_id or IDType.create()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            last_position, last_stream_no, last_run_no = conn.execute(
+                "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head"
+            ).fetchone()
+            run_no = last_run_no + 1
+            conn.execute(
+                "INSERT INTO lionstore_runs (run_no, run_id, label, started_at_us,"
+                " parent_run_no, forked_at_position) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_no, run_id, label, now_us, parent.run_no if parent else None, forked_at),
+            )
+            position, stream_no = last_position, last_stream_no
+            if parent is not None and forked_at is not None:
+                position, stream_no = self._copy_prefix(
+                    conn, parent.run_no, run_no, forked_at, position, stream_no
+                )
+            stream_no += 1
+            position += 1
+            text = encode_data(
+                RunStarted(
+                    label=label,
+                    parent_run_id=parent.run_id if parent else None,
+                    forked_at_position=forked_at,
+                )
+            )
+            conn.execute(_INSERT_STREAM, (stream_no, run_no, run_id))
+            conn.execute(
+                _INSERT_RECORD,
+                (position, run_no, stream_no, 1, RunStarted.kind, 1, text, now_us),
+            )
+            conn.execute(
+                "UPDATE lionstore_head SET last_position = ?, last_stream_no = ?,"
+                " last_run_no = ? WHERE id = 1",
+                (position, stream_no, run_no),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._streams.clear()
+            raise
+        return RunInfo(
+            run_no,
+            run_id,
+            label,
+            now_us,
+            parent.run_id if parent else None,
+            forked_at,
+        )
+
+    def _copy_prefix(
+        self,
+        conn: sqlite3.Connection,
+        from_run: int,
+        to_run: int,
+        upto: int,
+        position: int,
+        stream_no: int,
+    ) -> tuple[int, int]:
+        """Copy ``from_run``'s records up to position ``upto`` into ``to_run`` (a fork).
+
+        The run's own ``run.started`` record is not copied; the fork gets its own.
+        """
+        mapping: dict[int, int] = {}
+        rows = conn.execute(
+            "SELECT r.stream_no, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+            " r.data, r.recorded_at_us FROM lionstore_records r"
+            " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+            " WHERE r.run_no = ? AND r.position <= ? AND r.kind != ? ORDER BY r.position",
+            (from_run, upto, RunStarted.kind),
+        )
+        new_streams: list[tuple[int, int, str]] = []
+        new_records: list[tuple[Any, ...]] = []
+        for old_no, sid, version, kind, kind_version, data, at_us in rows:
+            new_no = mapping.get(old_no)
+            if new_no is None:
+                stream_no += 1
+                new_no = mapping[old_no] = stream_no
+                new_streams.append((new_no, to_run, sid))
+            position += 1
+            new_records.append((position, to_run, new_no, version, kind, kind_version, data, at_us))
+        conn.executemany(_INSERT_STREAM, new_streams)
+        conn.executemany(_INSERT_RECORD, new_records)
+        return position, stream_no
+
+    async def list_runs(self) -> list[RunInfo]:
+        return await self._read(self._list_runs)
+
+    def _list_runs(self, conn: sqlite3.Connection) -> list[RunInfo]:
+        rows = conn.execute(
+            "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id,"
+            " r.forked_at_position FROM lionstore_runs r"
+            " LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no ORDER BY r.run_no"
+        ).fetchall()
+        return [
+            RunInfo(no, to_id(rid), label, at, to_id(parent) if parent else None, forked)
+            for no, rid, label, at, parent, forked in rows
+        ]
+
+    async def find_run(self, ref: str) -> RunInfo | None:
+        for info in await self.list_runs():
+            if info.run_id == ref or info.label == ref:
+                return info
+        return None
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def head_position(self) -> int:
+        return await self._read(
+            lambda conn: conn.execute(
+                "SELECT last_position FROM lionstore_head WHERE id = 1"
+            ).fetchone()[0]
+        )
+
+    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]:
+        return await self._read(self._read_page, query, limit)
+
+    def _read_page(self, conn: sqlite3.Connection, query: ReadQuery, limit: int) -> list[Recorded]:
+        where = ["r.position > ?"]
+        params: list[Any] = [query.after]
+        if query.run_no is not None:
+            where.append("r.run_no = ?")
+            params.append(query.run_no)
+        if query.upto is not None:
+            where.append("r.position <= ?")
+            params.append(query.upto)
+        if query.until_us is not None:
+            where.append("r.recorded_at_us <= ?")
+            params.append(query.until_us)
+        if query.stream_id is not None:
+            where.append("s.stream_id = ?")
+            params.append(query.stream_id)
+        if query.kinds:
+            where.append(f"r.kind IN ({','.join('?' * len(query.kinds))})")
+            params.extend(query.kinds)
+        sql = f"{_SELECT_RECORDS} WHERE {' AND '.join(where)} ORDER BY r.position LIMIT ?"
+        params.append(limit)
+        rows = conn.execute(sql, params).fetchall()
+        if not rows:
+            return []
+        if not self._run_ids or any(row[7] not in self._run_ids for row in rows):
+            self._run_ids = {
+                no: to_id(rid)
+                for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
+            }
+        run_ids = self._run_ids
+        return [_decode_row(row, run_ids[row[7]]) for row in rows]
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()

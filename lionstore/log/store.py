@@ -1,0 +1,545 @@
+"""The Store: one run's view of the log, with group commit and an in-process feed.
+
+Writes
+    Every ``append`` goes through one writer task per store. The task takes every
+    request queued at that moment and commits them in one transaction (group
+    commit); each caller's ``await`` returns only after that commit, with its
+    positions. Requests in a group stay independent: one whose expected versions
+    are stale gets :class:`ConcurrencyError` and the others still commit.
+
+The feed
+    After each commit, and before any caller's ``await`` returns, the writer task
+    hands the committed records to the store's subscribers (repositories) in
+    position order. Records other processes committed to the same run are read
+    inside the same write transaction and handed over first, so a subscriber sees
+    this run's records exactly once, in log order, whoever wrote them. ``sync()``
+    pulls in foreign records without writing.
+
+Reads
+    ``read()`` streams records page by page from a separate connection, so a
+    million-record replay never holds more than one page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lionstore.domain.ids import IDType, is_id, to_id
+from lionstore.domain.records import (
+    DEFAULT_MAX_RECORD_BYTES,
+    NewRecord,
+    Recorded,
+    RecordData,
+    encode_data,
+)
+from lionstore.errors import (
+    LionstoreError,
+    RunNotFoundError,
+    StoreClosedError,
+    StoreError,
+    StorePathError,
+)
+from lionstore.log import migrate
+from lionstore.log.backend import AppendRequest, LogBackend, ReadQuery, RunInfo
+
+__all__ = ["Store", "open", "Clock", "DURABILITY_LEVELS", "Subscription"]
+
+log = logging.getLogger("lionstore.store")
+
+Clock = Callable[[], datetime]
+Handler = Callable[[Sequence[Recorded]], None]
+
+#: What each ``durability`` survives, on SQLite in WAL mode:
+#:
+#: ``"normal"`` (``synchronous=NORMAL``): every append whose ``await`` returned
+#: survives the process being killed (``kill -9``) or crashing. A power loss or
+#: OS crash may lose the last commits (never corrupts the file).
+#:
+#: ``"full"`` (``synchronous=FULL``): the WAL is synced on every commit, so a
+#: returned append also survives power loss. Costs one ``fsync`` per group commit.
+DURABILITY_LEVELS = ("normal", "full")
+
+_MAX_GROUP_RECORDS = 50_000
+_STOP = object()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _to_us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("the clock must return timezone-aware datetimes")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A live subscription to this run's committed records."""
+
+    store: Store
+    handler: Handler
+    active: bool = True
+
+    def close(self) -> None:
+        self.active = False
+        if self in self.store._subscribers:
+            self.store._subscribers.remove(self)
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: AppendRequest | None
+    future: asyncio.Future[list[Recorded]] | asyncio.Future[int]
+    records: int = 0
+
+
+@dataclass
+class _Writer:
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class Store:
+    """An open lionstore database, attached to one run (or to none, read-only)."""
+
+    def __init__(
+        self,
+        backend: LogBackend,
+        run: RunInfo | None,
+        *,
+        target: str,
+        seen: int,
+        clock: Clock = _utcnow,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        durability: str = "normal",
+    ) -> None:
+        self._backend = backend
+        self._run = run
+        self.target = target
+        self.clock = clock
+        self.max_record_bytes = max_record_bytes
+        self.durability = durability
+        self._seen = seen
+        self._subscribers: list[Subscription] = []
+        self._writer = _Writer()
+        self._closed = False
+
+    # -- identity --------------------------------------------------------------------
+
+    @property
+    def run(self) -> RunInfo:
+        """The run this store appends to."""
+        if self._run is None:
+            raise StoreError("this store is not attached to a run (it was opened read-only)")
+        return self._run
+
+    @property
+    def run_id(self) -> IDType:
+        return self.run.run_id
+
+    @property
+    def position(self) -> int:
+        """The log position up to which this store's feed has delivered records."""
+        return self._seen
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def now_us(self) -> int:
+        return _to_us(self.clock())
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        records: Iterable[NewRecord | tuple[Any, RecordData]],
+        expected_versions: Mapping[Any, int] | None,
+    ) -> AppendRequest:
+        """Validate and encode everything before anything is queued."""
+        rows: list[tuple[IDType, str, int, str, Any]] = []
+        limit = self.max_record_bytes
+        for item in records:
+            if isinstance(item, NewRecord):
+                stream, data = item.stream_id, item.data
+            elif isinstance(item, tuple) and len(item) == 2:
+                stream, data = item
+            else:
+                raise TypeError(
+                    f"append takes NewRecord or (stream_id, data) pairs, not {type(item).__name__}"
+                )
+            sid = to_id(stream)
+            if not isinstance(data, RecordData):
+                raise TypeError(f"record data must be a RecordData, not {type(data).__name__}")
+            rows.append((sid, data.kind, data.kind_version, encode_data(data, limit), data))
+        expected: dict[IDType, int] = {}
+        for stream, version in (expected_versions or {}).items():
+            if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+                raise ValueError(f"expected version for {stream} must be an int >= 0, not {version!r}")
+            expected[to_id(stream)] = version
+        return AppendRequest(rows, expected)
+
+    async def append(
+        self,
+        records: Iterable[NewRecord | tuple[Any, RecordData]],
+        *,
+        expected_versions: Mapping[Any, int] | None = None,
+    ) -> list[int]:
+        """Append records atomically; return their positions.
+
+        ``expected_versions`` maps stream ids to the version each stream must be at
+        (0: the stream must not exist yet). If any is stale, :class:`ConcurrencyError`
+        is raised and nothing is written. Records of one call get consecutive
+        positions; each stream's records get consecutive versions.
+        """
+        committed = await self.append_records(records, expected_versions=expected_versions)
+        return [r.position for r in committed]
+
+    async def append_records(
+        self,
+        records: Iterable[NewRecord | tuple[Any, RecordData]],
+        *,
+        expected_versions: Mapping[Any, int] | None = None,
+    ) -> list[Recorded]:
+        """Like :meth:`append`, returning the committed records."""
+        request = self._prepare(records, expected_versions)
+        if not request.rows:
+            return []
+        self.run  # noqa: B018 - raises on a read-only store before queueing
+        return await self._submit(request)
+
+    async def _submit(self, request: AppendRequest) -> list[Recorded]:
+        self._ensure_open()
+        future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        self._start_writer()
+        self._writer.queue.put_nowait(_Pending(request, future, len(request.rows)))
+        return await future
+
+    async def sync(self) -> int:
+        """Deliver this run's records committed by other processes; return the head."""
+        self._ensure_open()
+        if self._run is None:
+            return await self._backend.head_position()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._start_writer()
+        self._writer.queue.put_nowait(_Pending(None, future))
+        return await future
+
+    def _start_writer(self) -> None:
+        if self._writer.task is None:
+            self._writer.task = asyncio.get_running_loop().create_task(
+                self._write_loop(), name="lionstore-writer"
+            )
+
+    async def _write_loop(self) -> None:
+        queue = self._writer.queue
+        while True:
+            first = await queue.get()
+            if first is _STOP:
+                return
+            group: list[_Pending] = [first]
+            size = first.records
+            stop_after = False
+            while size < _MAX_GROUP_RECORDS and not queue.empty():
+                item = queue.get_nowait()
+                if item is _STOP:
+                    stop_after = True
+                    break
+                group.append(item)
+                size += item.records
+            await self._commit_group(group)
+            if stop_after:
+                return
+
+    async def _commit_group(self, group: list[_Pending]) -> None:
+        appends = [p for p in group if p.request is not None]
+        run = self.run
+        try:
+            if appends:
+                outcome = await self._backend.commit(
+                    run, [p.request for p in appends if p.request], self.now_us(), self._seen
+                )
+                foreign, head = outcome.foreign, outcome.head
+            else:
+                foreign, head = await self._backend.tail(run, self._seen)
+        except BaseException as exc:  # every waiter hears about the failure
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(_as_store_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._publish(foreign)
+        if appends:
+            for pending, result in zip(appends, outcome.results, strict=True):
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    self._publish(result)
+                    pending.future.set_result(result)  # type: ignore[arg-type]
+        self._seen = max(self._seen, head)
+        for pending in group:
+            if pending.request is None and not pending.future.done():
+                pending.future.set_result(head)  # type: ignore[arg-type]
+
+    def _publish(self, records: Sequence[Recorded]) -> None:
+        if not records:
+            return
+        for sub in list(self._subscribers):
+            if not sub.active:
+                continue
+            try:
+                sub.handler(records)
+            except Exception:  # a broken projection must not stop the writer
+                log.exception("a lionstore subscriber failed; it is unsubscribed")
+                sub.close()
+
+    def subscribe(self, handler: Handler) -> Subscription:
+        """Call ``handler`` with every batch of this run's records committed from now on.
+
+        Handlers run on the event loop, synchronously, before the appending caller
+        resumes; they must be quick and must not await.
+        """
+        sub = Subscription(self, handler)
+        self._subscribers.append(sub)
+        return sub
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def read(
+        self,
+        *,
+        run: str | None | bool = True,
+        stream: Any = None,
+        kinds: Iterable[str] | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        until: datetime | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[Recorded]:
+        """Stream records in position order, ``page_size`` at a time.
+
+        ``run=True`` (default) reads this store's run, ``run=None`` every run, a
+        string a run by id or label. ``after``/``upto`` bound positions
+        (exclusive/inclusive); ``until`` bounds the recorded time (inclusive).
+        """
+        self._ensure_open()
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        run_no: int | None
+        if run is True:
+            run_no = self.run.run_no
+        elif run is None or run is False:
+            run_no = None
+        else:
+            found = await self.find_run(str(run))
+            run_no = found.run_no
+        query = ReadQuery(
+            run_no=run_no,
+            stream_id=to_id(stream) if stream is not None else None,
+            kinds=tuple(kinds) if kinds is not None else None,
+            after=after,
+            upto=upto,
+            until_us=_to_us(until) if until is not None else None,
+        )
+        return self._pages(query, page_size)
+
+    async def _pages(self, query: ReadQuery, page_size: int) -> AsyncIterator[Recorded]:
+        after = query.after
+        while True:
+            page = await self._backend.read_page(
+                ReadQuery(
+                    query.run_no, query.stream_id, query.kinds, after, query.upto, query.until_us
+                ),
+                page_size,
+            )
+            for record in page:
+                yield record
+            if len(page) < page_size:
+                return
+            after = page[-1].position
+
+    async def head(self) -> int:
+        """The log's last committed position (all runs)."""
+        return await self._backend.head_position()
+
+    async def runs(self) -> list[RunInfo]:
+        return await self._backend.list_runs()
+
+    async def find_run(self, ref: str) -> RunInfo:
+        found = await self._backend.find_run(ref)
+        if found is None:
+            raise RunNotFoundError(f"no run with id or label {ref!r}")
+        return found
+
+    async def fork(self, at: int, *, label: str | None = None, run: str | None = None) -> RunInfo:
+        """Start a new run holding the first records (up to position ``at``) of ``run``
+        (default: this store's run). The source run is not changed."""
+        source = self.run if run is None else await self.find_run(run)
+        if at < 0:
+            raise ValueError("fork position must be >= 0")
+        return await self._backend.create_run(label, self.now_us(), parent=source, forked_at=at)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._writer.task is not None:
+            self._writer.queue.put_nowait(_STOP)
+            await self._writer.task
+        self._closed = True
+        for sub in list(self._subscribers):
+            sub.close()
+        await self._backend.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _as_store_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, LionstoreError):
+        return exc
+    if isinstance(exc, Exception):
+        err = StoreError(f"append failed: {exc}")
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+class open:  # noqa: N801 - used as `async with lionstore.open(...)`
+    """Open (or create) a lionstore database; an async context manager yielding a Store.
+
+    ``target`` is a file path (SQLite) or a SQLAlchemy URL. ``run`` names the run
+    to attach to: an existing run id or label continues that run, a new label
+    starts a run with that label, ``None`` starts a fresh run. ``readonly=True``
+    attaches to ``run`` only if given, never creates anything, and refuses writes.
+
+    A new file gets the schema through Alembic. An existing file is checked
+    without being changed: an older schema raises :class:`SchemaOutdatedError`
+    unless ``upgrade=True``; a newer schema, a foreign database, or a damaged file
+    raise their own :class:`StoreError` subclasses.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        run: str | None = None,
+        durability: str = "normal",
+        upgrade: bool = False,
+        readonly: bool = False,
+        clock: Clock | None = None,
+        lock_timeout: float = 30.0,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ) -> None:
+        if durability not in DURABILITY_LEVELS:
+            raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
+        if not isinstance(target, (str, os.PathLike)):
+            raise TypeError(f"target must be a path or URL, not {type(target).__name__}")
+        if run is not None and (not isinstance(run, str) or not run.strip() or len(run) > 200):
+            raise ValueError("run must be a non-empty string of at most 200 characters")
+        if lock_timeout <= 0:
+            raise ValueError("lock_timeout must be > 0")
+        if max_record_bytes < 1024:
+            raise ValueError("max_record_bytes must be at least 1024")
+        self._target = os.fspath(target)
+        self._run = run
+        self._durability = durability
+        self._upgrade = upgrade
+        self._readonly = readonly
+        self._clock = clock or _utcnow
+        self._lock_timeout = lock_timeout
+        self._max_record_bytes = max_record_bytes
+        self._store: Store | None = None
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Store:
+        self._store = await self._open()
+        return self._store
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+    async def _open(self) -> Store:
+        path = migrate.sqlite_path(self._target)
+        if path is None:
+            raise StoreError(
+                f"{self._target}: only SQLite files are supported by this version of lionstore"
+            )
+        return await self._open_sqlite(path)
+
+    async def _open_sqlite(self, path: Path) -> Store:
+        from lionstore.log.sqlite import SQLiteBackend
+
+        state = migrate.inspect_sqlite_file(path)
+        if self._readonly:
+            if state.status == "new":
+                raise StorePathError(f"{path}: no lionstore database here")
+            state.require_current(upgrade_allowed=False)
+        else:
+            state.require_current(upgrade_allowed=self._upgrade)
+            if state.status != "current":
+                if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+                    raise StorePathError(f"{path}: directory {path.parent} is not writable")
+                if state.exists and not os.access(path, os.W_OK):
+                    raise StorePathError(f"{path}: the file is read-only")
+                await migrate.upgrade(path)
+            elif not os.access(path, os.W_OK):
+                raise StorePathError(f"{path}: the file is read-only (open with readonly=True)")
+        backend = SQLiteBackend(
+            path,
+            durability=self._durability,
+            lock_timeout=self._lock_timeout,
+            readonly=self._readonly,
+        )
+        try:
+            run = await self._attach(backend)
+            seen = await backend.head_position()
+        except BaseException:
+            await backend.close()
+            raise
+        return Store(
+            backend,
+            run,
+            target=str(path),
+            seen=seen,
+            clock=self._clock,
+            max_record_bytes=self._max_record_bytes,
+            durability=self._durability,
+        )
+
+    async def _attach(self, backend: LogBackend) -> RunInfo | None:
+        now_us = _to_us(self._clock())
+        if self._run is None:
+            return None if self._readonly else await backend.create_run(None, now_us)
+        found = await backend.find_run(self._run)
+        if found is not None:
+            return found
+        if self._readonly:
+            raise RunNotFoundError(f"no run with id or label {self._run!r}")
+        if is_id(self._run):
+            raise RunNotFoundError(
+                f"no run with id {self._run!r}; pass a label (not a UUID) to start a new run"
+            )
+        return await backend.create_run(self._run, now_us)
+
