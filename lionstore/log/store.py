@@ -121,8 +121,11 @@ class Store:
         clock: Clock = _utcnow,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         durability: str = "normal",
+        created_run: bool = False,
     ) -> None:
         self._backend = backend
+        self._created_run = created_run
+        self._published = 0
         self._run = run
         self.target = target
         self.clock = clock
@@ -150,6 +153,12 @@ class Store:
     def position(self) -> int:
         """The log position up to which this store's feed has delivered records."""
         return self._seen
+
+    @property
+    def run_is_fresh(self) -> bool:
+        """True while this store's run has no records but its ``run.started``: the run
+        was created by this open and nothing has been appended to it since."""
+        return self._created_run and self._published == 0
 
     @property
     def closed(self) -> bool:
@@ -294,6 +303,7 @@ class Store:
     def _publish(self, records: Sequence[Recorded]) -> None:
         if not records:
             return
+        self._published += len(records)
         for sub in list(self._subscribers):
             if not sub.active:
                 continue
@@ -398,10 +408,11 @@ class Store:
     async def close(self) -> None:
         if self._closed:
             return
+        # Refuse new appends at once: one queued behind _STOP would never be answered.
+        self._closed = True
         if self._writer.task is not None:
             self._writer.queue.put_nowait(_STOP)
             await self._writer.task
-        self._closed = True
         for sub in list(self._subscribers):
             sub.close()
         await self._backend.close()
@@ -503,7 +514,17 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
                     raise StorePathError(f"{path}: directory {path.parent} is not writable")
                 if state.exists and not os.access(path, os.W_OK):
                     raise StorePathError(f"{path}: the file is read-only")
-                await migrate.upgrade(path)
+                try:
+                    await migrate.upgrade(path)
+                except LionstoreError:
+                    raise
+                except Exception as exc:  # e.g. root in a directory no one can create files in
+                    reason = getattr(exc, "orig", None) or exc
+                    if not state.exists:
+                        raise StorePathError(
+                            f"{path}: cannot create the database file ({reason})"
+                        ) from exc
+                    raise StoreError(f"{path}: cannot upgrade the schema ({reason})") from exc
             elif not os.access(path, os.W_OK):
                 raise StorePathError(f"{path}: the file is read-only (open with readonly=True)")
         backend = SQLiteBackend(
@@ -513,7 +534,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             readonly=self._readonly,
         )
         try:
-            run = await self._attach(backend)
+            run, created = await self._attach(backend)
             seen = await backend.head_position()
         except BaseException:
             await backend.close()
@@ -526,20 +547,23 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             clock=self._clock,
             max_record_bytes=self._max_record_bytes,
             durability=self._durability,
+            created_run=created,
         )
 
-    async def _attach(self, backend: LogBackend) -> RunInfo | None:
+    async def _attach(self, backend: LogBackend) -> tuple[RunInfo | None, bool]:
         now_us = _to_us(self._clock())
         if self._run is None:
-            return None if self._readonly else await backend.create_run(None, now_us)
+            if self._readonly:
+                return None, False
+            return await backend.create_run(None, now_us), True
         found = await backend.find_run(self._run)
         if found is not None:
-            return found
+            return found, False
         if self._readonly:
             raise RunNotFoundError(f"no run with id or label {self._run!r}")
         if is_id(self._run):
             raise RunNotFoundError(
                 f"no run with id {self._run!r}; pass a label (not a UUID) to start a new run"
             )
-        return await backend.create_run(self._run, now_us)
+        return await backend.create_run(self._run, now_us), True
 

@@ -1,0 +1,167 @@
+"""Element: the identified, timestamped base model of everything lionstore stores.
+
+Follows lionagi's ``Element``: ``id`` (frozen, a new UUID4 by default),
+``created_at`` (frozen POSIX seconds) and ``metadata``; equality and hashing by
+id. Unlike lionagi, ids are :class:`~lionstore.domain.ids.IDType` strings and a
+dumped element always validates back (``to_dict``/``from_dict`` round-trip).
+
+Classes are looked up by name when elements are rebuilt from the log, but only
+among classes already defined in this process (or registered explicitly): a
+database file can never make lionstore import a module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lionstore.domain.ids import IDType
+from lionstore.errors import EventClassNotFoundError
+
+__all__ = ["Element", "class_path", "register_class", "resolve_class"]
+
+
+def _now() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
+
+
+def class_path(cls: type) -> str:
+    """``module.QualName`` of a class: the name records store."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_REGISTERED: dict[str, type[BaseModel]] = {}
+
+
+def register_class(*classes: type[BaseModel]) -> None:
+    """Make classes findable by :func:`resolve_class` (e.g. classes defined in a
+    function, which the subclass walk also finds, or under another name)."""
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            raise TypeError(f"only pydantic model classes can be registered, not {cls!r}")
+        _REGISTERED[class_path(cls)] = cls
+
+
+def _walk(base: type) -> list[type]:
+    seen: list[type] = []
+    stack = [base]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                stack.append(sub)
+    return seen
+
+
+def resolve_class(path: str, base: type[BaseModel]) -> type[BaseModel]:
+    """The class named ``path`` among ``base`` and its subclasses defined in this process.
+
+    Raises :class:`EventClassNotFoundError` naming the class. Never imports anything.
+    """
+    found = _REGISTERED.get(path)
+    if found is not None and issubclass(found, base):
+        return found
+    if class_path(base) == path:
+        return base
+    matches = [c for c in _walk(base) if class_path(c) == path]
+    # Redefinitions (tests, notebooks) leave old classes behind; the newest wins.
+    if matches:
+        cls = matches[-1]
+        _REGISTERED[path] = cls
+        return cls
+    raise EventClassNotFoundError(
+        f"class {path} is not defined in this process; import the module that defines it "
+        "(or pass it with register_class) before opening"
+    )
+
+
+class Element(BaseModel):
+    """Base of events, mail and sources: an id, a creation time and metadata."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        validate_assignment=False,
+    )
+
+    id: IDType = Field(default_factory=IDType.create, frozen=True)
+    created_at: float = Field(default_factory=_now, frozen=True)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _lion_class_key: ClassVar[str] = "lion_class"
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _coerce_created_at(cls, value: Any) -> float:
+        if value is None:
+            return _now()
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, bool):
+            raise ValueError("Invalid created_at: a bool is not a time")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                try:
+                    return dt.datetime.fromisoformat(value).timestamp()
+                except ValueError:
+                    pass
+        raise ValueError(f"Invalid created_at: {value!r}")
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _coerce_metadata(cls, value: Any) -> dict[str, Any]:
+        if not value:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("metadata must be a dict")
+        lion_class = value.get(cls._lion_class_key)
+        if lion_class is not None and lion_class != class_path(cls):
+            raise ValueError(f"Metadata class mismatch: {lion_class} is not {class_path(cls)}")
+        return dict(value)
+
+    @property
+    def created_datetime(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.created_at, dt.UTC)
+
+    @classmethod
+    def class_name(cls, full: bool = False) -> str:
+        return class_path(cls) if full else cls.__name__
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_dict` turns back into this element."""
+        data = self.model_dump(mode="json")
+        data["metadata"] = {**data.get("metadata", {}), self._lion_class_key: class_path(type(self))}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuild an element from :meth:`to_dict` output (the input is not mutated)."""
+        data = dict(data)
+        metadata = dict(data.get("metadata") or {})
+        lion_class = metadata.pop(cls._lion_class_key, None)
+        data["metadata"] = metadata
+        target: type[BaseModel] = cls
+        if lion_class is not None and lion_class != class_path(cls):
+            target = resolve_class(lion_class, cls)
+        result = target.model_validate(data)
+        assert isinstance(result, cls)
+        return result
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Element):
+            return NotImplemented
+        return self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __bool__(self) -> bool:
+        return True

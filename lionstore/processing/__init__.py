@@ -1,0 +1,1 @@
+"""Processor and Executor (seeds/processor-executor.txt) on the log."""

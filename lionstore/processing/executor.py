@@ -1,0 +1,194 @@
+"""Executor: a durable pile of events forwarded to a Processor.
+
+The pile (every event, in append order, with its status and outcome) and the
+``pending`` progression are projections of the run's ``event.*`` records for
+this executor's ``name``. Opening the same file, run and name later, in any
+process, rebuilds them and carries on.
+
+Differences from lionagi 0.8.7, on purpose:
+
+* ``append`` of an event already in the pile does nothing: a COMPLETED or FAILED
+  event is never invoked again unless :meth:`retry` is called.
+* ``forward`` before ``start`` raises :class:`ProcessorNotStartedError` and
+  changes nothing.
+* ``forward`` runs cycles until every event it forwarded has had its turn
+  (finished, or deferred by a denial), so concurrent ``forward`` calls each see
+  their own events run.
+* ``pile`` and ``pending`` are read-only; they change through these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from lionstore.domain.element import class_path
+from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
+from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.pile import Pile
+from lionstore.domain.progression import Progression
+from lionstore.errors import IDError, ProcessorNotStartedError
+from lionstore.log.store import Store
+from lionstore.processing.processor import Processor
+from lionstore.projections.executor import class_materializer
+from lionstore.repositories.executor import ExecutorRepository
+
+__all__ = ["Executor"]
+
+
+class Executor:
+    """Stores events in a durable pile and forwards them to its processor."""
+
+    processor_type: ClassVar[type[Processor]] = Processor
+
+    def __init__(
+        self,
+        processor_config: dict[str, Any] | None = None,
+        strict_event_type: bool = False,
+        *,
+        store: Store,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(f"store must be a lionstore Store, not {type(store).__name__}")
+        if processor_config is not None and not isinstance(processor_config, dict):
+            raise TypeError("processor_config must be a dict")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("name must be a non-empty string")
+        self.processor_config: dict[str, Any] = dict(processor_config or {})
+        self.name = name or class_path(type(self))
+        self.processor: Processor | None = None
+        self.store = store
+        event_type = self.processor_type.event_type
+        self._repo = ExecutorRepository(
+            store,
+            self.name,
+            class_materializer(event_type),
+            item_type=event_type,
+            strict_type=strict_event_type,
+        )
+
+    # -- views ---------------------------------------------------------------------------
+
+    @property
+    def event_type(self) -> type[Event]:
+        return self.processor_type.event_type
+
+    @property
+    def strict_event_type(self) -> bool:
+        return self._repo.state.pile.strict_type
+
+    @property
+    def pile(self) -> Pile[Event]:
+        """Every event, in append order (read-only)."""
+        self._repo.require_loaded(f"executor {self.name!r}")
+        return self._repo.state.pile
+
+    @property
+    def pending(self) -> Progression:
+        """Ids of events appended but not yet forwarded (read-only)."""
+        self._repo.require_loaded(f"executor {self.name!r}")
+        return self._repo.state.pending_progression()
+
+    def _filtered(self, status: EventStatus) -> Pile[Event]:
+        self._repo.require_loaded(f"executor {self.name!r}")
+        pile = self._repo.state.pile
+        return Pile(
+            self._repo.state.with_status(status),
+            item_type=pile.item_type,
+            strict_type=pile.strict_type,
+        )
+
+    @property
+    def completed_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.COMPLETED)
+
+    @property
+    def pending_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.PENDING)
+
+    @property
+    def failed_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.FAILED)
+
+    @property
+    def processing_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.PROCESSING)
+
+    def __contains__(self, ref: Any) -> bool:
+        try:
+            return to_id(ref) in self.pile
+        except IDError:
+            return False
+
+    def attempts(self, ref: Any) -> int:
+        """How many times the event has been claimed."""
+        return self._repo.state.attempts.get(to_id(ref), 0)
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fold this executor's history from the log (done by every async method)."""
+        await self._repo.load()
+
+    async def _create_processor(self) -> None:
+        processor = await self.processor_type.create(**self.processor_config)
+        processor._attach(self._repo)
+        self.processor = processor
+
+    async def start(self) -> None:
+        await self._repo.load()
+        if self.processor is None:
+            await self._create_processor()
+        assert self.processor is not None
+        await self.processor.start()
+
+    async def stop(self) -> None:
+        if self.processor is not None:
+            await self.processor.stop()
+
+    async def append(self, event: Event) -> None:
+        """Add an event to the pile and the pending progression (one commit)."""
+        await self._repo.append([event])
+
+    async def extend(self, events: Iterable[Event]) -> None:
+        """Append many events in one commit."""
+        await self._repo.append(list(events))
+
+    async def forward(self) -> None:
+        """Move every pending event into the processor queue and run cycles until
+        each of them has had its turn."""
+        if self.processor is None:
+            raise ProcessorNotStartedError(
+                f"executor {self.name!r}: call `await executor.start()` before forward()"
+            )
+        queued = set(await self._repo.queue())
+        await self._run_until_dispatched(queued)
+
+    async def _run_until_dispatched(self, ids: set[IDType]) -> None:
+        assert self.processor is not None
+        state = self._repo.state
+        while True:
+            waiting = [i for i in ids if i in state.queue and not state.denials.get(i)]
+            if not waiting:
+                return
+            await self.processor.process()
+
+    async def retry(self, events: Any) -> None:
+        """Explicitly re-run finished events: they go back to pending, and the next
+        claim records attempt + 1."""
+        refs = events if isinstance(events, (list, tuple, set)) else [events]
+        await self._repo.retry(refs)
+
+    async def join(self) -> None:
+        """Wait until the processor's queue is drained and nothing is in flight."""
+        if self.processor is None:
+            raise ProcessorNotStartedError(f"executor {self.name!r}: start() it first")
+        await self.processor.join()
+
+    def is_terminal(self, ref: Any) -> bool:
+        return self._repo.state.status(to_id(ref)) in TERMINAL_STATUSES
+
+    def close(self) -> None:
+        """Stop following the store's feed."""
+        self._repo.close()

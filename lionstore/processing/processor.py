@@ -1,0 +1,356 @@
+"""Processor: a capacity-limited queue of events, durable.
+
+The seed's Processor, with its documented intent kept and lionagi 0.8.7's
+losses fixed (shared/reference/lionagi-0.8.7-behaviour.md sections 2.7 and 5):
+
+* **The queue is a projection.** ``enqueue`` records ``event.queued``; the queue
+  is rebuilt from the log on reopen. ``queue`` is a read-only view of it.
+* **A cycle (``process``) is two transactions**: one that claims the batch
+  (``event.claimed`` with owner, attempt and lease; ``event.deferred`` for
+  denials) and one that records every outcome (``event.finished``).
+* **Capacity**: a cycle takes at most ``available_capacity`` events from the
+  head of the queue; a denial uses a unit, as in lionagi. Capacity is always
+  restored to ``queue_capacity`` when the cycle ends, whatever happened in it.
+* **Denial**: a denied event stays in the queue, in place, and is not looked at
+  again before a back-off of ``capacity_refresh_time * 2**(denials-1)`` seconds
+  (capped at ``max_backoff``). It is never dropped.
+* **Failure**: ``invoke()`` raising records FAILED with ``"ExcType: message"`` as
+  the error and the measured duration.
+* **Leases**: a claim is owned by this processor until ``lease_seconds`` pass.
+  An expired claim (its owner crashed) is re-queued by the next cycle of any
+  processor, up to ``max_attempts`` claims; then the event is FAILED with reason
+  ``abandoned``. Invocation is therefore at-least-once; outcomes are recorded
+  exactly once (compare-and-set on the event's stream).
+* **Stop is sticky**: ``stop()`` before ``execute()`` starts is honoured;
+  ``start()`` clears it. ``execution_mode`` is reset however ``execute`` ends.
+* **join()** returns once the queue is empty and nothing is in flight (it runs
+  cycles itself when no ``execute`` loop is running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
+from lionstore.domain.ids import IDType
+from lionstore.errors import LionstoreError, ProcessorNotStartedError
+from lionstore.repositories.executor import Outcome, user_fields
+
+if TYPE_CHECKING:
+    from lionstore.repositories.executor import ExecutorRepository
+
+__all__ = ["Processor", "QueueView"]
+
+
+class QueueView:
+    """A read-only view of the processor queue (event ids, FIFO)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    def _ids(self) -> list[IDType]:
+        repo = self._processor._repo
+        return list(repo.state.queue) if repo is not None else []
+
+    def qsize(self) -> int:
+        return len(self._ids())
+
+    def empty(self) -> bool:
+        return not self._ids()
+
+    def __len__(self) -> int:
+        return self.qsize()
+
+    def __iter__(self) -> Iterator[IDType]:
+        return iter(self._ids())
+
+    def __repr__(self) -> str:
+        return f"QueueView(size={self.qsize()})"
+
+
+class Processor:
+    """Processes queued events in capacity-limited batches (cycles)."""
+
+    event_type: ClassVar[type[Event]] = Event
+
+    def __init__(
+        self,
+        queue_capacity: int,
+        capacity_refresh_time: float,
+        *,
+        max_attempts: int = 3,
+        lease_seconds: float = 300.0,
+        max_backoff: float = 60.0,
+    ) -> None:
+        for name, value in (
+            ("queue_capacity", queue_capacity),
+            ("capacity_refresh_time", capacity_refresh_time),
+            ("lease_seconds", lease_seconds),
+            ("max_backoff", max_backoff),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+        if queue_capacity < 1:
+            raise ValueError("Queue capacity must be greater than 0.")
+        if capacity_refresh_time <= 0:
+            raise ValueError("Capacity refresh time must be larger than 0.")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError("max_attempts must be an int >= 1")
+        if lease_seconds <= 0 or max_backoff <= 0:
+            raise ValueError("lease_seconds and max_backoff must be > 0")
+        self.queue_capacity = int(queue_capacity)
+        self.capacity_refresh_time = float(capacity_refresh_time)
+        self.max_attempts = max_attempts
+        self.lease_seconds = float(lease_seconds)
+        self.max_backoff = float(max_backoff)
+        self._available_capacity = self.queue_capacity
+        self._execution_mode = False
+        self._stop_requested = False
+        self._repo: ExecutorRepository | None = None
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{IDType.create()[:8]}"
+        self._cycle = 0
+        self._cycle_lock: asyncio.Lock | None = None
+        self._in_flight: set[IDType] = set()
+        self._wakeup: asyncio.Event | None = None
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def _attach(self, repo: ExecutorRepository) -> None:
+        self._repo = repo
+        repo.store.subscribe(self._on_records)
+
+    def _on_records(self, _records: Any) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _require_repo(self) -> ExecutorRepository:
+        if self._repo is None:
+            raise ProcessorNotStartedError(
+                "this processor is not attached to an executor; create it through "
+                "Executor.start()"
+            )
+        return self._repo
+
+    def _lock(self) -> asyncio.Lock:
+        if self._cycle_lock is None:
+            self._cycle_lock = asyncio.Lock()
+        return self._cycle_lock
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def queue(self) -> QueueView:
+        return QueueView(self)
+
+    @property
+    def available_capacity(self) -> int:
+        return self._available_capacity
+
+    @available_capacity.setter
+    def available_capacity(self, value: int) -> None:
+        self._available_capacity = value
+
+    @property
+    def execution_mode(self) -> bool:
+        return self._execution_mode
+
+    @execution_mode.setter
+    def execution_mode(self, value: bool) -> None:
+        self._execution_mode = value
+
+    # -- seed API ------------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, **kwargs: Any) -> Self:
+        return cls(**kwargs)
+
+    async def enqueue(self, event: Event) -> None:
+        """Add an event to the queue (recording it first if the executor does not know it)."""
+        await self._require_repo().enqueue_event(event)
+
+    async def dequeue(self) -> Event:
+        """Claim and return the next queued event (waiting for one).
+
+        The caller owns the claim: if it never reports an outcome, the lease
+        expires and the event is re-queued.
+        """
+        repo = self._require_repo()
+        while True:
+            async with self._lock():
+                await repo.sync()
+                eligible = repo.state.eligible(repo.store.now_us())
+                if eligible:
+                    self._cycle += 1
+                    won = await repo.claim(
+                        eligible[:1],
+                        [],
+                        owner=self.owner,
+                        lease_seconds=self.lease_seconds,
+                        cycle=self._cycle,
+                        backoff=self._backoff,
+                    )
+                    if won:
+                        return won[0][0]
+            await self._wait_for_change(self.capacity_refresh_time)
+
+    async def join(self) -> None:
+        """Return once the queue is empty and no event is in flight."""
+        repo = self._require_repo()
+        while True:
+            await repo.sync()
+            state = repo.state
+            if not state.queue and not state.claims and not self._in_flight:
+                return
+            if self._execution_mode:
+                await self._wait_for_change(self.capacity_refresh_time)
+                continue
+            if state.eligible(repo.store.now_us()):
+                await self.process()
+                continue
+            await self._wait_for_change(self._seconds_until_next(state))
+
+    async def stop(self) -> None:
+        """Ask the ``execute`` loop to stop (sticky until ``start``)."""
+        self._stop_requested = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def start(self) -> None:
+        """Clear a stop request."""
+        self._stop_requested = False
+
+    def is_stopped(self) -> bool:
+        return self._stop_requested
+
+    async def request_permission(self, **kwargs: Any) -> bool:
+        """Override to rate-limit or gate events; a denial defers the event."""
+        return True
+
+    async def process(self) -> None:
+        """Run one cycle: claim up to ``available_capacity`` events, invoke them
+        concurrently, record their outcomes. Capacity is then restored."""
+        repo = self._require_repo()
+        async with self._lock():
+            try:
+                await self._process(repo)
+            finally:
+                self._available_capacity = self.queue_capacity
+
+    async def execute(self) -> None:
+        """Run cycles until ``stop()``; between cycles wait ``capacity_refresh_time``
+        or until new work is recorded."""
+        if self._stop_requested:
+            return
+        self._execution_mode = True
+        try:
+            while not self._stop_requested:
+                await self.process()
+                if self._stop_requested:
+                    break
+                repo = self._require_repo()
+                if not repo.state.eligible(repo.store.now_us()):
+                    await self._wait_for_change(
+                        min(self.capacity_refresh_time, self._seconds_until_next(repo.state))
+                    )
+        finally:
+            self._execution_mode = False
+
+    # -- the cycle -----------------------------------------------------------------------
+
+    def _backoff(self, denials: int) -> float:
+        return float(min(self.max_backoff, self.capacity_refresh_time * 2 ** (denials - 1)))
+
+    def _seconds_until_next(self, state: Any) -> float:
+        wake = state.next_wakeup_us()
+        if wake is None:
+            return self.capacity_refresh_time
+        now = self._require_repo().store.now_us()
+        return max(0.0, (wake - now) / 1_000_000)
+
+    async def _wait_for_change(self, timeout: float) -> None:
+        if self._wakeup is None:
+            self._wakeup = asyncio.Event()
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
+        except TimeoutError:
+            pass
+
+    async def _process(self, repo: ExecutorRepository) -> None:
+        await repo.sync()
+        await repo.reclaim_expired(max_attempts=self.max_attempts, in_flight=self._in_flight)
+        self._available_capacity = self.queue_capacity
+        state = repo.state
+        eligible = state.eligible(repo.store.now_us())
+        if not eligible:
+            return
+        grants: list[IDType] = []
+        denials: list[IDType] = []
+        for event_id in eligible:
+            if self._available_capacity <= 0:
+                break
+            self._available_capacity -= 1
+            event = state.pile._items[event_id]
+            if await self.request_permission(**event.request):
+                grants.append(event_id)
+            else:
+                denials.append(event_id)
+        self._cycle += 1
+        claimed = await repo.claim(
+            grants,
+            denials,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            cycle=self._cycle,
+            backoff=self._backoff,
+        )
+        if not claimed:
+            return
+        self._in_flight.update(e.id for e, _, _ in claimed)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
+            )
+            await repo.finish(outcomes)
+        finally:
+            self._in_flight.difference_update(e.id for e, _, _ in claimed)
+
+    async def _invoke(self, event: Event, attempt: int, claim_version: int) -> Outcome:
+        before = user_fields(event)
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            await event.invoke()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the failure is the outcome
+            error = f"{type(exc).__name__}: {exc}"
+        elapsed = time.perf_counter() - started
+        execution = event.execution
+        if error is not None:
+            status = EventStatus.FAILED
+        elif execution.status in TERMINAL_STATUSES:
+            status = execution.status  # invoke() decided itself (as lionagi's APICalling does)
+            error = execution.error
+        else:
+            status = EventStatus.COMPLETED
+        after = user_fields(event)
+        return Outcome(
+            event_id=event.id,
+            attempt=attempt,
+            claim_version=claim_version,
+            status=status,
+            duration=execution.duration if execution.duration is not None else elapsed,
+            response=execution.response,
+            error=error,
+            fields={k: v for k, v in after.items() if before.get(k) != v} or None,
+        )
+
+
+class ProcessorError(LionstoreError):
+    """Raised for processor misuse."""

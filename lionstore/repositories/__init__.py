@@ -1,0 +1,1 @@
+"""Repositories: turn commands into records, append them, keep projections current."""

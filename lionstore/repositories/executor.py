@@ -1,0 +1,291 @@
+"""The executor repository: executor commands as records, with compare-and-set.
+
+Every command expects the event streams it touches to be at the versions the
+projection shows. A claim therefore succeeds for exactly one processor, across
+tasks, processes and machines; an outcome is recorded only by the processor
+whose claim is still current (its lease was not taken over).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lionstore.domain.element import class_path
+from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
+from lionstore.domain.event_records import (
+    EVENT_KINDS,
+    EventAbandoned,
+    EventAppended,
+    EventClaimed,
+    EventDeferred,
+    EventFinished,
+    EventQueued,
+    EventRequeued,
+    EventRetried,
+)
+from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.records import NewRecord, Recorded, encode_data
+from lionstore.errors import ItemNotFoundError, RecordError
+from lionstore.log.store import Store
+from lionstore.projections.executor import ExecutorState, Materializer
+from lionstore.repositories.base import Decision, Repository
+
+__all__ = ["ExecutorRepository", "Outcome"]
+
+log = logging.getLogger("lionstore.executor")
+
+_BASE_FIELDS = frozenset({"id", "created_at", "metadata", "execution"})
+
+
+def user_fields(event: Event) -> dict[str, Any]:
+    """The event's own fields, JSON-ready (what ``event.appended`` stores)."""
+    return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one invocation produced, before it is recorded."""
+
+    event_id: IDType
+    attempt: int
+    claim_version: int
+    status: EventStatus
+    duration: float | None
+    response: Any
+    error: str | None
+    fields: dict[str, Any] | None
+
+
+class ExecutorRepository(Repository):
+    kinds = EVENT_KINDS
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        materialize: Materializer,
+        *,
+        item_type: type[Event] | None = None,
+        strict_type: bool = False,
+    ) -> None:
+        self.state = ExecutorState(name, materialize, item_type=item_type, strict_type=strict_type)
+        super().__init__(store)
+
+    def apply(self, record: Recorded) -> None:
+        self.state.apply(record)
+
+    # -- append / queue ------------------------------------------------------------------
+
+    async def append(self, events: Sequence[Event]) -> list[Event]:
+        """Record new events (pending). Events already in the pile are left alone.
+
+        Returns the events that were new. Raises TypeError for a wrong type and
+        RecordError for unstorable fields, before anything is written.
+        """
+        pile = self.state.pile
+        prepared: list[tuple[Event, EventAppended]] = []
+        seen: set[IDType] = set()
+        for event in events:
+            pile._check_type(event)
+            if event.id in seen:
+                continue
+            seen.add(event.id)
+            data = EventAppended(
+                executor=self.state.name,
+                event_class=class_path(type(event)),
+                created_at=event.created_at,
+                metadata=event.metadata,
+                fields=user_fields(event),
+            )
+            encode_data(data, self.store.max_record_bytes)  # refuse bad fields up front
+            prepared.append((event, data))
+
+        def decide() -> Decision | None:
+            fresh = [(e, d) for e, d in prepared if not self.state.knows(e.id)]
+            for event, _ in fresh:
+                self.state.live[event.id] = event
+            return [NewRecord(e.id, d) for e, d in fresh], {e.id: 0 for e, _ in fresh}
+
+        await self.load()
+        try:
+            committed = await self.decide_and_append(decide)
+        finally:
+            for event, _ in prepared:
+                self.state.live.pop(event.id, None)
+        new = {r.stream_id for r in committed}
+        return [e for e, _ in prepared if e.id in new]
+
+    async def queue(self, ids: Iterable[IDType] | None = None) -> list[IDType]:
+        """Move pending events (all, or those named) into the processor queue."""
+        wanted = None if ids is None else list(ids)
+
+        def decide() -> Decision | None:
+            state = self.state
+            chosen = list(state.pending) if wanted is None else [i for i in wanted if i in state.pending]
+            return [NewRecord(i, EventQueued()) for i in chosen], {
+                i: state.versions[i] for i in chosen
+            }
+
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
+    async def enqueue_event(self, event: Event) -> None:
+        """Processor.enqueue: append the event if it is new, then queue it if pending."""
+        await self.append([event])
+        await self.queue([event.id])
+
+    # -- claims and outcomes ---------------------------------------------------------------
+
+    async def claim(
+        self,
+        grants: Sequence[IDType],
+        denials: Sequence[IDType],
+        *,
+        owner: str,
+        lease_seconds: float,
+        cycle: int,
+        backoff: Any,
+    ) -> list[tuple[Event, int, int]]:
+        """One transaction: claim ``grants`` (PROCESSING, with a lease) and defer
+        ``denials``. Returns ``(event, attempt, claim_version)`` for each claim won;
+        events someone else took meanwhile are skipped."""
+        now_us = self.store.now_us()
+        lease_us = int(lease_seconds * 1_000_000)
+
+        def decide() -> Decision | None:
+            state = self.state
+            records: list[NewRecord] = []
+            expected: dict[IDType, int] = {}
+            for i in grants:
+                if i in state.queue:
+                    records.append(
+                        NewRecord(
+                            i,
+                            EventClaimed(
+                                owner=owner,
+                                attempt=state.attempts.get(i, 0) + 1,
+                                lease_expires_us=now_us + lease_us,
+                                cycle=cycle,
+                            ),
+                        )
+                    )
+                    expected[i] = state.versions[i]
+            for i in denials:
+                if i in state.queue:
+                    denied = state.denials.get(i, 0) + 1
+                    records.append(
+                        NewRecord(
+                            i,
+                            EventDeferred(
+                                reason="permission_denied",
+                                retry_at_us=now_us + int(backoff(denied) * 1_000_000),
+                                denials=denied,
+                            ),
+                        )
+                    )
+                    expected[i] = state.versions[i]
+            return records, expected
+
+        committed = await self.decide_and_append(decide)
+        pile = self.state.pile._items
+        return [
+            (pile[r.stream_id], r.data.attempt, r.stream_version)  # type: ignore[union-attr]
+            for r in committed
+            if r.kind == EventClaimed.kind
+        ]
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
+        """Record outcomes in one transaction. An outcome whose claim is no longer
+        current (the lease was taken over) is dropped and logged, never recorded twice."""
+        limit = self.store.max_record_bytes
+        prepared: list[tuple[Outcome, EventFinished]] = []
+        for outcome in outcomes:
+            data = _finished(outcome)
+            try:
+                encode_data(data, limit)
+            except RecordError as exc:
+                data = EventFinished(
+                    status="failed",
+                    attempt=outcome.attempt,
+                    duration=outcome.duration,
+                    error=f"the outcome could not be recorded: {exc}",
+                )
+            prepared.append((outcome, data))
+
+        def decide() -> Decision | None:
+            state = self.state
+            records: list[NewRecord] = []
+            expected: dict[IDType, int] = {}
+            for outcome, data in prepared:
+                i = outcome.event_id
+                if state.versions.get(i) != outcome.claim_version:
+                    log.warning(
+                        "outcome of event %s (attempt %s) dropped: its claim was taken over",
+                        i,
+                        outcome.attempt,
+                    )
+                    continue
+                records.append(NewRecord(i, data))
+                expected[i] = outcome.claim_version
+            return records, expected
+
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
+    async def reclaim_expired(self, *, max_attempts: int, in_flight: set[IDType]) -> int:
+        """Re-queue (or, on the last attempt, abandon) events whose lease expired."""
+        now_us = self.store.now_us()
+
+        def decide() -> Decision | None:
+            state = self.state
+            records: list[NewRecord] = []
+            expected: dict[IDType, int] = {}
+            for i, claim in state.claims.items():
+                if claim.lease_expires_us > now_us or i in in_flight:
+                    continue
+                if claim.attempt >= max_attempts:
+                    data: Any = EventAbandoned(
+                        reason="abandoned", previous_owner=claim.owner, attempt=claim.attempt
+                    )
+                else:
+                    data = EventRequeued(
+                        reason="lease_expired", previous_owner=claim.owner, attempt=claim.attempt
+                    )
+                records.append(NewRecord(i, data))
+                expected[i] = state.versions[i]
+            return records, expected
+
+        if not self.state.claims:
+            return 0
+        return len(await self.decide_and_append(decide))
+
+    async def retry(self, refs: Iterable[Any]) -> list[IDType]:
+        """Put finished events back in pending (attempt + 1 when next claimed)."""
+        ids = [to_id(r) for r in refs]
+        for i in ids:
+            if not self.state.knows(i):
+                raise ItemNotFoundError(f"event {i} is not in this executor")
+
+        def decide() -> Decision | None:
+            state = self.state
+            chosen = [i for i in ids if state.status(i) in TERMINAL_STATUSES]
+            return [
+                NewRecord(i, EventRetried(attempt=state.attempts.get(i, 0) + 1)) for i in chosen
+            ], {i: state.versions[i] for i in chosen}
+
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
+
+def _finished(outcome: Outcome) -> EventFinished:
+    return EventFinished(
+        status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
+        attempt=outcome.attempt,
+        duration=outcome.duration,
+        response=outcome.response,
+        error=outcome.error,
+        fields=outcome.fields,
+    )
