@@ -138,10 +138,12 @@ def _loads(text: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class NewRecord:
-    """A record to append: the stream it is about and its data."""
+    """A record to append: the stream it is about and its data (``encoded``: its JSON,
+    when the caller already produced it with :func:`encode_data`)."""
 
     stream_id: IDType
     data: RecordData
+    encoded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ class CommitOutcome:
     foreign: list[Recorded]
     results: list[list[Recorded] | BaseException]
     head: int
+    last_stream_no: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +80,9 @@ class LogBackend(abc.ABC):
         caller has seen this run's records (the outcome's ``foreign`` fills the gap)."""
 
     @abc.abstractmethod
-    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int]:
-        """This run's records committed after ``seen``, and the log's head position."""
+    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+        """This run's records committed after ``seen``, and the log's head position;
+        None when the backend knows nothing was committed elsewhere since it last looked."""
 
     @abc.abstractmethod
     async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]: ...

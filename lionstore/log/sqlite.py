@@ -7,6 +7,14 @@ resolve streams, insert, COMMIT). Here the whole transaction is one function run
 on the writer thread: one hop per group commit. Alembic and the schema check at
 open still go through SQLAlchemy (``migrate.py``).
 
+Small transactions do not even pay that hop: when the write lock is free they
+run inline on the event loop (the connection's busy timeout is zero, so
+``BEGIN IMMEDIATE`` never waits there; a WAL commit at ``synchronous=NORMAL``
+takes tens of microseconds). Only when another process holds the lock, or for
+large batches or ``durability="full"`` (an fsync per commit), does the
+transaction go to the writer thread, which retries ``BEGIN IMMEDIATE`` with
+back-off until ``lock_timeout`` and then raises StoreLockedError.
+
 Transactions are explicit: the connection runs with ``isolation_level=None`` and
 writers issue ``BEGIN IMMEDIATE``, so the write lock is taken before anything is
 read. A deferred transaction that reads and then writes fails with "database is
@@ -19,14 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, decode_data, encode_data
 from lionstore.errors import (
     ConcurrencyError,
@@ -54,6 +64,7 @@ _INSERT_RECORD = (
 _INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) VALUES (?, ?, ?)"
 _CHUNK = 500  # SQLite's default host-parameter limit is far above this
 _CACHE_SIZE = 100_000
+_INLINE_MAX_ROWS = 256  # larger batches commit on the writer thread, off the event loop
 
 
 def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
@@ -71,22 +82,29 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: {message}")
 
 
+class _Busy(Exception):
+    """The write lock is held elsewhere and this attempt may not wait."""
+
+
 class _Thread:
-    """One thread owning one sqlite3 connection."""
+    """One thread running calls on one sqlite3 connection."""
 
     def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connect = connect
         self.conn: sqlite3.Connection | None = None
 
+    def connection(self) -> sqlite3.Connection:
+        if self.conn is None:
+            self.conn = self._connect()
+        return self.conn
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        if self.conn is None:
-            self.conn = self._connect()
-        return fn(self.conn, *args)
+        return fn(self.connection(), *args)
 
     async def close(self) -> None:
         def _close(conn: sqlite3.Connection) -> None:
@@ -130,6 +148,12 @@ class SQLiteBackend(LogBackend):
         self._timeout = lock_timeout
         self._readonly = readonly
         self._writer = _Thread("lionstore-writer", self._connect_writer)
+        self._inline = durability == "normal"
+        # PRAGMA data_version changes only when *another* connection commits; while it
+        # stays put, nothing foreign can have been written and a tail read is skipped.
+        self._data_version: int | None = None
+        self._head: tuple[int, int] | None = None  # (last_position, last_stream_no) we wrote
+        self._write_lock: asyncio.Lock | None = None
         self._reader = _Thread("lionstore-reader", self._connect_reader)
         # stream head cache of the writer thread: (run_no, stream_id) -> (stream_no, version).
         # Valid because every write to this file either goes through this writer or is
@@ -142,9 +166,10 @@ class SQLiteBackend(LogBackend):
     def _connect_writer(self) -> sqlite3.Connection:
         if self._readonly:
             raise StoreError(f"{self._label}: the store was opened read-only")
-        conn = sqlite3.connect(
-            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=True
-        )
+        # Zero busy timeout: waiting for the lock is done by _begin_immediate, in the
+        # writer thread only. The connection is used by the event loop thread (inline
+        # commits) and the writer thread, never at once (self._lock).
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -156,11 +181,43 @@ class SQLiteBackend(LogBackend):
         conn.execute("PRAGMA query_only=ON")
         return conn
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return await self._writer.run(fn, *args)
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self._label) from exc
+    def _lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    async def _write(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+        """Run ``fn(conn, *args, wait=...)`` on the writer connection: inline when
+        allowed and the lock is free, otherwise on the writer thread."""
+        async with self._lock():
+            try:
+                if inline and self._inline:
+                    try:
+                        return fn(self._writer.connection(), *args, wait=False)
+                    except _Busy:
+                        pass
+                return await self._writer.run(functools.partial(fn, wait=True), *args)
+            except sqlite3.Error as exc:
+                raise translate_sqlite_error(exc, self._label) from exc
+
+    def _begin_immediate(self, conn: sqlite3.Connection, wait: bool) -> None:
+        """Take the write lock; in the writer thread, wait up to lock_timeout for it."""
+        deadline = time.monotonic() + self._timeout
+        delay = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                message = str(exc)
+                if "locked" not in message and "busy" not in message:
+                    raise
+                if not wait:
+                    raise _Busy from None
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)  # back-off while another process holds the lock
+            delay = min(delay * 2, 0.05)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -173,7 +230,10 @@ class SQLiteBackend(LogBackend):
     async def commit(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
-        return await self._write(self._commit, run, requests, now_us, seen)
+        rows = sum(len(r.rows) for r in requests)
+        return await self._write(
+            self._commit, run, requests, now_us, seen, inline=rows <= _INLINE_MAX_ROWS
+        )
 
     def _commit(
         self,
@@ -182,19 +242,28 @@ class SQLiteBackend(LogBackend):
         requests: Sequence[AppendRequest],
         now_us: int,
         seen: int,
+        *,
+        wait: bool,
     ) -> CommitOutcome:
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(conn, wait)
         try:
-            last_position, last_stream_no = conn.execute(
-                "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
-            ).fetchone()
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version and self._head is not None:
+                last_position, last_stream_no = self._head  # nobody else wrote since
+            else:
+                last_position, last_stream_no = conn.execute(
+                    "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
+                ).fetchone()
             foreign = self._catch_up(conn, run, seen, last_position)
             outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
             conn.execute("COMMIT")
+            self._data_version = version
+            self._head = (outcome.head, outcome.last_stream_no)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._streams.clear()  # tentative heads may have leaked in; start afresh
+            self._head = None
             raise
         outcome.foreign = foreign
         return outcome
@@ -322,15 +391,24 @@ class SQLiteBackend(LogBackend):
             self._streams.move_to_end((run_no, sid))
         while len(self._streams) > _CACHE_SIZE:
             self._streams.popitem(last=False)
-        return CommitOutcome(foreign=[], results=results, head=position)
+        return CommitOutcome(foreign=[], results=results, head=position, last_stream_no=stream_no)
 
-    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int]:
-        return await self._write(self._tail, run, seen)
+    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+        return await self._write(self._tail, run, seen, inline=True)
 
     def _tail(
-        self, conn: sqlite3.Connection, run: RunInfo, seen: int
-    ) -> tuple[list[Recorded], int]:
-        conn.execute("BEGIN")
+        self, conn: sqlite3.Connection, run: RunInfo, seen: int, *, wait: bool
+    ) -> tuple[list[Recorded], int] | None:
+        """Foreign records after ``seen`` (None: certainly none since the last look)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return None
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.OperationalError:
+            if not wait:
+                raise _Busy from None
+            raise
         try:
             (last_position,) = conn.execute(
                 "SELECT last_position FROM lionstore_head WHERE id = 1"
@@ -338,6 +416,7 @@ class SQLiteBackend(LogBackend):
             foreign = self._catch_up(conn, run, seen, last_position)
         finally:
             conn.execute("COMMIT")
+        self._data_version = version
         return foreign, last_position
 
     # -- runs ------------------------------------------------------------------------
@@ -360,9 +439,11 @@ class SQLiteBackend(LogBackend):
         run_id: IDType | None,
         parent: RunInfo | None,
         forked_at: int | None,
+        *,
+        wait: bool,
     ) -> RunInfo:
         run_id = run_id or IDType.create()
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin_immediate(conn, wait)
         try:
             last_position, last_stream_no, last_run_no = conn.execute(
                 "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head"
@@ -373,13 +454,9 @@ class SQLiteBackend(LogBackend):
                 " parent_run_no, forked_at_position) VALUES (?, ?, ?, ?, ?, ?)",
                 (run_no, run_id, label, now_us, parent.run_no if parent else None, forked_at),
             )
-            position, stream_no = last_position, last_stream_no
-            if parent is not None and forked_at is not None:
-                position, stream_no = self._copy_prefix(
-                    conn, parent.run_no, run_no, forked_at, position, stream_no
-                )
-            stream_no += 1
-            position += 1
+            # run.started is the first record of every run, a fork's too.
+            stream_no = last_stream_no + 1
+            position = last_position + 1
             text = encode_data(
                 RunStarted(
                     label=label,
@@ -392,12 +469,17 @@ class SQLiteBackend(LogBackend):
                 _INSERT_RECORD,
                 (position, run_no, stream_no, 1, RunStarted.kind, 1, text, now_us),
             )
+            if parent is not None and forked_at is not None:
+                position, stream_no = self._copy_prefix(
+                    conn, parent.run_no, run_no, forked_at, position, stream_no
+                )
             conn.execute(
                 "UPDATE lionstore_head SET last_position = ?, last_stream_no = ?,"
                 " last_run_no = ? WHERE id = 1",
                 (position, stream_no, run_no),
             )
             conn.execute("COMMIT")
+            self._head = None  # our own write: data_version will not tell
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -462,8 +544,9 @@ class SQLiteBackend(LogBackend):
         ]
 
     async def find_run(self, ref: str) -> RunInfo | None:
+        run_id = to_id(ref) if is_id(ref) else None  # any spelling of the UUID
         for info in await self.list_runs():
-            if info.run_id == ref or info.label == ref:
+            if info.run_id == run_id or info.label == ref:
                 return info
         return None
 

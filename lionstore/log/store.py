@@ -106,6 +106,8 @@ class _Pending:
 class _Writer:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    busy: bool = False  # a commit is in progress (in the writer task or a caller's task)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Store:
@@ -180,6 +182,9 @@ class Store:
         for item in records:
             if isinstance(item, NewRecord):
                 stream, data = item.stream_id, item.data
+                if item.encoded is not None:
+                    rows.append((to_id(stream), data.kind, data.kind_version, item.encoded, data))
+                    continue
             elif isinstance(item, tuple) and len(item) == 2:
                 stream, data = item
             else:
@@ -229,8 +234,24 @@ class Store:
     async def _submit(self, request: AppendRequest) -> list[Recorded]:
         self._ensure_open()
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        pending = _Pending(request, future, len(request.rows))
+        writer = self._writer
+        if not writer.busy and writer.queue.empty():
+            # Nobody else is committing: commit in the caller's task, sparing two task
+            # switches. Appends that arrive meanwhile queue up for the writer task,
+            # which commits them together afterwards (group commit).
+            writer.busy = True
+            try:
+                await self._commit_group([pending])
+            finally:
+                writer.busy = False
+                if not writer.queue.empty():
+                    self._start_writer()
+                    writer.wake.set()
+            return future.result()
         self._start_writer()
-        self._writer.queue.put_nowait(_Pending(request, future, len(request.rows)))
+        writer.queue.put_nowait(pending)
+        writer.wake.set()
         return await future
 
     async def sync(self) -> int:
@@ -241,6 +262,7 @@ class Store:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._start_writer()
         self._writer.queue.put_nowait(_Pending(None, future))
+        self._writer.wake.set()
         return await future
 
     def _start_writer(self) -> None:
@@ -250,9 +272,13 @@ class Store:
             )
 
     async def _write_loop(self) -> None:
-        queue = self._writer.queue
+        writer = self._writer
+        queue = writer.queue
         while True:
-            first = await queue.get()
+            while writer.busy or queue.empty():
+                writer.wake.clear()
+                await writer.wake.wait()
+            first = queue.get_nowait()
             if first is _STOP:
                 return
             group: list[_Pending] = [first]
@@ -265,7 +291,11 @@ class Store:
                     break
                 group.append(item)
                 size += item.records
-            await self._commit_group(group)
+            writer.busy = True
+            try:
+                await self._commit_group(group)
+            finally:
+                writer.busy = False
             if stop_after:
                 return
 
@@ -279,7 +309,8 @@ class Store:
                 )
                 foreign, head = outcome.foreign, outcome.head
             else:
-                foreign, head = await self._backend.tail(run, self._seen)
+                tail = await self._backend.tail(run, self._seen)
+                foreign, head = tail if tail is not None else ([], self._seen)
         except BaseException as exc:  # every waiter hears about the failure
             for pending in group:
                 if not pending.future.done():
@@ -412,6 +443,7 @@ class Store:
         self._closed = True
         if self._writer.task is not None:
             self._writer.queue.put_nowait(_STOP)
+            self._writer.wake.set()
             await self._writer.task
         for sub in list(self._subscribers):
             sub.close()

@@ -162,8 +162,14 @@ class Executor:
             raise ProcessorNotStartedError(
                 f"executor {self.name!r}: call `await executor.start()` before forward()"
             )
-        queued = set(await self._repo.queue())
-        await self._run_until_dispatched(queued)
+        await self._repo.load()
+        forwarded = set(self._repo.state.pending)
+        await self.processor._cycle_with(forward=True)
+        # Anything forwarded but not yet queued (a lost race, or an empty first cycle)
+        # is queued now; then cycles run until each forwarded event has had its turn.
+        if any(i in self._repo.state.pending for i in forwarded):
+            await self._repo.queue(forwarded)
+        await self._run_until_dispatched(forwarded)
 
     async def _run_until_dispatched(self, ids: set[IDType]) -> None:
         assert self.processor is not None

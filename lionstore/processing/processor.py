@@ -234,10 +234,13 @@ class Processor:
     async def process(self) -> None:
         """Run one cycle: claim up to ``available_capacity`` events, invoke them
         concurrently, record their outcomes. Capacity is then restored."""
+        await self._cycle_with(forward=False)
+
+    async def _cycle_with(self, *, forward: bool) -> None:
         repo = self._require_repo()
         async with self._lock():
             try:
-                await self._process(repo)
+                await self._process(repo, forward=forward)
             finally:
                 self._available_capacity = self.queue_capacity
 
@@ -281,12 +284,15 @@ class Processor:
         except TimeoutError:
             pass
 
-    async def _process(self, repo: ExecutorRepository) -> None:
+    async def _process(self, repo: ExecutorRepository, *, forward: bool) -> None:
+        """One cycle. With ``forward``, the executor's pending events join the queue
+        in the same transaction as the cycle's claims (Executor.forward)."""
         await repo.sync()
         await repo.reclaim_expired(max_attempts=self.max_attempts, in_flight=self._in_flight)
         self._available_capacity = self.queue_capacity
         state = repo.state
-        eligible = state.eligible(repo.store.now_us())
+        to_queue = list(state.pending) if forward else []
+        eligible = state.eligible(repo.store.now_us()) + to_queue
         if not eligible:
             return
         grants: list[IDType] = []
@@ -308,6 +314,7 @@ class Processor:
             lease_seconds=self.lease_seconds,
             cycle=self._cycle,
             backoff=self._backoff,
+            queue_first=to_queue,
         )
         if not claimed:
             return

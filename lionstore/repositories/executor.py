@@ -86,7 +86,8 @@ class ExecutorRepository(Repository):
         RecordError for unstorable fields, before anything is written.
         """
         pile = self.state.pile
-        prepared: list[tuple[Event, EventAppended]] = []
+        limit = self.store.max_record_bytes
+        prepared: list[tuple[Event, NewRecord]] = []
         seen: set[IDType] = set()
         for event in events:
             pile._check_type(event)
@@ -100,14 +101,14 @@ class ExecutorRepository(Repository):
                 metadata=event.metadata,
                 fields=user_fields(event),
             )
-            encode_data(data, self.store.max_record_bytes)  # refuse bad fields up front
-            prepared.append((event, data))
+            # encoded now, so bad fields are refused before anything is written
+            prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
 
         def decide() -> Decision | None:
-            fresh = [(e, d) for e, d in prepared if not self.state.knows(e.id)]
+            fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
             for event, _ in fresh:
                 self.state.live[event.id] = event
-            return [NewRecord(e.id, d) for e, d in fresh], {e.id: 0 for e, _ in fresh}
+            return [r for _, r in fresh], {e.id: 0 for e, _ in fresh}
 
         await self.load()
         try:
@@ -148,10 +149,12 @@ class ExecutorRepository(Repository):
         lease_seconds: float,
         cycle: int,
         backoff: Any,
+        queue_first: Sequence[IDType] = (),
     ) -> list[tuple[Event, int, int]]:
-        """One transaction: claim ``grants`` (PROCESSING, with a lease) and defer
-        ``denials``. Returns ``(event, attempt, claim_version)`` for each claim won;
-        events someone else took meanwhile are skipped."""
+        """One transaction: queue the pending events ``queue_first`` (a forward),
+        claim ``grants`` (PROCESSING, with a lease) and defer ``denials``. Returns
+        ``(event, attempt, claim_version)`` for each claim won; events someone else
+        took meanwhile are skipped."""
         now_us = self.store.now_us()
         lease_us = int(lease_seconds * 1_000_000)
 
@@ -159,8 +162,14 @@ class ExecutorRepository(Repository):
             state = self.state
             records: list[NewRecord] = []
             expected: dict[IDType, int] = {}
+            queued: set[IDType] = set()
+            for i in queue_first:
+                if i in state.pending:
+                    records.append(NewRecord(i, EventQueued()))
+                    expected[i] = state.versions[i]
+                    queued.add(i)
             for i in grants:
-                if i in state.queue:
+                if i in state.queue or i in queued:
                     records.append(
                         NewRecord(
                             i,
@@ -172,9 +181,9 @@ class ExecutorRepository(Repository):
                             ),
                         )
                     )
-                    expected[i] = state.versions[i]
+                    expected.setdefault(i, state.versions[i])
             for i in denials:
-                if i in state.queue:
+                if i in state.queue or i in queued:
                     denied = state.denials.get(i, 0) + 1
                     records.append(
                         NewRecord(
@@ -186,7 +195,7 @@ class ExecutorRepository(Repository):
                             ),
                         )
                     )
-                    expected[i] = state.versions[i]
+                    expected.setdefault(i, state.versions[i])
             return records, expected
 
         committed = await self.decide_and_append(decide)
@@ -201,11 +210,11 @@ class ExecutorRepository(Repository):
         """Record outcomes in one transaction. An outcome whose claim is no longer
         current (the lease was taken over) is dropped and logged, never recorded twice."""
         limit = self.store.max_record_bytes
-        prepared: list[tuple[Outcome, EventFinished]] = []
+        prepared: list[tuple[Outcome, NewRecord]] = []
         for outcome in outcomes:
             data = _finished(outcome)
             try:
-                encode_data(data, limit)
+                text = encode_data(data, limit)
             except RecordError as exc:
                 data = EventFinished(
                     status="failed",
@@ -213,13 +222,14 @@ class ExecutorRepository(Repository):
                     duration=outcome.duration,
                     error=f"the outcome could not be recorded: {exc}",
                 )
-            prepared.append((outcome, data))
+                text = encode_data(data, limit)
+            prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
 
         def decide() -> Decision | None:
             state = self.state
             records: list[NewRecord] = []
             expected: dict[IDType, int] = {}
-            for outcome, data in prepared:
+            for outcome, record in prepared:
                 i = outcome.event_id
                 if state.versions.get(i) != outcome.claim_version:
                     log.warning(
@@ -228,7 +238,7 @@ class ExecutorRepository(Repository):
                         outcome.attempt,
                     )
                     continue
-                records.append(NewRecord(i, data))
+                records.append(record)
                 expected[i] = outcome.claim_version
             return records, expected
 
