@@ -6,7 +6,12 @@ buffer are projections rebuilt from it.
 """
 
 from lionstore._version import __version__
+from lionstore.domain.element import Element, register_class
+from lionstore.domain.event import Event, EventStatus, Execution
 from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.mail import Mail, Package, PackageCategory
+from lionstore.domain.pile import Pile
+from lionstore.domain.progression import Progression
 from lionstore.domain.records import NewRecord, Recorded, RecordData, UnknownRecord
 from lionstore.errors import (
     ConcurrencyError,
@@ -34,9 +39,32 @@ from lionstore.errors import (
 )
 from lionstore.log.backend import RunInfo
 from lionstore.log.store import DURABILITY_LEVELS, Store, open
+from lionstore.mail.exchange import Exchange
+from lionstore.mail.mailbox import Mailbox
+from lionstore.mail.manager import MailManager
+from lionstore.mail.source import Communicatable, Source
+from lionstore.processing.executor import Executor
+from lionstore.processing.processor import Processor
 
 __all__ = [
     "DURABILITY_LEVELS",
+    "Communicatable",
+    "Element",
+    "Event",
+    "EventStatus",
+    "Exchange",
+    "Execution",
+    "Executor",
+    "Mail",
+    "MailManager",
+    "Mailbox",
+    "Package",
+    "PackageCategory",
+    "Pile",
+    "Processor",
+    "Progression",
+    "Source",
+    "register_class",
     "ConcurrencyError",
     "CorruptDatabaseError",
     "EventClassNotFoundError",

@@ -35,6 +35,9 @@ from lionstore.repositories.base import Decision, Repository
 
 __all__ = ["ExecutorRepository", "Outcome"]
 
+_QUEUED = EventQueued()  # no fields: one instance and its JSON serve every event
+_EMPTY = "{}"
+
 log = logging.getLogger("lionstore.executor")
 
 _BASE_FIELDS = frozenset({"id", "created_at", "metadata", "execution"})
@@ -126,7 +129,7 @@ class ExecutorRepository(Repository):
         def decide() -> Decision | None:
             state = self.state
             chosen = list(state.pending) if wanted is None else [i for i in wanted if i in state.pending]
-            return [NewRecord(i, EventQueued()) for i in chosen], {
+            return [NewRecord(i, _QUEUED, _EMPTY) for i in chosen], {
                 i: state.versions[i] for i in chosen
             }
 
@@ -165,7 +168,7 @@ class ExecutorRepository(Repository):
             queued: set[IDType] = set()
             for i in queue_first:
                 if i in state.pending:
-                    records.append(NewRecord(i, EventQueued()))
+                    records.append(NewRecord(i, _QUEUED, _EMPTY))
                     expected[i] = state.versions[i]
                     queued.add(i)
             for i in grants:

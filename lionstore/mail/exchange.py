@@ -1,0 +1,59 @@
+"""Exchange: collects outbound mail from each source into a buffer and delivers it.
+
+``delete_source`` policy: the source is removed and, in the same transaction,
+every undelivered mail from it or to it (in any outbox or in the buffer) is
+dead-lettered with the reason ``sender_deleted`` or ``recipient_deleted``. Mail
+already delivered stays delivered. Collecting mail to an unknown or deleted
+recipient dead-letters it (``recipient_unknown`` / ``recipient_deleted``); it
+never blocks the mail behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lionstore.domain.ids import IDType
+from lionstore.domain.mail import Mail
+from lionstore.mail.router import MailRouter
+
+__all__ = ["Exchange"]
+
+
+class Exchange(MailRouter):
+    """Mail exchange among Communicatable sources, durable."""
+
+    @property
+    def buffer(self) -> dict[IDType, list[Mail]]:
+        """Collected mail waiting for delivery, by recipient (a copy)."""
+        self._repo.require_loaded(f"exchange {self.name!r}")
+        return self._buffered()
+
+    async def add_source(self, sources: Any) -> list[IDType]:
+        """Register sources (one or a sequence). Idempotent: sources already
+        registered are left as they are. All are added in one transaction."""
+        return await self._add(sources)
+
+    async def delete_source(self, sources: Any) -> list[IDType]:
+        """Remove sources (see the module docstring for what happens to their mail)."""
+        return await self._delete(sources)
+
+    @staticmethod
+    def create_mail(
+        sender: Any, recipient: Any, category: Any, item: Any, request_source: Any = None
+    ) -> Mail:
+        """A new Mail (nothing is recorded until a source sends it)."""
+        return MailRouter._create_mail(sender, recipient, category, item, request_source)
+
+    async def collect(self, sender: Any) -> int:
+        """Move the sender's outbox into the buffer (FIFO)."""
+        await self.load()
+        return await self._collect([self._require_source(sender, "Sender")])
+
+    async def deliver(self, recipient: Any) -> int:
+        """Deliver buffered mail addressed to the recipient (FIFO)."""
+        await self.load()
+        return await self._deliver([self._require_source(recipient, "Recipient")])
+
+    async def deliver_all(self) -> int:
+        """Deliver all buffered mail, in one transaction."""
+        return await self._deliver_all()

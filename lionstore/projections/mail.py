@@ -1,0 +1,227 @@
+"""The mail projection: records -> sources, mailboxes, the router buffer, dead letters.
+
+One ``MailState`` per router (an Exchange or a MailManager, by name). Every mail
+is in exactly one place: a sender's outbox, the buffer, a recipient's inbox,
+the dead letters, or gone (excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lionstore.domain.element import Element, resolve_class
+from lionstore.domain.ids import IDType
+from lionstore.domain.mail import Mail, Package, item_from_json
+from lionstore.domain.mail_records import (
+    MailCollected,
+    MailDeadLettered,
+    MailDelivered,
+    MailExcluded,
+    MailReceived,
+    MailSent,
+    SourceAdded,
+    SourceDeleted,
+)
+from lionstore.domain.records import Recorded
+
+__all__ = ["BoxState", "DeadLetter", "MailState", "SourceMaterializer", "mail_from_record"]
+
+SourceMaterializer = Callable[[IDType, SourceAdded], Any]
+
+
+@dataclass(slots=True)
+class BoxState:
+    """One source's mailbox: inbound mail per sender and the outbox, both FIFO."""
+
+    ins: dict[IDType, dict[IDType, None]] = field(default_factory=dict)
+    outs: dict[IDType, None] = field(default_factory=dict)
+    mails: dict[IDType, Mail] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    mail: Mail
+    reason: str
+    stage: str
+    position: int
+
+
+def mail_from_record(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
+    p = data.package
+    package = Package(
+        p.category,
+        item_from_json(p.item, p.item_class),
+        p.request_source,
+        id=p.id,
+        created_at=p.created_at,
+    )
+    return Mail(
+        id=mail_id,
+        created_at=data.created_at,
+        metadata=data.metadata,
+        sender=data.sender,
+        recipient=data.recipient,
+        package=package,
+    )
+
+
+class MailState:
+    """Everything one router knows, folded from its records."""
+
+    def __init__(
+        self,
+        router: str,
+        materialize_source: SourceMaterializer,
+        materialize_mail: Callable[[IDType, MailSent | MailReceived], Mail] = mail_from_record,
+    ) -> None:
+        self.router = router
+        self.materialize_source = materialize_source
+        self.materialize_mail = materialize_mail
+        self.sources: dict[IDType, Any] = {}
+        self.deleted: set[IDType] = set()
+        self.boxes: dict[IDType, BoxState] = {}
+        self.buffer: dict[IDType, dict[IDType, None]] = {}  # recipient -> mail ids, FIFO
+        self.where: dict[IDType, str] = {}  # mail id -> outbox|buffer|inbox|dead|gone
+        self.mails: dict[IDType, Mail] = {}
+        self.dead: dict[IDType, DeadLetter] = {}
+        self.versions: dict[IDType, int] = {}
+        self.live_sources: dict[IDType, Any] = {}
+        self.live_mail: dict[IDType, Mail] = {}
+        self.position = 0
+
+    def box(self, source_id: IDType) -> BoxState:
+        box = self.boxes.get(source_id)
+        if box is None:
+            box = self.boxes[source_id] = BoxState()
+        return box
+
+    def is_active(self, source_id: IDType) -> bool:
+        return source_id in self.sources
+
+    def apply(self, record: Recorded) -> None:
+        data = record.data
+        sid = record.stream_id
+        if isinstance(data, SourceAdded):
+            if data.router != self.router:
+                return
+            source = self.live_sources.pop(sid, None)
+            if source is None:
+                source = self.sources.get(sid) or self.materialize_source(sid, data)
+            self.sources[sid] = source
+            self.deleted.discard(sid)
+            self.box(sid)
+        elif isinstance(data, SourceDeleted):
+            if data.router != self.router:
+                return
+            self.sources.pop(sid, None)
+            self.deleted.add(sid)
+        elif isinstance(data, (MailSent, MailReceived)):
+            if data.router != self.router or sid in self.where:
+                return
+            mail = self.live_mail.pop(sid, None) or self.materialize_mail(sid, data)
+            self.mails[sid] = mail
+            if isinstance(data, MailSent):
+                box = self.box(mail.sender)
+                box.outs[sid] = None
+                box.mails[sid] = mail
+                self.where[sid] = "outbox"
+            else:
+                self._into_inbox(mail)
+        elif sid in self.where:
+            self._move(sid, data, record.position)
+        else:
+            return
+        self.versions[sid] = record.stream_version
+        self.position = record.position
+
+    def _into_inbox(self, mail: Mail) -> None:
+        box = self.box(mail.recipient)
+        box.ins.setdefault(mail.sender, {})[mail.id] = None
+        box.mails[mail.id] = mail
+        self.where[mail.id] = "inbox"
+
+    def _leave(self, mail: Mail) -> None:
+        """Take the mail out of wherever it is now."""
+        place = self.where.get(mail.id)
+        if place == "outbox":
+            box = self.boxes[mail.sender]
+            box.outs.pop(mail.id, None)
+            box.mails.pop(mail.id, None)
+        elif place == "buffer":
+            queue = self.buffer.get(mail.recipient)
+            if queue is not None:
+                queue.pop(mail.id, None)
+                if not queue:
+                    del self.buffer[mail.recipient]
+        elif place == "inbox":
+            box = self.boxes[mail.recipient]
+            queue = box.ins.get(mail.sender)
+            if queue is not None:
+                queue.pop(mail.id, None)
+                if not queue:
+                    del box.ins[mail.sender]
+            box.mails.pop(mail.id, None)
+
+    def _move(self, sid: IDType, data: Any, position: int) -> None:
+        mail = self.mails[sid]
+        if isinstance(data, MailCollected):
+            self._leave(mail)
+            self.buffer.setdefault(mail.recipient, {})[sid] = None
+            self.where[sid] = "buffer"
+        elif isinstance(data, MailDelivered):
+            self._leave(mail)
+            self._into_inbox(mail)
+        elif isinstance(data, MailDeadLettered):
+            self._leave(mail)
+            self.where[sid] = "dead"
+            self.dead[sid] = DeadLetter(mail, data.reason, data.stage, position)
+        elif isinstance(data, MailExcluded):
+            self._leave(mail)
+            self.where[sid] = "gone"
+
+    # -- queries -------------------------------------------------------------------------
+
+    def outbox(self, source_id: IDType) -> list[IDType]:
+        box = self.boxes.get(source_id)
+        return list(box.outs) if box else []
+
+    def buffered_for(self, recipient: IDType) -> list[IDType]:
+        return list(self.buffer.get(recipient, ()))
+
+    def undelivered_involving(self, source_id: IDType) -> list[tuple[IDType, str, str]]:
+        """``(mail_id, reason, stage)`` for every undelivered mail from or to a source."""
+        found: list[tuple[IDType, str, str]] = []
+        for mail_id in self.outbox(source_id):
+            found.append((mail_id, "sender_deleted", "outbox"))
+        for recipient, queue in self.buffer.items():
+            for mail_id in queue:
+                mail = self.mails[mail_id]
+                if recipient == source_id:
+                    found.append((mail_id, "recipient_deleted", "buffer"))
+                elif mail.sender == source_id:
+                    found.append((mail_id, "sender_deleted", "buffer"))
+        for sender, box in self.boxes.items():
+            if sender == source_id:
+                continue
+            for mail_id in box.outs:
+                if self.mails[mail_id].recipient == source_id:
+                    found.append((mail_id, "recipient_deleted", "outbox"))
+        return found
+
+
+def element_source_materializer(base: type[Element], fallback: Callable[[IDType], Any]) -> SourceMaterializer:
+    """Rebuild sources as their own Element class when it is defined in this process,
+    else as ``fallback(id)`` (a plain Source)."""
+
+    def materialize(source_id: IDType, data: SourceAdded) -> Any:
+        if data.fields is not None:
+            try:
+                cls = resolve_class(data.source_class, base)
+            except LookupError:
+                return fallback(source_id)
+            return cls.model_validate({**data.fields, "id": source_id})
+        return fallback(source_id)
+
+    return materialize
