@@ -12,7 +12,7 @@ from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.mail import Mail, Package, PackageCategory
 from lionstore.domain.pile import Pile
 from lionstore.domain.progression import Progression
-from lionstore.domain.records import NewRecord, Recorded, RecordData, UnknownRecord
+from lionstore.domain.records import NewRecord, RecordData, Recorded, UnknownRecord
 from lionstore.errors import (
     ConcurrencyError,
     CorruptDatabaseError,

@@ -138,7 +138,10 @@ class Element(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that :meth:`from_dict` turns back into this element."""
         data = self.model_dump(mode="json")
-        data["metadata"] = {**data.get("metadata", {}), self._lion_class_key: class_path(type(self))}
+        data["metadata"] = {
+            **data.get("metadata", {}),
+            self._lion_class_key: class_path(type(self)),
+        }
         return data
 
     @classmethod

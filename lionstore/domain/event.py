@@ -3,7 +3,7 @@ to garbage and an execution that validates back from its own dump."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -13,7 +13,7 @@ from lionstore.domain.element import Element
 __all__ = ["Event", "EventStatus", "Execution", "TERMINAL_STATUSES"]
 
 
-class EventStatus(str, Enum):
+class EventStatus(StrEnum):
     """Where an event is in its life: PENDING -> PROCESSING -> COMPLETED | FAILED."""
 
     PENDING = "pending"

@@ -10,12 +10,18 @@
     event.requeued   -> the owner's lease expired; back in the queue
     event.abandoned  -> the lease expired on the last allowed attempt; FAILED
     event.retried    -> an explicit retry of a finished event; pending again
+
+and, on the executor's own stream (``executor_stream_id(name)``):
+
+    processor.started -> a processor (owner) started, with its configuration
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar, Literal
 
+from lionstore.domain.ids import IDType
 from lionstore.domain.records import RecordData
 
 __all__ = [
@@ -28,7 +34,16 @@ __all__ = [
     "EventQueued",
     "EventRequeued",
     "EventRetried",
+    "ProcessorStarted",
+    "executor_stream_id",
 ]
+
+_NAMESPACE = uuid.UUID("5b0c0c6e-3f2a-4e0c-9d1e-6c6f6e73746f")
+
+
+def executor_stream_id(name: str) -> IDType:
+    """The stream of an executor's own records (one per name within a run)."""
+    return IDType(uuid.uuid5(_NAMESPACE, f"executor:{name}"))
 
 
 class EventAppended(RecordData):
@@ -41,7 +56,14 @@ class EventAppended(RecordData):
 
 
 class EventQueued(RecordData):
+    """Forwarded into the queue; ``owner``/``cycle`` are set when a processor cycle
+    queued it together with its claims (Executor.forward)."""
+
     kind: ClassVar[str] = "event.queued"
+    owner: str | None = None
+    cycle: int | None = None
+    at_us: int | None = None
+    seen: int | None = None
 
 
 class EventDeferred(RecordData):
@@ -49,14 +71,23 @@ class EventDeferred(RecordData):
     reason: str
     retry_at_us: int
     denials: int
+    owner: str = ""
+    cycle: int = 0
+    at_us: int = 0
+    seen: int = 0
 
 
 class EventClaimed(RecordData):
+    """``at_us`` is when the cycle started and ``seen`` the executor projection's
+    position then: what the cycle's decision was based on (verify replays it)."""
+
     kind: ClassVar[str] = "event.claimed"
     owner: str
     attempt: int
     lease_expires_us: int
     cycle: int
+    at_us: int = 0
+    seen: int = 0
 
 
 class EventFinished(RecordData):
@@ -74,6 +105,7 @@ class EventRequeued(RecordData):
     reason: str
     previous_owner: str
     attempt: int
+    by: str = ""
 
 
 class EventAbandoned(RecordData):
@@ -81,11 +113,25 @@ class EventAbandoned(RecordData):
     reason: str
     previous_owner: str
     attempt: int
+    by: str = ""
 
 
 class EventRetried(RecordData):
     kind: ClassVar[str] = "event.retried"
     attempt: int
+
+
+class ProcessorStarted(RecordData):
+    kind: ClassVar[str] = "processor.started"
+    executor: str
+    executor_class: str
+    processor_class: str
+    owner: str
+    queue_capacity: int
+    capacity_refresh_time: float
+    max_attempts: int
+    lease_seconds: float
+    max_backoff: float
 
 
 EVENT_KINDS = tuple(
@@ -99,5 +145,6 @@ EVENT_KINDS = tuple(
         EventRequeued,
         EventAbandoned,
         EventRetried,
+        ProcessorStarted,
     )
 )

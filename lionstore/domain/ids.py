@@ -110,11 +110,10 @@ def _flatten(value: Any, out: list[IDType]) -> None:
     elif isinstance(value, (set, frozenset)):
         for v in sorted(value, key=str):
             _flatten(v, out)
-    elif isinstance(value, dict):
-        for v in value:
-            _flatten(v, out)
-    elif hasattr(value, "__iter__") and not isinstance(value, (str, bytes)) and not hasattr(
-        value, "id"
+    elif isinstance(value, dict) or (
+        hasattr(value, "__iter__")
+        and not isinstance(value, (str, bytes))
+        and not hasattr(value, "id")
     ):
         for v in value:
             _flatten(v, out)

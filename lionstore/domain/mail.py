@@ -10,7 +10,7 @@ anything could be written.
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -19,12 +19,20 @@ from lionstore.domain.element import Element, class_path, resolve_class
 from lionstore.domain.ids import IDType, to_id
 from lionstore.errors import MailError
 
-__all__ = ["Mail", "Package", "PackageCategory", "validate_category", "item_to_json", "item_from_json"]
+__all__ = [
+    "Mail",
+    "Package",
+    "PackageCategory",
+    "validate_category",
+    "item_to_json",
+    "item_from_json",
+]
 
 _MAX_DEPTH = 100
+_UNSET: Any = object()
 
 
-class PackageCategory(str, Enum):
+class PackageCategory(StrEnum):
     """What a package carries."""
 
     MESSAGE = "message"
@@ -50,7 +58,9 @@ def validate_category(value: Any) -> PackageCategory:
         return PackageCategory(value)
     except ValueError:
         allowed = ", ".join(c.value for c in PackageCategory)
-        raise MailError(f"Invalid value for category: {value!r} (expected one of {allowed})") from None
+        raise MailError(
+            f"Invalid value for category: {value!r} (expected one of {allowed})"
+        ) from None
 
 
 def _check_json(value: Any, depth: int = 0) -> None:
@@ -132,6 +142,19 @@ class Mail(Element):
     sender: IDType
     recipient: IDType
     package: Package
+
+    def __init__(
+        self, sender: Any = _UNSET, recipient: Any = _UNSET, package: Any = _UNSET, **kwargs: Any
+    ) -> None:
+        # Mail(sender, recipient, package), positionally or by keyword; an id that is
+        # not one raises IDError here, not wrapped in a pydantic ValidationError.
+        for key, value in (("sender", sender), ("recipient", recipient), ("package", package)):
+            if value is not _UNSET:
+                kwargs[key] = value
+        for key in ("sender", "recipient"):
+            if key in kwargs:
+                kwargs[key] = to_id(kwargs[key])
+        super().__init__(**kwargs)
 
     @field_validator("sender", "recipient", mode="before")
     @classmethod

@@ -308,7 +308,12 @@ class Pile(Element, Generic[T]):
         return self._new(v for v in self if v.id in other)
 
     def __xor__(self, other: Pile[T]) -> Pile[T]:
-        return self._new([*(v for v in self if v.id not in other), *(v for v in other if v.id not in self._items)])
+        return self._new(
+            [
+                *(v for v in self if v.id not in other),
+                *(v for v in other if v.id not in self._items),
+            ]
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Pile):

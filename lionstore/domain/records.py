@@ -159,6 +159,7 @@ class Recorded:
     data: RecordData | UnknownRecord
     recorded_at_us: int
     raw: str
+    digest: str = ""
 
     @property
     def recorded_at(self) -> datetime:

@@ -160,9 +160,7 @@ async def current_revision(target: str | Path) -> str | None:
         async with engine.connect() as conn:
 
             def _current(sync_conn: Connection) -> str | None:
-                ctx = MigrationContext.configure(
-                    sync_conn, opts={"version_table": VERSION_TABLE}
-                )
+                ctx = MigrationContext.configure(sync_conn, opts={"version_table": VERSION_TABLE})
                 return ctx.get_current_revision()
 
             return await conn.run_sync(_current)
@@ -219,8 +217,7 @@ def inspect_sqlite_file(path: Path) -> FileState:
     try:
         conn.execute("PRAGMA query_only=ON")
         tables = {
-            row[0]
-            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
         revision = None
         if VERSION_TABLE in tables:

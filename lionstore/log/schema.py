@@ -12,6 +12,10 @@
   appends cost about 3x more here (shared/reference/sqlite-baseline.md section 4).
   The UUID lives once per stream in ``lionstore_streams``.
 * Streams belong to a run: the same event id may appear in two runs (a fork).
+* ``digest`` chains each run's records: it hashes the previous record's digest
+  in the run with this record's columns (``lionstore.log.digest``). A row edited
+  or deleted behind lionstore's back breaks the chain there, which ``verify``
+  reports with the position.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ records = Table(
     Column("kind_version", SmallInteger, nullable=False),
     Column("data", Text, nullable=False),
     Column("recorded_at_us", BigInteger, nullable=False),
+    Column("digest", String(32), nullable=False),
     UniqueConstraint("stream_no", "stream_version"),
     CheckConstraint("stream_version >= 1", name="stream_version_positive"),
     Index("ix_lionstore_records_run_position", "run_no", "position"),

@@ -45,6 +45,7 @@ from lionstore.errors import (
     StoreLockedError,
 )
 from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
+from lionstore.log.digest import chain_start, record_digest
 
 __all__ = ["SQLiteBackend", "SYNCHRONOUS", "translate_sqlite_error"]
 
@@ -54,12 +55,12 @@ SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 
 _SELECT_RECORDS = (
     "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
-    " r.recorded_at_us, r.run_no FROM lionstore_records r"
+    " r.recorded_at_us, r.run_no, r.digest FROM lionstore_records r"
     " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
 )
 _INSERT_RECORD = (
     "INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,"
-    " kind_version, data, recorded_at_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " kind_version, data, recorded_at_us, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) VALUES (?, ?, ?)"
 _CHUNK = 500  # SQLite's default host-parameter limit is far above this
@@ -69,9 +70,7 @@ _INLINE_MAX_ROWS = 256  # larger batches commit on the writer thread, off the ev
 
 def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
     message = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in message or "busy" in message
-    ):
+    if isinstance(exc, sqlite3.OperationalError) and ("locked" in message or "busy" in message):
         return StoreLockedError(
             f"{path}: another process held the database lock past the timeout ({message})"
         )
@@ -82,7 +81,7 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: {message}")
 
 
-class _Busy(Exception):
+class _BusyError(Exception):
     """The write lock is held elsewhere and this attempt may not wait."""
 
 
@@ -117,7 +116,7 @@ class _Thread:
 
 
 def _decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
-    position, stream_id, version, kind, kind_version, data, at_us, _run_no = row
+    position, stream_id, version, kind, kind_version, data, at_us, _run_no, digest = row
     return Recorded(
         position,
         run_id,
@@ -128,6 +127,7 @@ def _decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
         decode_data(kind, kind_version, data),
         at_us,
         data,
+        digest,
     )
 
 
@@ -153,6 +153,7 @@ class SQLiteBackend(LogBackend):
         # stays put, nothing foreign can have been written and a tail read is skipped.
         self._data_version: int | None = None
         self._head: tuple[int, int] | None = None  # (last_position, last_stream_no) we wrote
+        self._last_digest: dict[int, str] = {}  # run_no -> digest of its last record
         self._write_lock: asyncio.Lock | None = None
         self._reader = _Thread("lionstore-reader", self._connect_reader)
         # stream head cache of the writer thread: (run_no, stream_id) -> (stream_no, version).
@@ -194,7 +195,7 @@ class SQLiteBackend(LogBackend):
                 if inline and self._inline:
                     try:
                         return fn(self._writer.connection(), *args, wait=False)
-                    except _Busy:
+                    except _BusyError:
                         pass
                 return await self._writer.run(functools.partial(fn, wait=True), *args)
             except sqlite3.Error as exc:
@@ -213,7 +214,7 @@ class SQLiteBackend(LogBackend):
                 if "locked" not in message and "busy" not in message:
                     raise
                 if not wait:
-                    raise _Busy from None
+                    raise _BusyError from None
                 if time.monotonic() >= deadline:
                     raise
             time.sleep(delay)  # back-off while another process holds the lock
@@ -251,6 +252,7 @@ class SQLiteBackend(LogBackend):
             if version == self._data_version and self._head is not None:
                 last_position, last_stream_no = self._head  # nobody else wrote since
             else:
+                self._last_digest.clear()
                 last_position, last_stream_no = conn.execute(
                     "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
                 ).fetchone()
@@ -264,6 +266,7 @@ class SQLiteBackend(LogBackend):
                 conn.execute("ROLLBACK")
             self._streams.clear()  # tentative heads may have leaked in; start afresh
             self._head = None
+            self._last_digest.clear()
             raise
         outcome.foreign = foreign
         return outcome
@@ -280,7 +283,7 @@ class SQLiteBackend(LogBackend):
             return []
         rows = conn.execute(
             "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
-            " r.recorded_at_us, r.run_no, r.stream_no FROM lionstore_records r"
+            " r.recorded_at_us, r.run_no, r.digest, r.stream_no FROM lionstore_records r"
             " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
             " WHERE r.run_no = ? AND r.position > ? ORDER BY r.position",
             (run.run_no, seen),
@@ -289,9 +292,21 @@ class SQLiteBackend(LogBackend):
         for row in rows:
             key = (run.run_no, row[1])
             if key in self._streams:
-                self._streams[key] = (row[8], row[2])
-            foreign.append(_decode_row(row[:8], run.run_id))
+                self._streams[key] = (row[9], row[2])
+            foreign.append(_decode_row(row[:9], run.run_id))
         return foreign
+
+    def _run_digest(self, conn: sqlite3.Connection, run: RunInfo) -> str:
+        """Digest of the run's last record (the chain's tip)."""
+        tip = self._last_digest.get(run.run_no)
+        if tip is None:
+            row = conn.execute(
+                "SELECT digest FROM lionstore_records WHERE run_no = ?"
+                " ORDER BY position DESC LIMIT 1",
+                (run.run_no,),
+            ).fetchone()
+            tip = row[0] if row else chain_start(run.run_id)
+        return tip
 
     def _resolve_streams(
         self, conn: sqlite3.Connection, run_no: int, stream_ids: set[str]
@@ -339,6 +354,7 @@ class SQLiteBackend(LogBackend):
         results: list[list[Recorded] | BaseException] = []
         position = last_position
         stream_no = last_stream_no
+        previous = self._run_digest(conn, run)
         for req in requests:
             conflict = None
             for sid, expected in req.expected.items():
@@ -361,8 +377,11 @@ class SQLiteBackend(LogBackend):
                 head = (head[0], head[1] + 1)
                 heads[sid] = head
                 position += 1
+                previous = record_digest(
+                    previous, position, sid, head[1], kind, kind_version, now_us, text
+                )
                 record_rows.append(
-                    (position, run_no, head[0], head[1], kind, kind_version, text, now_us)
+                    (position, run_no, head[0], head[1], kind, kind_version, text, now_us, previous)
                 )
                 committed.append(
                     Recorded(
@@ -375,6 +394,7 @@ class SQLiteBackend(LogBackend):
                         data,
                         now_us,
                         text,
+                        previous,
                     )
                 )
             results.append(committed)
@@ -386,6 +406,7 @@ class SQLiteBackend(LogBackend):
                 "UPDATE lionstore_head SET last_position = ?, last_stream_no = ? WHERE id = 1",
                 (position, stream_no),
             )
+        self._last_digest[run_no] = previous
         for sid, head in heads.items():
             self._streams[(run_no, sid)] = head
             self._streams.move_to_end((run_no, sid))
@@ -407,7 +428,7 @@ class SQLiteBackend(LogBackend):
             conn.execute("BEGIN")
         except sqlite3.OperationalError:
             if not wait:
-                raise _Busy from None
+                raise _BusyError from None
             raise
         try:
             (last_position,) = conn.execute(
@@ -416,7 +437,10 @@ class SQLiteBackend(LogBackend):
             foreign = self._catch_up(conn, run, seen, last_position)
         finally:
             conn.execute("COMMIT")
+        # Someone else wrote: what this writer cached about the head is stale.
         self._data_version = version
+        self._head = None
+        self._last_digest.clear()
         return foreign, last_position
 
     # -- runs ------------------------------------------------------------------------
@@ -465,13 +489,16 @@ class SQLiteBackend(LogBackend):
                 )
             )
             conn.execute(_INSERT_STREAM, (stream_no, run_no, run_id))
+            digest = record_digest(
+                chain_start(run_id), position, run_id, 1, RunStarted.kind, 1, now_us, text
+            )
             conn.execute(
                 _INSERT_RECORD,
-                (position, run_no, stream_no, 1, RunStarted.kind, 1, text, now_us),
+                (position, run_no, stream_no, 1, RunStarted.kind, 1, text, now_us, digest),
             )
             if parent is not None and forked_at is not None:
                 position, stream_no = self._copy_prefix(
-                    conn, parent.run_no, run_no, forked_at, position, stream_no
+                    conn, parent.run_no, run_no, forked_at, position, stream_no, digest
                 )
             conn.execute(
                 "UPDATE lionstore_head SET last_position = ?, last_stream_no = ?,"
@@ -502,10 +529,12 @@ class SQLiteBackend(LogBackend):
         upto: int,
         position: int,
         stream_no: int,
+        digest: str,
     ) -> tuple[int, int]:
         """Copy ``from_run``'s records up to position ``upto`` into ``to_run`` (a fork).
 
         The run's own ``run.started`` record is not copied; the fork gets its own.
+        The copies get new positions, so the fork's digest chain is its own.
         """
         mapping: dict[int, int] = {}
         rows = conn.execute(
@@ -524,7 +553,10 @@ class SQLiteBackend(LogBackend):
                 new_no = mapping[old_no] = stream_no
                 new_streams.append((new_no, to_run, sid))
             position += 1
-            new_records.append((position, to_run, new_no, version, kind, kind_version, data, at_us))
+            digest = record_digest(digest, position, sid, version, kind, kind_version, at_us, data)
+            new_records.append(
+                (position, to_run, new_no, version, kind, kind_version, data, at_us, digest)
+            )
         conn.executemany(_INSERT_STREAM, new_streams)
         conn.executemany(_INSERT_RECORD, new_records)
         return position, stream_no

@@ -35,8 +35,8 @@ from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import (
     DEFAULT_MAX_RECORD_BYTES,
     NewRecord,
-    Recorded,
     RecordData,
+    Recorded,
     encode_data,
 )
 from lionstore.errors import (
@@ -198,7 +198,9 @@ class Store:
         expected: dict[IDType, int] = {}
         for stream, version in (expected_versions or {}).items():
             if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-                raise ValueError(f"expected version for {stream} must be an int >= 0, not {version!r}")
+                raise ValueError(
+                    f"expected version for {stream} must be an int >= 0, not {version!r}"
+                )
             expected[to_id(stream)] = version
         return AppendRequest(rows, expected)
 
@@ -359,7 +361,7 @@ class Store:
     async def read(
         self,
         *,
-        run: str | None | bool = True,
+        run: str | bool | None = True,
         stream: Any = None,
         kinds: Iterable[str] | None = None,
         after: int = 0,
@@ -598,4 +600,3 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
                 f"no run with id {self._run!r}; pass a label (not a UUID) to start a new run"
             )
         return await backend.create_run(self._run, now_us), True
-

@@ -46,12 +46,12 @@ class Exchange(MailRouter):
 
     async def collect(self, sender: Any) -> int:
         """Move the sender's outbox into the buffer (FIFO)."""
-        await self.load()
+        await self.sync()
         return await self._collect([self._require_source(sender, "Sender")])
 
     async def deliver(self, recipient: Any) -> int:
         """Deliver buffered mail addressed to the recipient (FIFO)."""
-        await self.load()
+        await self.sync()
         return await self._deliver([self._require_source(recipient, "Recipient")])
 
     async def deliver_all(self) -> int:

@@ -8,6 +8,7 @@ MailManager yet cannot record anything and says so.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lionstore.domain.ids import IDType, to_id
@@ -30,10 +31,19 @@ class Mailbox:
     def __init__(self, owner: Any = None) -> None:
         self.owner: IDType | None = None if owner is None else to_id(owner)
         self._repo: MailRepository | None = None
+        self._ready: Callable[[], Awaitable[None]] | None = None
 
-    def _bind(self, owner: IDType, repo: MailRepository) -> None:
+    def _bind(
+        self, owner: IDType, repo: MailRepository, ready: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.owner = owner
         self._repo = repo
+        self._ready = ready
+
+    async def _router_ready(self) -> None:
+        # The router records the sources it was constructed with before any mail.
+        if self._ready is not None:
+            await self._ready()
 
     @property
     def bound(self) -> bool:
@@ -49,6 +59,7 @@ class Mailbox:
     def _box(self) -> Any:
         if self._repo is None or self.owner is None:
             return None
+        self._repo.require_loaded(f"the mailbox of {self.owner}")  # never silently empty
         return self._repo.state.boxes.get(self.owner)
 
     # -- views ---------------------------------------------------------------------------
@@ -104,6 +115,7 @@ class Mailbox:
         owner, repo = self._require()
         _require_mail(item)
         repo.check_sendable(item, owner, outbound=False)
+        await self._router_ready()
         await repo.put(item, outbound=False)
 
     async def append_out(self, item: Mail) -> None:
@@ -111,12 +123,14 @@ class Mailbox:
         owner, repo = self._require()
         _require_mail(item)
         repo.check_sendable(item, owner, outbound=True)
+        await self._router_ready()
         await repo.put(item, outbound=True)
 
     async def exclude(self, item: Any) -> None:
         """Remove a mail from this mailbox (inbound or outbound); silent if absent."""
         owner, repo = self._require()
         mail_id = to_id(item)
+        await self._router_ready()
         box = repo.state.boxes.get(owner)
         if box is not None and mail_id in box.mails:
             await repo.exclude([mail_id])

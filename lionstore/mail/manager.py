@@ -47,12 +47,12 @@ class MailManager(MailRouter):
         return MailRouter._create_mail(sender, recipient, category, package, request_source)
 
     async def collect(self, sender: Any) -> int:
-        await self.load()
+        await self.sync()
         return await self._collect([self._require_source(sender, "Sender")])
 
     async def send(self, recipient: Any) -> int:
         """Deliver the recipient's queued mail, sender by sender, FIFO."""
-        await self.load()
+        await self.sync()
         return await self._deliver([self._require_source(recipient, "Recipient")])
 
     async def send_all(self) -> int:

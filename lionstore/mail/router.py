@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,11 +11,12 @@ from lionstore.domain.element import Element, class_path
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.mail import Mail, Package
 from lionstore.domain.pile import Pile
-from lionstore.errors import SourceError, UnknownSourceError
+from lionstore.errors import UnknownSourceError
 from lionstore.log.store import Store
 from lionstore.mail.mailbox import Mailbox
 from lionstore.mail.source import Source
 from lionstore.projections.mail import DeadLetter, element_source_materializer
+from lionstore.repositories.base import NotLoadedError
 from lionstore.repositories.mail import MailRepository
 
 __all__ = ["MailRouter"]
@@ -43,6 +45,7 @@ class MailRouter:
         self._repo = MailRepository(
             store, self.name, element_source_materializer(Element, lambda sid: Source(id=sid))
         )
+        self._boxes: dict[IDType, Mailbox] = {}
         self._initial = self._validate_sources(_as_list(sources))
         for source in self._initial:
             self._bind(source)
@@ -65,13 +68,22 @@ class MailRouter:
         return sources
 
     def _bind(self, source: Any) -> None:
-        box = getattr(source, "mailbox", None)
-        if isinstance(box, Mailbox) and box._repo is not None and box._repo is not self._repo:
-            raise SourceError(f"source {source.id} already belongs to another router")
-        if not isinstance(box, Mailbox):
-            box = Mailbox()
+        # Each router has its own Mailbox per source (its view of this router's
+        # records); the source's ``mailbox`` is the one of the router it joined last,
+        # so one source can take part in an Exchange and a MailManager (the seed's
+        # usage example) without either view showing the other's mail.
+        sid = to_id(source.id)
+        box = self._boxes.get(sid)
+        if box is None:
+            current = getattr(source, "mailbox", None)
+            if isinstance(current, Mailbox) and current._repo in (None, self._repo):
+                box = current
+            else:
+                box = Mailbox()
+            self._boxes[sid] = box
+        box._bind(sid, self._repo, self.load)
+        if getattr(source, "mailbox", None) is not box:
             source.mailbox = box
-        box._bind(to_id(source.id), self._repo)
 
     async def load(self) -> None:
         """Fold this router's history and register the sources given at construction."""
@@ -84,7 +96,7 @@ class MailRouter:
             await self._repo.add_sources(initial)
         # rebuilt sources get mailboxes bound to this router
         for source in self._repo.state.sources.values():
-            if not (isinstance(getattr(source, "mailbox", None), Mailbox) and source.mailbox.bound):
+            if to_id(source.id) not in self._boxes:
                 self._bind(source)
 
     async def _add(self, sources: Any) -> list[IDType]:
@@ -114,22 +126,34 @@ class MailRouter:
 
     # -- views ---------------------------------------------------------------------------
 
+    def _require_loaded(self) -> None:
+        """Views are the log: refuse to show them before the history, and the sources
+        given to the constructor, are in."""
+        self._repo.require_loaded(f"router {self.name!r}")
+        if self._initial:
+            raise NotLoadedError(
+                f"router {self.name!r} has not recorded the sources it was given yet; await "
+                "its load() (or any of its async methods) first"
+            )
+
     @property
     def sources(self) -> Pile[Any]:
-        self._repo.require_loaded(f"router {self.name!r}")
+        self._require_loaded()
         items = [s for s in self._repo.state.sources.values() if isinstance(s, Element)]
         pile: Pile[Any] = Pile(items)
         return pile._freeze("add_source / delete_source")
 
     @property
     def mailboxes(self) -> dict[IDType, Mailbox]:
-        self._repo.require_loaded(f"router {self.name!r}")
-        return {sid: s.mailbox for sid, s in self._repo.state.sources.items()}
+        self._require_loaded()
+        return {
+            sid: self._boxes.get(sid) or s.mailbox for sid, s in self._repo.state.sources.items()
+        }
 
     @property
     def dead_letters(self) -> list[DeadLetter]:
         """Undeliverable mail with the reason, in the order it was dead-lettered."""
-        self._repo.require_loaded(f"router {self.name!r}")
+        self._require_loaded()
         return sorted(self._repo.state.dead.values(), key=lambda d: d.position)
 
     def _buffered(self) -> dict[IDType, list[Mail]]:
@@ -149,22 +173,23 @@ class MailRouter:
         )
 
     async def _collect(self, senders: Iterable[IDType]) -> int:
-        await self.load()
+        await self.sync()
         return await self._repo.collect(list(senders))
 
     async def _deliver(self, recipients: Iterable[IDType]) -> int:
-        await self.load()
+        await self.sync()
         return await self._repo.deliver(list(recipients))
 
     async def collect_all(self) -> int:
-        """Collect every source's outbox, in one transaction. Returns how many mails moved."""
-        await self.load()
+        """Collect every source's outbox, in one transaction. Returns how many mails moved.
+        Mail other processes sent through the file is included."""
+        await self.sync()
         state = self._repo.state
         senders = [s for s, box in state.boxes.items() if box.outs]
         return await self._repo.collect(senders) if senders else 0
 
     async def _deliver_all(self) -> int:
-        await self.load()
+        await self.sync()
         recipients = list(self._repo.state.buffer)
         return await self._repo.deliver(recipients) if recipients else 0
 
@@ -196,10 +221,8 @@ class MailRouter:
                 await self._deliver_all()
                 if self._stop_requested:
                     break
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=refresh_time)
-                except TimeoutError:
-                    pass
         finally:
             self.execution_mode = False
 

@@ -56,9 +56,7 @@ def run_migrations_offline() -> None:
 
 
 def _url() -> str:
-    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get(
-        "LIONSTORE_URL"
-    )
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("LIONSTORE_URL")
     if not url:
         url = config.get_main_option("sqlalchemy.url") or "sqlite+aiosqlite:///lionstore.db"
     return url

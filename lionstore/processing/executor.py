@@ -134,6 +134,7 @@ class Executor:
     async def _create_processor(self) -> None:
         processor = await self.processor_type.create(**self.processor_config)
         processor._attach(self._repo)
+        await processor._record_start(class_path(type(self)))
         self.processor = processor
 
     async def start(self) -> None:

@@ -30,16 +30,19 @@ losses fixed (shared/reference/lionagi-0.8.7-behaviour.md sections 2.7 and 5):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
+from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
 from lionstore.domain.ids import IDType
 from lionstore.errors import LionstoreError, ProcessorNotStartedError
-from lionstore.repositories.executor import Outcome, user_fields
+from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
 
 if TYPE_CHECKING:
     from lionstore.repositories.executor import ExecutorRepository
@@ -131,8 +134,7 @@ class Processor:
     def _require_repo(self) -> ExecutorRepository:
         if self._repo is None:
             raise ProcessorNotStartedError(
-                "this processor is not attached to an executor; create it through "
-                "Executor.start()"
+                "this processor is not attached to an executor; create it through Executor.start()"
             )
         return self._repo
 
@@ -199,20 +201,22 @@ class Processor:
             await self._wait_for_change(self.capacity_refresh_time)
 
     async def join(self) -> None:
-        """Return once the queue is empty and no event is in flight."""
+        """Return once the queue is empty and no event is in flight (here or, by an
+        unexpired lease, elsewhere). Without an ``execute`` loop, runs cycles itself;
+        leases of crashed owners are taken over when they expire."""
         repo = self._require_repo()
+        state = repo.state
         while True:
             await repo.sync()
-            state = repo.state
             if not state.queue and not state.claims and not self._in_flight:
                 return
             if self._execution_mode:
                 await self._wait_for_change(self.capacity_refresh_time)
                 continue
-            if state.eligible(repo.store.now_us()):
-                await self.process()
-                continue
-            await self._wait_for_change(self._seconds_until_next(state))
+            before = state.position
+            await self.process()
+            if state.position == before:  # nothing to do yet: wait for a change or a deadline
+                await self._wait_for_change(self._seconds_until_next(state))
 
     async def stop(self) -> None:
         """Ask the ``execute`` loop to stop (sticky until ``start``)."""
@@ -266,40 +270,62 @@ class Processor:
     # -- the cycle -----------------------------------------------------------------------
 
     def _backoff(self, denials: int) -> float:
-        return float(min(self.max_backoff, self.capacity_refresh_time * 2 ** (denials - 1)))
+        return float(backoff_for(self.capacity_refresh_time, self.max_backoff)(denials))
+
+    async def _record_start(self, executor_class: str) -> None:
+        """Record this processor's configuration (verify and resume read it)."""
+        repo = self._require_repo()
+        await repo.store.append(
+            [
+                (
+                    executor_stream_id(repo.state.name),
+                    ProcessorStarted(
+                        executor=repo.state.name,
+                        executor_class=executor_class,
+                        processor_class=class_path(type(self)),
+                        owner=self.owner,
+                        queue_capacity=self.queue_capacity,
+                        capacity_refresh_time=self.capacity_refresh_time,
+                        max_attempts=self.max_attempts,
+                        lease_seconds=self.lease_seconds,
+                        max_backoff=self.max_backoff,
+                    ),
+                )
+            ]
+        )
 
     def _seconds_until_next(self, state: Any) -> float:
-        wake = state.next_wakeup_us()
+        """Until the next deferred event is due or a lease expires (capped)."""
+        wake = state.next_wakeup_us(exclude=self._in_flight)
         if wake is None:
             return self.capacity_refresh_time
         now = self._require_repo().store.now_us()
-        return max(0.0, (wake - now) / 1_000_000)
+        return min(self.capacity_refresh_time, max(0.0, (wake - now) / 1_000_000))
 
     async def _wait_for_change(self, timeout: float) -> None:
         if self._wakeup is None:
             self._wakeup = asyncio.Event()
         self._wakeup.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
-        except TimeoutError:
-            pass
 
     async def _process(self, repo: ExecutorRepository, *, forward: bool) -> None:
         """One cycle. With ``forward``, the executor's pending events join the queue
         in the same transaction as the cycle's claims (Executor.forward)."""
         await repo.sync()
-        await repo.reclaim_expired(max_attempts=self.max_attempts, in_flight=self._in_flight)
+        await repo.reclaim_expired(
+            max_attempts=self.max_attempts, in_flight=self._in_flight, by=self.owner
+        )
         self._available_capacity = self.queue_capacity
         state = repo.state
         to_queue = list(state.pending) if forward else []
-        eligible = state.eligible(repo.store.now_us()) + to_queue
-        if not eligible:
+        now_us, seen = repo.store.now_us(), state.position
+        candidates = cycle_candidates(state, self.queue_capacity, now_us, forward)
+        if not candidates:
             return
         grants: list[IDType] = []
         denials: list[IDType] = []
-        for event_id in eligible:
-            if self._available_capacity <= 0:
-                break
+        for event_id in candidates:
             self._available_capacity -= 1
             event = state.pile._items[event_id]
             if await self.request_permission(**event.request):
@@ -315,6 +341,8 @@ class Processor:
             cycle=self._cycle,
             backoff=self._backoff,
             queue_first=to_queue,
+            now_us=now_us,
+            seen=seen,
         )
         if not claimed:
             return

@@ -24,6 +24,7 @@ from lionstore.domain.event_records import (
     EventQueued,
     EventRequeued,
     EventRetried,
+    ProcessorStarted,
 )
 from lionstore.domain.ids import IDType
 from lionstore.domain.pile import Pile
@@ -66,7 +67,12 @@ def class_materializer(base: type[Event]) -> Materializer:
     def materialize(event_id: IDType, data: EventAppended) -> Event:
         cls = resolve_class(data.event_class, base)
         event = cls.model_validate(
-            {**data.fields, "id": event_id, "created_at": data.created_at, "metadata": data.metadata}
+            {
+                **data.fields,
+                "id": event_id,
+                "created_at": data.created_at,
+                "metadata": data.metadata,
+            }
         )
         assert isinstance(event, Event)
         return event
@@ -108,6 +114,7 @@ class ExecutorState:
         self.attempts: dict[IDType, int] = {}
         self.versions: dict[IDType, int] = {}
         self.position = 0
+        self.processors: dict[str, ProcessorStarted] = {}  # owner -> configuration
         # Objects appended in this process, reused instead of rebuilt (identity kept).
         self.live: dict[IDType, Event] = {}
 
@@ -127,9 +134,11 @@ class ExecutorState:
         nb = self.not_before_us
         return [i for i in self.queue if nb.get(i, 0) <= now_us]
 
-    def next_wakeup_us(self) -> int | None:
-        """When the earliest deferred event becomes eligible (None: none deferred)."""
+    def next_wakeup_us(self, exclude: set[IDType] | frozenset[IDType] = frozenset()) -> int | None:
+        """When the earliest deferred event becomes eligible or the earliest lease (of
+        claims not in ``exclude``) expires; None if neither is pending."""
         times = [self.not_before_us[i] for i in self.queue if i in self.not_before_us]
+        times += [c.lease_expires_us for i, c in self.claims.items() if i not in exclude]
         return min(times) if times else None
 
     def with_status(self, status: EventStatus) -> list[Event]:
@@ -149,6 +158,11 @@ class ExecutorState:
             event.execution = Execution(status=EventStatus.PENDING)
             self.pile._put(event)
             self.pending[sid] = None
+        elif isinstance(data, ProcessorStarted):
+            if data.executor == self.name:
+                self.processors[data.owner] = data
+                self.position = record.position
+            return
         elif sid not in self.versions:
             return  # another executor's event (or not an event record)
         else:
@@ -168,9 +182,7 @@ class ExecutorState:
             self.queue.pop(sid, None)
             self.pending.pop(sid, None)
             self.not_before_us.pop(sid, None)
-            self.claims[sid] = Claim(
-                data.owner, data.attempt, data.lease_expires_us, data.cycle, 0
-            )
+            self.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle, 0)
             self.attempts[sid] = data.attempt
             event.execution.status = EventStatus.PROCESSING
         elif isinstance(data, EventFinished):

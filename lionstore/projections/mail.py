@@ -103,9 +103,12 @@ class MailState:
     def apply(self, record: Recorded) -> None:
         data = record.data
         sid = record.stream_id
+        if isinstance(data, (SourceAdded, SourceDeleted)) and data.router != self.router:
+            # A source's stream is shared by every router it joins: follow its version,
+            # or this router's next append to it would expect a stale one forever.
+            self.versions[sid] = record.stream_version
+            return
         if isinstance(data, SourceAdded):
-            if data.router != self.router:
-                return
             source = self.live_sources.pop(sid, None)
             if source is None:
                 source = self.sources.get(sid) or self.materialize_source(sid, data)
@@ -113,8 +116,6 @@ class MailState:
             self.deleted.discard(sid)
             self.box(sid)
         elif isinstance(data, SourceDeleted):
-            if data.router != self.router:
-                return
             self.sources.pop(sid, None)
             self.deleted.add(sid)
         elif isinstance(data, (MailSent, MailReceived)):
@@ -211,7 +212,9 @@ class MailState:
         return found
 
 
-def element_source_materializer(base: type[Element], fallback: Callable[[IDType], Any]) -> SourceMaterializer:
+def element_source_materializer(
+    base: type[Element], fallback: Callable[[IDType], Any]
+) -> SourceMaterializer:
     """Rebuild sources as their own Element class when it is defined in this process,
     else as ``fallback(id)`` (a plain Source)."""
 

@@ -81,9 +81,7 @@ class Repository(abc.ABC):
         await self.load()
         await self.store.sync()
 
-    async def decide_and_append(
-        self, decide: Callable[[], Decision | None]
-    ) -> list[Recorded]:
+    async def decide_and_append(self, decide: Callable[[], Decision | None]) -> list[Recorded]:
         """Run ``decide`` against the projection and append what it returns; on a lost
         race, sync and decide again. Returns the committed records ([] if nothing to do)."""
         await self.load()
@@ -100,4 +98,3 @@ class Repository(abc.ABC):
 
     def close(self) -> None:
         self._subscription.close()
-

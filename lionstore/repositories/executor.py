@@ -33,7 +33,14 @@ from lionstore.log.store import Store
 from lionstore.projections.executor import ExecutorState, Materializer
 from lionstore.repositories.base import Decision, Repository
 
-__all__ = ["ExecutorRepository", "Outcome"]
+__all__ = [
+    "ExecutorRepository",
+    "Outcome",
+    "backoff_for",
+    "cycle_candidates",
+    "decide_claim",
+    "decide_reclaim",
+]
 
 _QUEUED = EventQueued()  # no fields: one instance and its JSON serve every event
 _EMPTY = "{}"
@@ -128,7 +135,9 @@ class ExecutorRepository(Repository):
 
         def decide() -> Decision | None:
             state = self.state
-            chosen = list(state.pending) if wanted is None else [i for i in wanted if i in state.pending]
+            chosen = (
+                list(state.pending) if wanted is None else [i for i in wanted if i in state.pending]
+            )
             return [NewRecord(i, _QUEUED, _EMPTY) for i in chosen], {
                 i: state.versions[i] for i in chosen
             }
@@ -153,53 +162,29 @@ class ExecutorRepository(Repository):
         cycle: int,
         backoff: Any,
         queue_first: Sequence[IDType] = (),
+        now_us: int | None = None,
+        seen: int = 0,
     ) -> list[tuple[Event, int, int]]:
         """One transaction: queue the pending events ``queue_first`` (a forward),
         claim ``grants`` (PROCESSING, with a lease) and defer ``denials``. Returns
         ``(event, attempt, claim_version)`` for each claim won; events someone else
         took meanwhile are skipped."""
-        now_us = self.store.now_us()
+        at_us = self.store.now_us() if now_us is None else now_us
         lease_us = int(lease_seconds * 1_000_000)
 
         def decide() -> Decision | None:
-            state = self.state
-            records: list[NewRecord] = []
-            expected: dict[IDType, int] = {}
-            queued: set[IDType] = set()
-            for i in queue_first:
-                if i in state.pending:
-                    records.append(NewRecord(i, _QUEUED, _EMPTY))
-                    expected[i] = state.versions[i]
-                    queued.add(i)
-            for i in grants:
-                if i in state.queue or i in queued:
-                    records.append(
-                        NewRecord(
-                            i,
-                            EventClaimed(
-                                owner=owner,
-                                attempt=state.attempts.get(i, 0) + 1,
-                                lease_expires_us=now_us + lease_us,
-                                cycle=cycle,
-                            ),
-                        )
-                    )
-                    expected.setdefault(i, state.versions[i])
-            for i in denials:
-                if i in state.queue or i in queued:
-                    denied = state.denials.get(i, 0) + 1
-                    records.append(
-                        NewRecord(
-                            i,
-                            EventDeferred(
-                                reason="permission_denied",
-                                retry_at_us=now_us + int(backoff(denied) * 1_000_000),
-                                denials=denied,
-                            ),
-                        )
-                    )
-                    expected.setdefault(i, state.versions[i])
-            return records, expected
+            return decide_claim(
+                self.state,
+                grants,
+                denials,
+                queue_first,
+                owner=owner,
+                now_us=at_us,
+                lease_us=lease_us,
+                cycle=cycle,
+                backoff=backoff,
+                seen=seen,
+            )
 
         committed = await self.decide_and_append(decide)
         pile = self.state.pile._items
@@ -248,28 +233,14 @@ class ExecutorRepository(Repository):
         committed = await self.decide_and_append(decide)
         return [r.stream_id for r in committed]
 
-    async def reclaim_expired(self, *, max_attempts: int, in_flight: set[IDType]) -> int:
+    async def reclaim_expired(
+        self, *, max_attempts: int, in_flight: set[IDType], by: str = ""
+    ) -> int:
         """Re-queue (or, on the last attempt, abandon) events whose lease expired."""
         now_us = self.store.now_us()
 
         def decide() -> Decision | None:
-            state = self.state
-            records: list[NewRecord] = []
-            expected: dict[IDType, int] = {}
-            for i, claim in state.claims.items():
-                if claim.lease_expires_us > now_us or i in in_flight:
-                    continue
-                if claim.attempt >= max_attempts:
-                    data: Any = EventAbandoned(
-                        reason="abandoned", previous_owner=claim.owner, attempt=claim.attempt
-                    )
-                else:
-                    data = EventRequeued(
-                        reason="lease_expired", previous_owner=claim.owner, attempt=claim.attempt
-                    )
-                records.append(NewRecord(i, data))
-                expected[i] = state.versions[i]
-            return records, expected
+            return decide_reclaim(self.state, now_us, max_attempts, in_flight, by)
 
         if not self.state.claims:
             return 0
@@ -302,3 +273,113 @@ def _finished(outcome: Outcome) -> EventFinished:
         error=outcome.error,
         fields=outcome.fields,
     )
+
+
+def cycle_candidates(
+    state: ExecutorState, capacity: int, now_us: int, forward: bool
+) -> list[IDType]:
+    """The events a cycle offers to ``request_permission``, in order: the head of the
+    eligible queue (then, for a forward, the pending events), at most ``capacity``.
+
+    Shared by the live Processor and ``verify``: change the capacity rule here and
+    verify reports every recorded cycle that no longer matches.
+    """
+    eligible = state.eligible(now_us)
+    if forward:
+        eligible += list(state.pending)
+    return eligible[: max(capacity, 0)]
+
+
+def decide_claim(
+    state: ExecutorState,
+    grants: Sequence[IDType],
+    denials: Sequence[IDType],
+    queue_first: Sequence[IDType],
+    *,
+    owner: str,
+    now_us: int,
+    lease_us: int,
+    cycle: int,
+    backoff: Any,
+    seen: int = 0,
+) -> Decision:
+    """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
+    granted events and defer the denied ones."""
+    records: list[NewRecord] = []
+    expected: dict[IDType, int] = {}
+    queued: set[IDType] = set()
+    forwarded = (
+        EventQueued(owner=owner, cycle=cycle, at_us=now_us, seen=seen) if queue_first else None
+    )
+    for i in queue_first:
+        if i in state.pending:
+            records.append(NewRecord(i, forwarded))  # type: ignore[arg-type]
+            expected[i] = state.versions[i]
+            queued.add(i)
+    for i in grants:
+        if i in state.queue or i in queued:
+            records.append(
+                NewRecord(
+                    i,
+                    EventClaimed(
+                        owner=owner,
+                        attempt=state.attempts.get(i, 0) + 1,
+                        lease_expires_us=now_us + lease_us,
+                        cycle=cycle,
+                        at_us=now_us,
+                        seen=seen,
+                    ),
+                )
+            )
+            expected.setdefault(i, state.versions[i])
+    for i in denials:
+        if i in state.queue or i in queued:
+            denied = state.denials.get(i, 0) + 1
+            records.append(
+                NewRecord(
+                    i,
+                    EventDeferred(
+                        reason="permission_denied",
+                        retry_at_us=now_us + int(backoff(denied) * 1_000_000),
+                        denials=denied,
+                        owner=owner,
+                        cycle=cycle,
+                        at_us=now_us,
+                        seen=seen,
+                    ),
+                )
+            )
+            expected.setdefault(i, state.versions[i])
+    return records, expected
+
+
+def decide_reclaim(
+    state: ExecutorState, now_us: int, max_attempts: int, in_flight: set[IDType], by: str = ""
+) -> Decision:
+    """Re-queue (or, on the last attempt, abandon) events whose lease has expired."""
+    records: list[NewRecord] = []
+    expected: dict[IDType, int] = {}
+    for i, claim in state.claims.items():
+        if claim.lease_expires_us > now_us or i in in_flight:
+            continue
+        data: Any
+        if claim.attempt >= max_attempts:
+            data = EventAbandoned(
+                reason="abandoned", previous_owner=claim.owner, attempt=claim.attempt, by=by
+            )
+        else:
+            data = EventRequeued(
+                reason="lease_expired", previous_owner=claim.owner, attempt=claim.attempt, by=by
+            )
+        records.append(NewRecord(i, data))
+        expected[i] = state.versions[i]
+    return records, expected
+
+
+def backoff_for(capacity_refresh_time: float, max_backoff: float) -> Any:
+    """The denial back-off: ``capacity_refresh_time * 2**(denials-1)``, capped."""
+
+    def backoff(denials: int) -> float:
+        return float(min(max_backoff, capacity_refresh_time * 2 ** (denials - 1)))
+
+    return backoff

@@ -93,9 +93,7 @@ class MailRepository(Repository):
             fresh = [(s, r) for s, r in prepared if not state.is_active(s.id)]
             for source, _ in fresh:
                 state.live_sources[source.id] = source
-            return [r for _, r in fresh], {
-                s.id: state.versions.get(s.id, 0) for s, _ in fresh
-            }
+            return [r for _, r in fresh], {s.id: state.versions.get(s.id, 0) for s, _ in fresh}
 
         try:
             committed = await self.decide_and_append(decide)
@@ -179,7 +177,9 @@ class MailRepository(Repository):
                         records.append(NewRecord(mail_id, _COLLECTED, _EMPTY))
                     else:
                         reason = (
-                            "recipient_deleted" if recipient in state.deleted else "recipient_unknown"
+                            "recipient_deleted"
+                            if recipient in state.deleted
+                            else "recipient_unknown"
                         )
                         records.append(
                             NewRecord(mail_id, MailDeadLettered(reason=reason, stage="outbox"))
@@ -215,6 +215,10 @@ class MailRepository(Repository):
 
     def check_sendable(self, mail: Mail, owner: IDType, *, outbound: bool) -> None:
         if outbound and mail.sender != owner:
-            raise MailError(f"mail {mail.id} is from {mail.sender}, not from this mailbox's {owner}")
+            raise MailError(
+                f"mail {mail.id} is from {mail.sender}, not from this mailbox's {owner}"
+            )
         if not outbound and mail.recipient != owner:
-            raise MailError(f"mail {mail.id} is for {mail.recipient}, not for this mailbox's {owner}")
+            raise MailError(
+                f"mail {mail.id} is for {mail.recipient}, not for this mailbox's {owner}"
+            )

@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("kind_version", sa.SmallInteger(), nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
         sa.Column("recorded_at_us", sa.BigInteger(), nullable=False),
+        sa.Column("digest", sa.String(length=32), nullable=False),
         sa.CheckConstraint(
             "stream_version >= 1", name=op.f("ck_lionstore_records_stream_version_positive")
         ),
@@ -98,9 +99,7 @@ def upgrade() -> None:
         sa.CheckConstraint("id = 1", name=op.f("ck_lionstore_head_single_row")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lionstore_head")),
     )
-    op.bulk_insert(
-        head, [{"id": 1, "last_position": 0, "last_stream_no": 0, "last_run_no": 0}]
-    )
+    op.bulk_insert(head, [{"id": 1, "last_position": 0, "last_stream_no": 0, "last_run_no": 0}])
 
 
 def downgrade() -> None:
