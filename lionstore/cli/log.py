@@ -1,0 +1,205 @@
+"""``lionstore log``: print the records of a database, in log order.
+
+The library behind it is :meth:`lionstore.Store.read`; :func:`read_log` adds the
+command's ``--limit`` and :func:`format_record` its human line. Records of kinds
+this code does not know are printed like any other (from their raw JSON), never
+dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import lionstore
+from lionstore.cli._output import (
+    compact_json,
+    format_time_us,
+    print_json_line,
+    shorten,
+    terminal_width,
+)
+from lionstore.domain.ids import IDType
+from lionstore.domain.records import Recorded, record_kinds
+from lionstore.log.backend import RunInfo
+from lionstore.log.store import Store
+
+__all__ = [
+    "LineFormat",
+    "format_record",
+    "read_log",
+    "register",
+    "run_names",
+]
+
+_MAX_RUN_WIDTH = 24
+_MAX_KIND_WIDTH = 28
+_MIN_DATA_WIDTH = 30
+_SHORT_ID = 8
+
+
+def run_names(runs: Iterable[RunInfo]) -> dict[IDType, str]:
+    """How each run is shown in a line: its label, or the start of its id."""
+    return {info.run_id: info.label or info.run_id[:_SHORT_ID] for info in runs}
+
+
+@dataclass(frozen=True)
+class LineFormat:
+    """Column widths of the human ``lionstore log`` line."""
+
+    run_names: Mapping[IDType, str]
+    position_width: int = 6
+    run_width: int = 8
+    kind_width: int = 20
+    data_width: int = 80
+
+    @classmethod
+    def for_log(cls, runs: Sequence[RunInfo], head: int, *, width: int | None = None) -> LineFormat:
+        """Widths that align every line of a log with these ``runs`` and ``head`` position."""
+        names = run_names(runs)
+        run_width = min(_MAX_RUN_WIDTH, max((len(n) for n in names.values()), default=8))
+        kinds = [*record_kinds(), "run.started"]
+        kind_width = min(_MAX_KIND_WIDTH, max(len(k) for k in kinds))
+        position_width = max(3, len(str(head)))
+        prefix = position_width + 23 + run_width + kind_width + _SHORT_ID + 5 * 2
+        total = width if width is not None else terminal_width()
+        return cls(
+            names,
+            position_width,
+            run_width,
+            kind_width,
+            max(_MIN_DATA_WIDTH, total - prefix),
+        )
+
+
+def format_record(record: Recorded, fmt: LineFormat) -> str:
+    """One aligned line: position, time (UTC), run, kind, short stream id, compact data."""
+    run = fmt.run_names.get(record.run_id) or record.run_id[:_SHORT_ID]
+    kind = record.kind if record.kind_version == 1 else f"{record.kind}@v{record.kind_version}"
+    return "  ".join(
+        (
+            str(record.position).rjust(fmt.position_width),
+            format_time_us(record.recorded_at_us),
+            shorten(run, fmt.run_width).ljust(fmt.run_width),
+            kind.ljust(fmt.kind_width),
+            record.stream_id[:_SHORT_ID],
+            shorten(_compact(record.raw), fmt.data_width),
+        )
+    )
+
+
+def _compact(raw: str) -> str:
+    try:
+        return compact_json(json.loads(raw))
+    except ValueError:
+        return " ".join(raw.split())
+
+
+async def read_log(
+    store: Store,
+    *,
+    run: str | None = None,
+    since: int = 0,
+    kinds: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> AsyncGenerator[Recorded, None]:
+    """Stream the records ``lionstore log`` prints, in position order.
+
+    ``run`` is a run id or label (``None``: every run); ``since`` a position (records
+    after it); ``kinds`` the kinds to keep (``None``: all); ``limit`` the most records.
+    """
+    if limit is not None and limit <= 0:
+        return
+    page_size = 1000 if limit is None else max(1, min(1000, limit))
+    records = await store.read(
+        run=run, after=since, kinds=list(kinds) if kinds else None, page_size=page_size
+    )
+    count = 0
+    try:
+        async for record in records:
+            yield record
+            count += 1
+            if limit is not None and count >= limit:
+                return
+    finally:
+        await _close(records)
+
+
+async def _close(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _run_ref(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a run id or label must not be empty")
+    return text
+
+
+def register(
+    commands: argparse._SubParsersAction[Any],
+    common: argparse.ArgumentParser,
+) -> None:
+    """Add ``log`` to the ``lionstore`` parser."""
+    parser = commands.add_parser(
+        "log",
+        help="print the records of a database in log order",
+        description=(
+            "Print the records of the database at PATH in log (position) order: one aligned "
+            "line per record, or one JSON object per line with --json. Read-only."
+        ),
+        parents=[common],
+    )
+    parser.add_argument("path", metavar="PATH", help="a lionstore database file")
+    parser.add_argument("--run", type=_run_ref, metavar="R", help="only run R (id or label)")
+    parser.add_argument(
+        "--since", type=_non_negative, default=0, metavar="P", help="only records after position P"
+    )
+    parser.add_argument(
+        "--kind",
+        action="append",
+        metavar="K",
+        help="only records of kind K (repeatable)",
+    )
+    parser.add_argument("--limit", type=_non_negative, metavar="N", help="at most N records")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: position, stream_id, stream_version, run_id, kind, "
+        "kind_version, data, recorded_at",
+    )
+    parser.set_defaults(handler=_log_command)
+
+
+async def _log_command(args: argparse.Namespace) -> int:
+    path = os.fspath(args.path)
+    async with lionstore.open(path, readonly=True, run=args.run) as store:
+        records = read_log(store, run=args.run, since=args.since, kinds=args.kind, limit=args.limit)
+        async with aclosing(records):
+            if args.json:
+                async for record in records:
+                    print_json_line(record.to_json_dict())
+            else:
+                fmt = LineFormat.for_log(await store.runs(), await store.head())
+                async for record in records:
+                    print(format_record(record, fmt))
+    return 0
