@@ -49,6 +49,7 @@ def _walk(base: type) -> list[type]:
     stack = [base]
     while stack:
         cls = stack.pop()
+        sub: type
         for sub in cls.__subclasses__():
             if sub not in seen:
                 seen.append(sub)

@@ -89,7 +89,7 @@ def to_id(value: Any) -> IDType:
     if inner is not None and inner is not value:
         return to_id(inner)
     # lionagi's IDType and similar wrappers print as their UUID.
-    if type(value).__str__ is not object.__str__:
+    if type(value).__str__ is not object.__str__:  # type: ignore[comparison-overlap]
         return _parse(str(value), value)
     raise IDError(f"Invalid ID: cannot get an id from {type(value).__name__}.")
 

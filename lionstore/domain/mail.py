@@ -121,7 +121,7 @@ class Package(Element):
             item = kwargs.pop("package")
         if not isinstance(item, BaseModel):
             _check_json(item)  # a MailError here, not a pydantic ValidationError
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]
             category=validate_category(category),
             item=item,
             request_source=None if request_source is None else to_id(request_source),

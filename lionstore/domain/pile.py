@@ -375,6 +375,6 @@ class Pile(Element, Generic[T]):
     async def aclear(self) -> None:
         await self._locked(self.clear)
 
-    async def __aiter__(self) -> AsyncIterator[T]:  # type: ignore[override]
+    async def __aiter__(self) -> AsyncIterator[T]:
         for item in await self._locked(list, self._items.values()):
             yield item

@@ -407,9 +407,9 @@ class SQLiteBackend(LogBackend):
                 (position, stream_no),
             )
         self._last_digest[run_no] = previous
-        for sid, head in heads.items():
-            self._streams[(run_no, sid)] = head
-            self._streams.move_to_end((run_no, sid))
+        for stream, head in heads.items():
+            self._streams[(run_no, stream)] = head
+            self._streams.move_to_end((run_no, stream))
         while len(self._streams) > _CACHE_SIZE:
             self._streams.popitem(last=False)
         return CommitOutcome(foreign=[], results=results, head=position, last_stream_no=stream_no)

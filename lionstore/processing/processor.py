@@ -45,6 +45,7 @@ from lionstore.errors import LionstoreError, ProcessorNotStartedError
 from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
 
 if TYPE_CHECKING:
+    from lionstore.projections.executor import ExecutorState
     from lionstore.repositories.executor import ExecutorRepository
 
 __all__ = ["Processor", "QueueView"]
@@ -294,9 +295,9 @@ class Processor:
             ]
         )
 
-    def _seconds_until_next(self, state: Any) -> float:
+    def _seconds_until_next(self, state: ExecutorState) -> float:
         """Until the next deferred event is due or a lease expires (capped)."""
-        wake = state.next_wakeup_us(exclude=self._in_flight)
+        wake: int | None = state.next_wakeup_us(exclude=self._in_flight)
         if wake is None:
             return self.capacity_refresh_time
         now = self._require_repo().store.now_us()

@@ -122,8 +122,8 @@ class RunProjection:
                 key = event.status.value
                 events[key] = events.get(key, 0) + 1
         mail: dict[str, int] = {}
-        for state in self.routers.values():
-            for place in state.where.values():
+        for router in self.routers.values():
+            for place in router.where.values():
                 mail[place] = mail.get(place, 0) + 1
         return {"events": events, "mail": mail}
 
