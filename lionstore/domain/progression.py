@@ -37,6 +37,17 @@ class Progression(Element):
     def model_post_init(self, context: Any, /) -> None:
         self._counts = Counter(self.order)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``progression.order = [...]`` is validated, refused on a read-only
+        # projection, and keeps the membership counts in step with the order.
+        if name == "order":
+            self._check()
+            ids = to_ids(value)
+            super().__setattr__(name, ids)
+            self._counts = Counter(ids)
+            return
+        super().__setattr__(name, value)
+
     # -- read-only projections ---------------------------------------------------------
 
     def _freeze(self, owner: str) -> Self:
@@ -56,7 +67,7 @@ class Progression(Element):
 
     def _drop(self, ref: IDType) -> None:
         if self._counts.pop(ref, 0):
-            self.order = [x for x in self.order if x != ref]
+            self.order[:] = [x for x in self.order if x != ref]
 
     # -- container protocol ------------------------------------------------------------
 
@@ -149,7 +160,7 @@ class Progression(Element):
         present = {i for i in ids if self._counts.get(i)}
         if not present:
             return False
-        self.order = [x for x in self.order if x not in present]
+        self.order[:] = [x for x in self.order if x not in present]
         for ref in present:
             del self._counts[ref]
         return True

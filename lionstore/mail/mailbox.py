@@ -34,7 +34,10 @@ class Mailbox:
         self._ready: Callable[[], Awaitable[None]] | None = None
 
     def _bind(
-        self, owner: IDType, repo: MailRepository, ready: Callable[[], Awaitable[None]] | None = None
+        self,
+        owner: IDType,
+        repo: MailRepository,
+        ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.owner = owner
         self._repo = repo

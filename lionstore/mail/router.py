@@ -68,21 +68,25 @@ class MailRouter:
         return sources
 
     def _bind(self, source: Any) -> None:
-        # Each router has its own Mailbox per source (its view of this router's
-        # records); the source's ``mailbox`` is the one of the router it joined last,
+        # Each router has its own Mailbox per source: its view of this router's
+        # records. A source's own ``mailbox`` is that of the first (open) router it
+        # joined; another router gives it one of its own (``router.mailboxes[id]``),
         # so one source can take part in an Exchange and a MailManager (the seed's
-        # usage example) without either view showing the other's mail.
+        # usage example) without either view changing under the other.
         sid = to_id(source.id)
+        current = getattr(source, "mailbox", None)
+        elsewhere = (
+            isinstance(current, Mailbox)
+            and current._repo is not None
+            and current._repo is not self._repo
+            and not current._repo.store.closed
+        )
         box = self._boxes.get(sid)
         if box is None:
-            current = getattr(source, "mailbox", None)
-            if isinstance(current, Mailbox) and current._repo in (None, self._repo):
-                box = current
-            else:
-                box = Mailbox()
+            box = current if isinstance(current, Mailbox) and not elsewhere else Mailbox()
             self._boxes[sid] = box
         box._bind(sid, self._repo, self.load)
-        if getattr(source, "mailbox", None) is not box:
+        if not elsewhere and current is not box:
             source.mailbox = box
 
     async def load(self) -> None:
@@ -146,9 +150,8 @@ class MailRouter:
     @property
     def mailboxes(self) -> dict[IDType, Mailbox]:
         self._require_loaded()
-        return {
-            sid: self._boxes.get(sid) or s.mailbox for sid, s in self._repo.state.sources.items()
-        }
+        boxes = self._boxes
+        return {sid: boxes.get(sid, s.mailbox) for sid, s in self._repo.state.sources.items()}
 
     @property
     def dead_letters(self) -> list[DeadLetter]:

@@ -1,0 +1,140 @@
+"""Two OS processes run one Exchange over one file while this test sends mail: each
+mail is collected once and delivered once, none is lost, and per-sender order holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lionstore
+from lionstore import Exchange, Source
+
+from .mailtools import kinds_by_mail, log_records, wait_for
+
+WORKER = Path(__file__).with_name("mp_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+RUN = "shared-run"
+NAME = "shared-exchange"
+SENDERS = 3
+RECIPIENTS = 2
+ROUNDS = 20  # each round: every sender mails every recipient
+TIMEOUT = 30.0
+
+pytestmark = pytest.mark.slow
+
+
+def _spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), json.dumps(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+async def test_two_processes_share_one_exchange(db_target: str, tmp_path: Path) -> None:
+    senders = [Source(id=uuid.uuid4()) for _ in range(SENDERS)]
+    recipients = [Source(id=uuid.uuid4()) for _ in range(RECIPIENTS)]
+    ids = [s.id for s in (*senders, *recipients)]
+    expected_total = SENDERS * RECIPIENTS * ROUNDS
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+
+    async with lionstore.open(db_target, run=RUN) as store:  # creates the shared run
+        workers = [
+            _spawn(
+                {
+                    "db": db_target,
+                    "run": RUN,
+                    "name": NAME,
+                    "ids": ids,
+                    "expected": expected_total,
+                    "barrier": str(barrier),
+                    "index": i,
+                    "timeout": TIMEOUT,
+                }
+            )
+            for i in range(2)
+        ]
+        try:
+            await wait_for(
+                lambda: (
+                    all((barrier / f"ready-{i}").exists() for i in range(2))
+                    or any(w.poll() is not None for w in workers)
+                ),
+                timeout=TIMEOUT,
+                what="both workers to be ready",
+            )
+            assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
+            (barrier / "go").touch()
+
+            # this process registers the same sources by id, then sends while they sweep
+            ex = Exchange(store=store, name=NAME)
+            await ex.add_source(senders + recipients)
+            sent: dict[tuple[str, str], list[str]] = {}
+            for round_no in range(ROUNDS):
+                for s in senders:
+                    for r in recipients:
+                        mail = ex.create_mail(s, r, "message", {"round": round_no})
+                        await s.send(mail)
+                        sent.setdefault((r.id, s.id), []).append(mail.id)
+                if round_no % 5 == 4:
+                    await asyncio.sleep(0.01)  # let the workers interleave with sends
+
+            outputs = []
+            deadline = time.monotonic() + TIMEOUT
+            for worker in workers:
+                out, err = await asyncio.to_thread(
+                    worker.communicate, timeout=max(1.0, deadline - time.monotonic())
+                )
+                assert worker.returncode == 0, (out, err)
+                outputs.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+
+        # the workers' own sweeps moved every mail exactly once between them
+        assert sum(o["collected"] for o in outputs) == expected_total, outputs
+        assert sum(o["delivered"] for o in outputs) == expected_total, outputs
+
+    async with lionstore.open(db_target, run=RUN) as store:
+        history = await kinds_by_mail(store)
+        assert len(history) == expected_total
+        assert all(
+            kinds == ["mail.sent", "mail.collected", "mail.delivered"] for kinds in history.values()
+        ), history
+        assert await log_records(store, kinds=["mail.dead_lettered"]) == []
+        added = [r.stream_id for r in await log_records(store, kinds=["source.added"])]
+        assert sorted(added) == sorted(ids)  # registered once, by whichever came first
+
+        # per-sender order in each inbox, as a fresh Exchange rebuilds it from the file
+        rebuilt = Exchange(store=store, name=NAME)
+        await rebuilt.load()
+        for r in recipients:
+            box = rebuilt.mailboxes[r.id]
+            assert {s: list(p) for s, p in box.pending_ins.items()} == {
+                s.id: sent[(r.id, s.id)] for s in senders
+            }
+        # and in delivery order in the log
+        delivered_at = {
+            rec.stream_id: rec.position
+            for rec in await log_records(store, kinds=["mail.delivered"])
+        }
+        for ids_in_order in sent.values():
+            positions = [delivered_at[i] for i in ids_in_order]
+            assert positions == sorted(positions)
