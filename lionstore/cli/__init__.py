@@ -2,12 +2,19 @@
 
 Every command calls a library function and only formats its result: ``db`` uses
 :mod:`lionstore.cli.db` (over :mod:`lionstore.log.migrate`), ``log`` uses
-:meth:`lionstore.Store.read`, ``runs`` :func:`lionstore.cli.runs.summarize_runs`,
-``demo`` :func:`lionstore.cli.demo.run_demo`.
+:meth:`lionstore.Store.read`, ``runs`` :func:`lionstore.cli.runs.summarize_runs`
+(over :class:`lionstore.replay.RunProjection`), ``show``
+:func:`lionstore.replay.rebuild`, ``verify`` :func:`lionstore.replay.verify`,
+``resume`` :func:`lionstore.replay.resume`, ``fork`` :meth:`lionstore.Store.fork`,
+``export`` :meth:`lionstore.Store.read`, ``timeline``
+:mod:`lionstore.replay.timeline`, ``demo`` :func:`lionstore.cli.demo.run_demo`.
+Every inspection command has ``--json``.
 
 Errors are one line on stderr, ``lionstore: error: <message>``, with exit code 1
 (2 for a usage error); ``--debug`` prints the traceback instead. Ctrl-C exits 130
 quietly, and a closed pipe (``lionstore log db | head``) ends the output quietly.
+Long work (rebuilding, verifying, exporting, counting) shows a progress line on
+stderr only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from lionstore._version import __version__
-from lionstore.cli import db, demo, log, runs
+from lionstore.cli import db, demo, export, fork, log, resume, runs, show, timeline, verify
 from lionstore.cli._output import PROG, error_line, one_line
 from lionstore.errors import LionstoreError
 
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "lionstore: an append-only, replayable log in a SQLite file. "
-            "Inspect, check and upgrade lionstore databases."
+            "Inspect, verify, resume, fork, check and upgrade lionstore databases."
         ),
         epilog="Run 'lionstore COMMAND --help' for a command's options.",
     )
@@ -78,8 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(group_parser=parser)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     demo.register(commands, common)
-    log.register(commands, common)
     runs.register(commands, common)
+    log.register(commands, common)
+    show.register(commands, common)
+    verify.register(commands, common)
+    timeline.register(commands, common)
+    export.register(commands, common)
+    resume.register(commands, common)
+    fork.register(commands, common)
     db.register(commands, common)
     return parser
 

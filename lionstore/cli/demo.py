@@ -2,9 +2,11 @@
 
 The demo is a list of steps (:data:`DEMO_STEPS`), each an async function taking the
 :class:`DemoContext`. A step does something with the store and says what it did;
-add a step by writing a function and listing it. Today the steps show the log
-itself: an atomic append, a stale write refused, a checked append, and the run read
-back. The executor and the mail exchange get their own steps as they land.
+add a step by writing a function and listing it. The steps show the log itself
+(an atomic append, a stale write refused, a checked append, the run read back),
+then the durable Executor (events that complete, fail, and are deferred by a
+permission denial), the mail Exchange (three sources, a dead letter with its
+reason), and finally ``verify`` re-deciding the whole run from its log.
 """
 
 from __future__ import annotations
@@ -19,26 +21,39 @@ from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
 import lionstore
-from lionstore.cli._output import terminal_width
+from lionstore.cli._output import compact_json, terminal_width
 from lionstore.cli.db import inspect_database
 from lionstore.cli.log import LineFormat, format_record
+from lionstore.cli.verify import format_report
+from lionstore.domain.event import Event
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import RecordData, Recorded
 from lionstore.errors import ConcurrencyError, LionstoreError
 from lionstore.log.store import Store
+from lionstore.mail.exchange import Exchange
+from lionstore.mail.source import Source
+from lionstore.processing.executor import Executor
+from lionstore.processing.processor import Processor
+from lionstore.replay import verify
 
 __all__ = [
     "DEFAULT_PATH",
     "DEMO_STEPS",
     "DemoContext",
+    "DemoExecutor",
     "DemoNote",
+    "DemoProcessor",
     "DemoResult",
     "DemoStep",
+    "DemoTask",
     "add_checked_note",
+    "exchange_mail",
     "read_back",
     "refuse_stale_write",
     "register",
     "run_demo",
+    "run_events",
+    "verify_run",
     "write_notes",
 ]
 
@@ -51,6 +66,49 @@ class DemoNote(RecordData):
     kind: ClassVar[str] = "demo.note"
     number: int
     text: str
+
+
+class DemoTask(Event):
+    """A small unit of work for the demo's executor: divide, in whole numbers.
+
+    A zero ``denominator`` makes ``invoke`` raise, so the event ends FAILED.
+    """
+
+    name: str
+    numerator: int
+    denominator: int
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return {"task": self.name}
+
+    async def invoke(self) -> None:
+        self.response = self.numerator // self.denominator
+
+
+class DemoProcessor(Processor):
+    """A processor that denies the first request of the task named ``rate-limited``
+    (as a rate limiter would): the event is deferred, never dropped, and runs once
+    its back-off has passed."""
+
+    event_type: ClassVar[type[Event]] = DemoTask
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.denied: set[str] = set()
+
+    async def request_permission(self, **kwargs: Any) -> bool:
+        task = kwargs.get("task")
+        if task == "rate-limited" and task not in self.denied:
+            self.denied.add(task)
+            return False
+        return True
+
+
+class DemoExecutor(Executor):
+    """The demo's executor: a durable pile of DemoTasks run by a DemoProcessor."""
+
+    processor_type: ClassVar[type[Processor]] = DemoProcessor
 
 
 @dataclass
@@ -137,13 +195,107 @@ async def read_back(ctx: DemoContext) -> None:
     ctx.say(f"({count} records in this run, including its run.started record)")
 
 
-#: The demo, in order: (title, step). Later steps (the executor, the mail exchange)
-#: are appended here.
+def _outcome(event: Event) -> str:
+    if event.execution.error:
+        return f"error: {event.execution.error}"
+    return f"response: {compact_json(event.response)}"
+
+
+async def run_events(ctx: DemoContext) -> None:
+    """Run three events through a durable Executor: one completes, one fails, one is
+    deferred by a permission denial and completes on a later cycle."""
+    executor = DemoExecutor(
+        {"queue_capacity": 4, "capacity_refresh_time": 0.05}, store=ctx.store, name="demo"
+    )
+    try:
+        await executor.start()
+        tasks = [
+            DemoTask(name="split the bill", numerator=120, denominator=4),
+            DemoTask(name="rate-limited", numerator=7, denominator=2),
+            DemoTask(name="divide by zero", numerator=1, denominator=0),
+        ]
+        await executor.extend(tasks)
+        ctx.say(
+            f"appended {len(tasks)} DemoTask events in one commit; pending: {len(executor.pending)}"
+        )
+        await executor.forward()
+        await executor.join()
+        for event in executor.pile:
+            assert isinstance(event, DemoTask)
+            ctx.say(
+                f"{event.id[:8]}  {event.name:<14}  {event.status.value:<9}  "
+                f"attempts {executor.attempts(event)}  {_outcome(event)}"
+            )
+        async for record in await ctx.store.read(kinds=["event.deferred"]):
+            data: Any = record.data
+            ctx.say(
+                f"event {record.stream_id[:8]} was denied by request_permission and deferred "
+                f"(position {record.position}, {data.denials} denial): it stayed in the queue "
+                "and ran on a later cycle"
+            )
+    finally:
+        executor.close()
+
+
+async def exchange_mail(ctx: DemoContext) -> None:
+    """Three sources exchange mail; one mail to an unknown recipient is dead-lettered."""
+    alice, bob, carol = Source(), Source(), Source()
+    names = {alice.id: "alice", bob.id: "bob", carol.id: "carol"}
+    exchange = Exchange(store=ctx.store, name="demo-exchange")
+    await exchange.add_source([alice, bob, carol])
+    stranger = IDType.create()
+    names[stranger] = "a stranger"
+    sends = [
+        (alice, bob, "message", "hello bob"),
+        (bob, carol, "message", {"lunch": "at noon?"}),
+        (carol, alice, "signal", "ack"),
+        (alice, stranger, "message", "is anyone there?"),
+    ]
+    for sender, recipient, category, item in sends:
+        await sender.send(exchange.create_mail(sender, recipient, category, item))
+    ctx.say(
+        f"alice, bob and carol joined the exchange and sent {len(sends)} mails "
+        "(one to a stranger who never joined)"
+    )
+    collected = await exchange.collect_all()
+    delivered = await exchange.deliver_all()
+    dead = len(exchange.dead_letters)
+    ctx.say(
+        f"collect_all took {collected} mails from the outboxes ({collected - dead} into the "
+        f"buffer, {dead} dead-lettered); deliver_all delivered {delivered}"
+    )
+    for source in (alice, bob, carol):
+        mails = {mail.id: mail for mail in source.mailbox.pile_}
+        inbox = [
+            f"from {names.get(sender, sender[:8])}: {compact_json(mails[mail_id].package.item)}"
+            for sender, queue in source.mailbox.pending_ins.items()
+            for mail_id in queue
+        ]
+        ctx.say(f"{names[source.id]}'s inbox: {'; '.join(inbox) or 'empty'}")
+    for letter in exchange.dead_letters:
+        ctx.say(
+            f"dead letter {letter.mail.id[:8]} from {names[letter.mail.sender]} to "
+            f"{names.get(letter.mail.recipient, letter.mail.recipient[:8])}: reason "
+            f"{letter.reason} (at the {letter.stage}, position {letter.position})"
+        )
+
+
+async def verify_run(ctx: DemoContext) -> None:
+    """Re-decide the whole run from its log, as ``lionstore verify`` does."""
+    report = await verify(ctx.store)
+    for line in format_report(ctx.store.run, report):
+        ctx.say(line)
+
+
+#: The demo, in order: (title, step).
 DEMO_STEPS: list[tuple[str, DemoStep]] = [
     ("Append three notes atomically", write_notes),
     ("Refuse a write made on stale information", refuse_stale_write),
     ("Append with the right expected version", add_checked_note),
     ("Read the run back from the file", read_back),
+    ("Run events through a durable executor", run_events),
+    ("Exchange mail among three sources", exchange_mail),
+    ("Verify the run: re-decide it from its log", verify_run),
 ]
 
 
@@ -201,6 +353,9 @@ async def run_demo(
     quoted = shlex.quote(str(file))
     print(file=out)
     print(f"Done: run {label} holds {records} records in {file}. Look again with:", file=out)
+    print(f"  lionstore show {quoted} --run {label}", file=out)
+    print(f"  lionstore verify {quoted} --run {label}", file=out)
+    print(f"  lionstore timeline {quoted} --run {label} --format html --output demo.html", file=out)
     print(f"  lionstore log {quoted} --run {label}", file=out)
     print(f"  lionstore runs {quoted}", file=out)
     return result

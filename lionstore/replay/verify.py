@@ -407,6 +407,9 @@ async def verify(
             failure = verifier.commit(commit)
             commit = []
             if failure is not None:
+                # A commit whose next record breaks the digest chain was cut short by a
+                # deleted record: report the broken chain, not the decision it skews.
+                failure = verifier.integrity(r) or failure
                 break
         failure = verifier.integrity(r)
         if failure is not None:
@@ -415,10 +418,10 @@ async def verify(
         report.records += 1
         if progress is not None and report.records % 10_000 == 0:
             progress(report.records)
-    if commit:
-        earlier = verifier.commit(commit)
-        if earlier is not None:
-            failure = earlier
+    if commit and failure is None:
+        # (After a failure ``commit`` holds only the part of a commit before the record
+        # that broke the chain: deciding it again would report a spurious divergence.)
+        failure = verifier.commit(commit)
     report.divergence = failure
     report.cycles = verifier.cycles
     report.counts = verifier.projection.counts()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from cli_scenarios import WorkDb, write_work_run
 
 import lionstore
 from lionstore.cli import main
@@ -98,3 +99,9 @@ def note_kind() -> type[CliNote]:
 @pytest.fixture
 def tick_kind() -> type[CliTick]:
     return CliTick
+
+
+@pytest.fixture
+def work_db(tmp_path: Path) -> WorkDb:
+    """A run ``work`` with an executor and a mail exchange (see cli_scenarios.WorkDb)."""
+    return asyncio.run(write_work_run(tmp_path / "work.db"))

@@ -87,7 +87,7 @@ def test_debug_shows_the_traceback(cli: Cli, tmp_path: Path, where: str) -> None
 def test_unexpected_error_is_one_line(
     cli: Cli, sample_db: SampleDb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(path: object) -> None:
+    async def broken(path: object, **kwargs: object) -> None:
         raise RuntimeError("something broke\nover two lines")
 
     monkeypatch.setattr(lionstore.cli.runs, "summarize_runs", broken)
@@ -102,7 +102,7 @@ def test_unexpected_error_is_one_line(
 def test_keyboard_interrupt_exits_130_quietly(
     cli: Cli, sample_db: SampleDb, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def interrupted(path: object) -> None:
+    async def interrupted(path: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(lionstore.cli.runs, "summarize_runs", interrupted)
@@ -146,5 +146,11 @@ def test_every_command_has_a_handler() -> None:
         ["db", "upgrade", "x"],
         ["db", "check", "x"],
         ["db", "current", "x"],
+        ["show", "x"],
+        ["verify", "x", "--run", "r"],
+        ["resume", "x", "--run", "r"],
+        ["fork", "x", "--run", "r", "--at", "1"],
+        ["export", "x", "--run", "r"],
+        ["timeline", "x", "--run", "r"],
     ):
         assert callable(parser.parse_args(argv).handler), argv

@@ -7,20 +7,22 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli_scenarios import Square
+
 import lionstore
 from lionstore.cli.runs import summarize_runs
 
 if TYPE_CHECKING:
-    from conftest import Cli, SampleDb
+    from conftest import Cli, SampleDb, WorkDb
 
 
 def test_runs_table(cli: Cli, sample_db: SampleDb) -> None:
     result = cli("runs", sample_db.path)
     assert result.code == 0, result.err
     header, alpha, beta = result.out.splitlines()
-    assert header.split() == ["RUN", "ID", "LABEL", "STARTED", "(UTC)", "RECORDS"]
-    assert alpha.split() == [sample_db.alpha, "alpha", "2026-01-01", "00:00:00.000", "5"]
-    assert beta.split() == [sample_db.beta, "beta", "2026-01-01", "00:01:02.000", "3"]
+    assert header.split() == ["RUN", "ID", "LABEL", "STARTED", "(UTC)", "RECORDS", "EVENTS", "MAIL"]
+    assert alpha.split() == [sample_db.alpha, "alpha", "2026-01-01", "00:00:00.000", "5", "-", "-"]
+    assert beta.split() == [sample_db.beta, "beta", "2026-01-01", "00:01:02.000", "3", "-", "-"]
     started = header.index("STARTED")
     assert alpha.index("  2026-01-01") + 2 == started  # run ids are hex: no spaces in them
     assert beta.index("  2026-01-01") + 2 == started
@@ -38,6 +40,8 @@ def test_runs_json(cli: Cli, sample_db: SampleDb) -> None:
             "records": 5,
             "parent_run_id": None,
             "forked_at_position": None,
+            "events": {},
+            "mail": {},
         },
         {
             "run_id": sample_db.beta,
@@ -46,6 +50,8 @@ def test_runs_json(cli: Cli, sample_db: SampleDb) -> None:
             "records": 3,
             "parent_run_id": None,
             "forked_at_position": None,
+            "events": {},
+            "mail": {},
         },
     ]
 
@@ -83,3 +89,29 @@ def test_runs_of_a_missing_file(cli: Cli, tmp_path: Path) -> None:
 def test_summarize_runs(sample_db: SampleDb) -> None:
     runs = asyncio.run(summarize_runs(sample_db.path))
     assert [(r.label, r.records) for r in runs] == [("alpha", 5), ("beta", 3)]
+
+
+def test_runs_count_events_by_status_and_mail_by_state(cli: Cli, work_db: WorkDb) -> None:
+    async def more() -> None:
+        # a second run: one event left pending, one mail left in an outbox
+        async with lionstore.open(work_db.path, run="second") as store:
+            executor = lionstore.Executor(store=store, name="calc")
+            await executor.append(Square(n=5))
+            a, b = lionstore.Source(), lionstore.Source()
+            exchange = lionstore.Exchange(store=store, name="post")
+            await exchange.add_source([a, b])
+            await a.send(exchange.create_mail(a, b, "message", "later"))
+
+    asyncio.run(more())
+    runs = [json.loads(line) for line in cli("runs", work_db.path, "--json").out.splitlines()]
+    assert [(r["label"], r["events"], r["mail"]) for r in runs] == [
+        ("work", {"completed": 2, "failed": 1}, {"inbox": 3, "dead": 1}),
+        ("second", {"pending": 1}, {"outbox": 1}),
+    ]
+    assert runs[0]["records"] == work_db.end
+    table = cli("runs", work_db.path)
+    assert table.code == 0 and table.err == ""
+    header, work, second = table.out.splitlines()
+    assert header.split()[-2:] == ["EVENTS", "MAIL"]
+    assert work.split()[-2:] == ["completed=2,failed=1", "inbox=3,dead=1"]
+    assert second.split()[-2:] == ["pending=1", "outbox=1"]

@@ -1,0 +1,216 @@
+"""verify(): re-decide a recorded run and compare it with its log, record by record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from replay_scenarios import Recording, positions, rechain, sql
+
+import lionstore
+import lionstore.repositories.executor as decisions
+from lionstore.replay import VerifyReport, verify
+
+
+async def _verify(path: Path, run: str) -> VerifyReport:
+    async with lionstore.open(path, readonly=True) as store:
+        return await verify(store, run=run)
+
+
+def verify_file(recording: Recording) -> VerifyReport:
+    return asyncio.run(_verify(recording.path, recording.label))
+
+
+def data_at(path: Path, position: int) -> dict[str, Any]:
+    conn = sqlite3.connect(path)
+    try:
+        (data,) = conn.execute(
+            "SELECT data FROM lionstore_records WHERE position = ?", (position,)
+        ).fetchone()
+    finally:
+        conn.close()
+    loaded: dict[str, Any] = json.loads(data)
+    return loaded
+
+
+def cycle_positions(path: Path, cycle: int) -> list[int]:
+    """Positions of the records one processor cycle wrote (queued, claimed, deferred)."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT position FROM lionstore_records WHERE kind IN ('event.queued', "
+            "'event.claimed', 'event.deferred') AND json_extract(data, '$.cycle') = ? "
+            "ORDER BY position",
+            (cycle,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [p for (p,) in rows]
+
+
+def test_an_untouched_run_verifies(recording: Recording) -> None:
+    report = verify_file(recording)
+    assert report.ok, report.divergence
+    assert report.divergence is None
+    assert report.run_id == recording.run_id
+    assert report.records == recording.end
+    assert report.cycles >= 3  # the first cycle, the one after the denial, the retry's
+    assert report.counts == {
+        "events": {"completed": 2, "failed": 1},
+        "mail": {"inbox": 2, "dead": 3},
+    }
+    assert report.to_dict()["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "index", "path", "value"),
+    [
+        ("event.finished", 0, "$.status", "failed"),  # a status
+        ("event.finished", 0, "$.response", 5),  # an outcome
+        ("event.finished", -1, "$.error", None),  # a failure turned into nothing
+        ("event.claimed", 0, "$.attempt", 2),
+        ("mail.dead_lettered", 0, "$.reason", "sender_deleted"),
+    ],
+)
+def test_an_edited_record_fails_at_its_position(
+    recording: Recording, kind: str, index: int, path: str, value: Any
+) -> None:
+    position = positions(recording.path, kind)[index]
+    changed = sql(
+        recording.path,
+        f"UPDATE lionstore_records SET data = json_set(data, '{path}', json(?)) WHERE position = ?",
+        json.dumps(value),
+        position,
+    )
+    assert changed == 1
+    report = verify_file(recording)
+    assert not report.ok
+    assert report.divergence is not None
+    assert report.divergence.position == position
+    assert "digest mismatch" in report.divergence.reason
+    assert report.divergence.actual is not None
+    assert report.divergence.actual["position"] == position
+    assert report.records == position - 1
+
+
+@pytest.mark.parametrize("kind", ["event.claimed", "event.finished", "mail.collected"])
+def test_a_deleted_record_fails_at_or_before_the_next_record(
+    recording: Recording, kind: str
+) -> None:
+    deleted = positions(recording.path, kind)[0]
+    assert sql(recording.path, "DELETE FROM lionstore_records WHERE position = ?", deleted) == 1
+    report = verify_file(recording)
+    assert report.divergence is not None
+    assert report.divergence.position <= deleted + 1
+    assert report.divergence.position == deleted + 1  # the chain breaks at the next record
+    assert "changed or deleted" in report.divergence.reason
+
+
+def test_a_changed_capacity_rule_is_caught_at_the_first_cycle(
+    recording: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert verify_file(recording).ok
+    original = decisions.cycle_candidates
+    monkeypatch.setattr(
+        decisions,
+        "cycle_candidates",
+        lambda state, capacity, now_us, forward: original(state, 1, now_us, forward),
+    )
+    report = verify_file(recording)
+    assert report.divergence is not None
+    first_cycle = cycle_positions(recording.path, 1)
+    # cycle 1 queued the three jobs, claimed "fast" and deferred "slow" (capacity 2);
+    # with capacity 1 it would have offered "fast" only: the deferral is not expected.
+    kinds = [data_at(recording.path, p) for p in first_cycle]
+    assert len(first_cycle) == 5 and len(kinds) == 5
+    assert report.divergence.position == first_cycle[4]
+    assert report.cycles == 1
+    assert "processor cycle 1 of " in report.divergence.reason
+    assert "decided differently" in report.divergence.reason
+    assert report.divergence.expected is None
+    assert report.divergence.actual is not None
+    assert report.divergence.actual["kind"] == "event.deferred"
+    assert report.divergence.actual["stream_id"] == recording.jobs[1]
+
+
+def test_a_changed_backoff_rule_is_caught(
+    recording: Recording, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = decisions.backoff_for
+    monkeypatch.setattr(
+        decisions, "backoff_for", lambda refresh, cap: original(refresh * 2, cap * 2)
+    )
+    report = verify_file(recording)
+    assert report.divergence is not None
+    (deferred,) = positions(recording.path, "event.deferred")
+    assert report.divergence.position == deferred
+    assert report.divergence.expected is not None and report.divergence.actual is not None
+    expected, actual = report.divergence.expected["data"], report.divergence.actual["data"]
+    assert expected["retry_at_us"] - expected["at_us"] == 40_000  # doubled back-off
+    assert actual["retry_at_us"] - actual["at_us"] == 20_000
+
+
+def test_a_hidden_edit_is_caught_by_the_decisions(recording: Recording) -> None:
+    """Someone edits a record and recomputes the digest chain: the digests agree, the
+    re-decided run does not."""
+    (dead,) = [
+        p
+        for p in positions(recording.path, "mail.dead_lettered")
+        if data_at(recording.path, p)["reason"] == "recipient_unknown"
+    ]
+    sql(
+        recording.path,
+        "UPDATE lionstore_records SET data = json_set(data, '$.reason', 'recipient_deleted') "
+        "WHERE position = ?",
+        dead,
+    )
+    rechain(recording.path, recording.run_id)
+    report = verify_file(recording)
+    assert report.divergence is not None
+    assert report.divergence.position == dead
+    assert report.divergence.reason == "the mail should have been routed differently"
+    assert report.divergence.expected is not None
+    assert report.divergence.expected["data"] == {
+        "reason": "recipient_unknown",
+        "stage": "outbox",
+    }
+
+
+def test_a_hidden_attempt_edit_is_caught(recording: Recording) -> None:
+    finished = positions(recording.path, "event.finished")[0]
+    sql(
+        recording.path,
+        "UPDATE lionstore_records SET data = json_set(data, '$.attempt', 7) WHERE position = ?",
+        finished,
+    )
+    rechain(recording.path, recording.run_id)
+    report = verify_file(recording)
+    assert report.divergence is not None
+    assert report.divergence.position == finished
+    assert "not claimed at that attempt" in report.divergence.reason
+
+
+def test_verify_runs_no_user_code(recording: Recording, monkeypatch: pytest.MonkeyPatch) -> None:
+    from replay_scenarios import DenyOnce, ReplayJob
+
+    async def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("verify must not call user code")
+
+    monkeypatch.setattr(ReplayJob, "invoke", boom)
+    monkeypatch.setattr(DenyOnce, "request_permission", boom)
+    assert verify_file(recording).ok
+
+
+def test_verify_a_fork(recording: Recording) -> None:
+    async def fork_and_verify() -> VerifyReport:
+        async with lionstore.open(recording.path, run=recording.run_id) as store:
+            forked = await store.fork(recording.end - 3, label="forked")
+        return await _verify(recording.path, forked.run_id)
+
+    report = asyncio.run(fork_and_verify())
+    assert report.ok, report.divergence
+    assert report.records == recording.end - 3
