@@ -164,7 +164,9 @@ class Executor:
                 f"executor {self.name!r}: call `await executor.start()` before forward()"
             )
         await self._repo.load()
-        forwarded = set(self._repo.state.pending)
+        # Queued events count too: another forward may already have queued events
+        # appended before this call, and this call must still see them run.
+        forwarded = set(self._repo.state.pending) | set(self._repo.state.queue)
         await self.processor._cycle_with(forward=True)
         # Anything forwarded but not yet queued (a lost race, or an empty first cycle)
         # is queued now; then cycles run until each forwarded event has had its turn.

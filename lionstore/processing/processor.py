@@ -41,7 +41,7 @@ from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
 from lionstore.domain.ids import IDType
-from lionstore.errors import LionstoreError, ProcessorNotStartedError
+from lionstore.errors import LionstoreError, ProcessorNotStartedError, RecordError
 from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
 
 if TYPE_CHECKING:
@@ -186,6 +186,10 @@ class Processor:
         while True:
             async with self._lock():
                 await repo.sync()
+                # an expired lease (its owner crashed) puts its event back in the queue
+                await repo.reclaim_expired(
+                    max_attempts=self.max_attempts, in_flight=self._in_flight, by=self.owner
+                )
                 eligible = repo.state.eligible(repo.store.now_us())
                 if eligible:
                     self._cycle += 1
@@ -357,7 +361,10 @@ class Processor:
             self._in_flight.difference_update(e.id for e, _, _ in claimed)
 
     async def _invoke(self, event: Event, attempt: int, claim_version: int) -> Outcome:
-        before = user_fields(event)
+        try:
+            before: dict[str, Any] = user_fields(event)
+        except RecordError:
+            before = {}
         error: str | None = None
         started = time.perf_counter()
         try:
@@ -375,7 +382,14 @@ class Processor:
             error = execution.error
         else:
             status = EventStatus.COMPLETED
-        after = user_fields(event)
+        changed: dict[str, Any] | None
+        try:
+            after = user_fields(event)
+        except RecordError as exc:  # never leave the batch PROCESSING over one bad field
+            status, changed = EventStatus.FAILED, None
+            error = f"the outcome could not be recorded: {exc}"
+        else:
+            changed = {k: v for k, v in after.items() if before.get(k) != v} or None
         return Outcome(
             event_id=event.id,
             attempt=attempt,
@@ -384,7 +398,7 @@ class Processor:
             duration=execution.duration if execution.duration is not None else elapsed,
             response=execution.response,
             error=error,
-            fields={k: v for k, v in after.items() if before.get(k) != v} or None,
+            fields=changed,
         )
 
 

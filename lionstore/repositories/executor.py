@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
+
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import (
@@ -51,8 +53,16 @@ _BASE_FIELDS = frozenset({"id", "created_at", "metadata", "execution"})
 
 
 def user_fields(event: Event) -> dict[str, Any]:
-    """The event's own fields, JSON-ready (what ``event.appended`` stores)."""
-    return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
+    """The event's own fields, JSON-ready (what ``event.appended`` stores).
+
+    Raises :class:`RecordError` if a field value cannot be stored as JSON.
+    """
+    try:
+        return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
+    except (PydanticSerializationError, ValueError, RecursionError) as exc:
+        raise RecordError(
+            f"the fields of {type(event).__name__} {event.id} are not JSON-serializable: {exc}"
+        ) from None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,278 @@
+"""The executor is durable: reopening the file (in this process or another) gives
+the same pile and pending progression, and crashed claims are recovered by lease."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from proc_helpers import kinds_of, make_executor, read_all, run_worker, snapshot
+from processing_events import Job, OtherJob
+
+import lionstore
+from lionstore.domain.event import Event, EventStatus
+from lionstore.repositories.base import NotLoadedError
+
+
+async def build_history(store: lionstore.Store) -> dict[str, Any]:
+    """A run with every kind of outcome: completed, failed, subclass, queued, pending."""
+    executor = make_executor(store, queue_capacity=10)
+    await executor.start()
+    done = Job(n=1, payload={"k": [1, 2], "s": "x"}, metadata={"origin": "test"})
+    failed = Job(n=2, fail=True)
+    other = OtherJob(n=3, label="L")
+    await executor.extend([done, failed, other])
+    await executor.forward()
+    queued = Job(n=4)
+    assert executor.processor is not None
+    await executor.processor.enqueue(queued)  # queued, never processed
+    waiting = [Job(n=5), OtherJob(n=6, label="W")]
+    await executor.extend(waiting)  # pending, never forwarded
+    assert done.note == "done-1"  # invoke() changed a user field
+    assert failed.execution.error == "RuntimeError: job 2 failed"
+    return {
+        "snapshot": snapshot(executor),
+        "queue": list(executor.processor.queue),
+        "ids": {"done": done.id, "failed": failed.id, "other": other.id, "queued": queued.id},
+    }
+
+
+def check_history(snap: dict[str, Any], ids: dict[str, str]) -> None:
+    by_id = {e["id"]: e for e in snap["events"]}
+    assert [e["class"] for e in snap["events"]] == [
+        "processing_events.Job",
+        "processing_events.Job",
+        "processing_events.OtherJob",
+        "processing_events.Job",
+        "processing_events.Job",
+        "processing_events.OtherJob",
+    ]
+    assert [e["status"] for e in snap["events"]] == [
+        "completed",
+        "failed",
+        "completed",
+        "pending",
+        "pending",
+        "pending",
+    ]
+    done = by_id[ids["done"]]
+    assert done["fields"]["note"] == "done-1"
+    assert done["fields"]["payload"] == {"k": [1, 2], "s": "x"}
+    assert done["response"] == {"double": 2, "payload": {"k": [1, 2], "s": "x"}}
+    assert done["duration"] is not None
+    assert by_id[ids["failed"]]["error"] == "RuntimeError: job 2 failed"
+    assert by_id[ids["other"]]["response"] == "other:L"
+    assert len(snap["pending"]) == 2
+
+
+async def test_reopen_in_process_gives_the_same_pile(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        history = await build_history(store)
+    check_history(history["snapshot"], history["ids"])
+
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        with pytest.raises(NotLoadedError):
+            executor.pile  # noqa: B018 - history not folded yet
+        await executor.load()
+        assert snapshot(executor) == history["snapshot"]
+        assert type(executor.pile[history["ids"]["done"]]) is Job
+        assert type(executor.pile[history["ids"]["other"]]) is OtherJob
+        done = executor.pile[history["ids"]["done"]]
+        assert done.note == "done-1"
+        assert done.metadata == {"origin": "test"}
+
+        # ... and it carries on from there
+        await executor.start()
+        assert executor.processor is not None
+        assert list(executor.processor.queue) == history["queue"]
+        await executor.forward()
+        await executor.join()
+        assert [e.status for e in executor.pile][3:] == [EventStatus.COMPLETED] * 3
+        assert len(executor.pending) == 0
+        assert len(executor.completed_events) == 5
+
+
+async def test_other_names_and_runs_are_separate(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        await build_history(store)
+        stranger = make_executor(store, name="someone-else")
+        await stranger.load()
+        assert len(stranger.pile) == 0
+        assert len(stranger.pending) == 0
+    async with open_store(run="other-run") as store:
+        executor = make_executor(store)
+        await executor.load()
+        assert len(executor.pile) == 0
+
+
+async def test_reopen_in_a_fresh_process_gives_the_same_pile(
+    open_store: Any, db_target: str
+) -> None:
+    async with open_store(run="r") as store:
+        history = await build_history(store)
+    dumped = run_worker("dump", {"db": db_target, "run": "r", "name": "ex"})
+    assert dumped == history["snapshot"]
+    check_history(dumped, history["ids"])
+
+
+async def test_a_class_missing_on_reopen_is_named_and_raw_records_still_read(
+    open_store: Any, db_target: str
+) -> None:
+    async with open_store(run="r") as store:
+        history = await build_history(store)
+    result = run_worker("foreign", {"db": db_target, "run": "r", "name": "ex"})
+    assert result["error"] == "EventClassNotFoundError"
+    assert "processing_events.Job" in result["message"]
+    assert result["imported"] is False  # the file did not make it import anything
+    raw = result["raw"]
+    assert [r["id"] for r in raw] == [e["id"] for e in history["snapshot"]["events"]]
+    assert raw[0]["class"] == "processing_events.Job"
+    assert raw[0]["fields"]["payload"] == {"k": [1, 2], "s": "x"}
+    assert raw[2]["class"] == "processing_events.OtherJob"
+    assert "event.finished" in result["kinds"]
+
+
+# -- outcomes that cannot be stored --------------------------------------------------------
+
+
+class Unstorable(Event):
+    how: str = "response"
+    box: dict[str, Any] = {}
+
+    async def invoke(self) -> None:
+        if self.how == "response":
+            self.response = object()
+        elif self.how == "field":
+            self.box = {"thing": object()}
+        else:
+            self.response = "fine"
+
+
+async def test_unserializable_outcomes_fail_instead_of_sticking(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        by_response = Unstorable(how="response")
+        by_field = Unstorable(how="field")
+        fine = Unstorable(how="ok")
+        await executor.extend([by_response, by_field, fine])
+        await executor.forward()
+        for event in (by_response, by_field):
+            assert event.status is EventStatus.FAILED
+            assert "the outcome could not be recorded" in (event.execution.error or "")
+            assert (await kinds_of(store, event.id))[-1] == "event.finished"
+        assert fine.status is EventStatus.COMPLETED
+        assert list(executor.processing_events) == []
+
+    async with open_store(run="r") as store:
+        again = make_executor(store)
+        await again.load()
+        assert [e.status for e in again.pile] == [
+            EventStatus.FAILED,
+            EventStatus.FAILED,
+            EventStatus.COMPLETED,
+        ]
+        assert "could not be recorded" in (again.pile[0].execution.error or "")
+
+
+# -- leases --------------------------------------------------------------------------------
+
+
+async def test_an_expired_claim_is_requeued_and_run(open_store: Any, clock: Any) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=10.0)
+        await executor.start()
+        processor = executor.processor
+        assert processor is not None
+        event = Job(n=7)
+        await processor.enqueue(event)
+        claimed = await asyncio.wait_for(
+            processor.dequeue(), timeout=5
+        )  # this claim is never finished
+        assert claimed is event and event.status is EventStatus.PROCESSING
+
+        clock.advance(9.0)  # the lease still holds: nobody takes it over
+        await processor.process()
+        assert event.status is EventStatus.PROCESSING
+        assert executor.attempts(event) == 1
+
+        clock.advance(2.0)  # now it has expired
+        await processor.process()
+        assert event.status is EventStatus.COMPLETED
+        assert executor.attempts(event) == 2
+        records = await read_all(store, stream=event.id)
+        assert [r.kind for r in records] == [
+            "event.appended",
+            "event.queued",
+            "event.claimed",
+            "event.requeued",
+            "event.claimed",
+            "event.finished",
+        ]
+        requeued = records[3].data
+        assert requeued.reason == "lease_expired"  # type: ignore[union-attr]
+        assert requeued.previous_owner == processor.owner  # type: ignore[union-attr]
+        assert [records[i].data.attempt for i in (2, 4, 5)] == [1, 2, 2]  # type: ignore[union-attr]
+
+
+async def test_a_crashed_owner_claim_is_recovered_after_reopen(open_store: Any, clock: Any) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=30.0)
+        await executor.start()
+        assert executor.processor is not None
+        event = Job(n=1)
+        await executor.processor.enqueue(event)
+        await asyncio.wait_for(executor.processor.dequeue(), timeout=5)
+        crashed_owner = executor.processor.owner
+        # the "process" ends here without recording an outcome
+
+    async with open_store(run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=30.0)
+        await executor.start()
+        processor = executor.processor
+        assert processor is not None
+        back = executor.pile[event.id]
+        assert back.status is EventStatus.PROCESSING
+        await processor.process()
+        assert back.status is EventStatus.PROCESSING  # lease still valid
+        clock.advance(31)
+        await processor.join()
+        assert back.status is EventStatus.COMPLETED
+        claims = await read_all(store, kinds=("event.claimed",))
+        assert [c.data.owner for c in claims] == [crashed_owner, processor.owner]  # type: ignore[union-attr]
+        assert [c.data.attempt for c in claims] == [1, 2]  # type: ignore[union-attr]
+
+
+async def test_repeated_expiry_ends_failed_abandoned(open_store: Any, clock: Any) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=5.0, max_attempts=2)
+        await executor.start()
+        processor = executor.processor
+        assert processor is not None
+        event = Job(n=1)
+        await processor.enqueue(event)
+        assert (
+            await asyncio.wait_for(processor.dequeue(), timeout=5) is event
+        )  # attempt 1, never finished
+        clock.advance(6)
+        assert (
+            await asyncio.wait_for(processor.dequeue(), timeout=5) is event
+        )  # re-queued, attempt 2, never finished
+        assert executor.attempts(event) == 2
+        clock.advance(6)
+        await processor.process()
+        assert event.status is EventStatus.FAILED
+        assert "abandoned" in (event.execution.error or "")
+        assert executor.attempts(event) == 2
+        assert (await kinds_of(store, event.id))[-1] == "event.abandoned"
+        assert list(executor.failed_events) == [event]
+        await processor.join()  # nothing left in flight
+        assert event.status is EventStatus.FAILED
+
+    async with open_store(run="r", clock=clock) as store:
+        again = make_executor(store)
+        await again.load()
+        assert again.pile[event.id].status is EventStatus.FAILED
+        assert "abandoned" in (again.pile[event.id].execution.error or "")
