@@ -182,6 +182,7 @@ class ExecutorState:
             self.queue.pop(sid, None)
             self.pending.pop(sid, None)
             self.not_before_us.pop(sid, None)
+            self.denials.pop(sid, None)  # the back-off starts afresh after a claim
             self.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle, 0)
             self.attempts[sid] = data.attempt
             event.execution.status = EventStatus.PROCESSING

@@ -36,6 +36,7 @@ class Repository(abc.ABC):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._failure: BaseException | None = None
         self._loaded = store.run_is_fresh
         self._held: list[Recorded] = []
         self._subscription = store.subscribe(self._on_records)
@@ -48,14 +49,26 @@ class Repository(abc.ABC):
             self._held.extend(records)
             return
         apply = self.apply
-        for record in records:
-            apply(record)
+        try:
+            for record in records:
+                apply(record)
+        except Exception as exc:
+            # The projection can no longer follow the log (e.g. another process appended
+            # an event whose class is not defined here). Every later use raises this,
+            # rather than the projection silently going stale.
+            self._failure = exc
+            raise
+
+    def require_healthy(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     @property
     def loaded(self) -> bool:
         return self._loaded
 
     def require_loaded(self, what: str) -> None:
+        self.require_healthy()
         if not self._loaded:
             raise NotLoadedError(
                 f"{what} has history in the log; await its load() (or any of its async "
@@ -64,6 +77,7 @@ class Repository(abc.ABC):
 
     async def load(self) -> None:
         """Fold the run's history (idempotent)."""
+        self.require_healthy()
         if self._loaded:
             return
         upto = self.store.position
@@ -86,6 +100,7 @@ class Repository(abc.ABC):
         race, sync and decide again. Returns the committed records ([] if nothing to do)."""
         await self.load()
         for _ in range(_MAX_RETRIES):
+            self.require_healthy()
             decision = decide()
             if decision is None or not decision[0]:
                 return []
