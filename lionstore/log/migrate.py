@@ -7,8 +7,14 @@ install or a plain install: ``script_location = lionstore:migrations``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from lionstore.log.schema import TABLE_NAMES, VERSION_TABLE
 __all__ = [
     "FileState",
     "alembic_config",
+    "create_sqlite",
     "current_revision",
     "downgrade",
     "head_revision",
@@ -46,8 +53,26 @@ __all__ = [
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
-# Alembic's command layer keeps module-level state; never run two at once.
+# Alembic's command layer keeps module-level state; never run two at once. Within one
+# event loop an asyncio.Lock queues the coroutines: a thread lock taken inside
+# ``run_sync`` (on the loop's own thread) while another coroutine of the same loop holds
+# it across its awaits would block the loop for good. The thread lock then only keeps
+# out other threads' loops, which make progress on their own.
 _ALEMBIC_LOCK = threading.Lock()
+_LOOP_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.asynccontextmanager
+async def _alembic_lock() -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    lock = _LOOP_LOCKS.get(loop)
+    if lock is None:
+        lock = _LOOP_LOCKS[loop] = asyncio.Lock()
+    async with lock:
+        with _ALEMBIC_LOCK:
+            yield
 
 
 def is_url(target: str | Path) -> bool:
@@ -123,29 +148,68 @@ def known_revisions() -> set[str]:
 def _run_command(connection: Connection, name: str, revision: str) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
-    with _ALEMBIC_LOCK:
-        getattr(command, name)(cfg, revision)
+    getattr(command, name)(cfg, revision)  # the caller holds _alembic_lock()
 
 
 async def upgrade(target: str | Path, revision: str = "head") -> None:
     """Bring the database at ``target`` to ``revision`` (creating the file if needed)."""
-    engine = make_async_engine(to_url(target))
+    async with _alembic_lock():
+        engine = make_async_engine(to_url(target))
+        try:
+            async with engine.connect() as conn:
+                await conn.run_sync(_run_command, "upgrade", revision)
+                await conn.commit()
+        finally:
+            await engine.dispose()
+
+
+async def create_sqlite(path: Path) -> bool:
+    """Create a lionstore database at ``path`` whole, or not at all.
+
+    The schema is built in a temporary file beside ``path`` and hard-linked into
+    place, so a process opening ``path`` at the same moment sees no file or a
+    complete one, never the empty file SQLite starts with (which it would have to
+    refuse: lionstore does not take over files it did not make). Returns False
+    when another process created ``path`` first; that file is left alone.
+    Raises StorePathError when no file can be created in the directory.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = parent / f".{path.name}.{uuid.uuid4().hex[:12]}.new"
+    try:  # also tells a read-only directory apart, even for root
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as exc:
+        raise StorePathError(
+            f"{path}: cannot create a file in {parent} ({exc.strerror or exc})"
+        ) from None
     try:
-        async with engine.connect() as conn:
-            await conn.run_sync(_run_command, "upgrade", revision)
-            await conn.commit()
+        await upgrade(tmp)
+        conn = sqlite3.connect(tmp)
+        try:  # everything into the main file before it is linked
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create in place
+            await upgrade(path)
+        return True
     finally:
-        await engine.dispose()
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{tmp}{suffix}")
 
 
 async def downgrade(target: str | Path, revision: str) -> None:
-    engine = make_async_engine(to_url(target))
-    try:
-        async with engine.connect() as conn:
-            await conn.run_sync(_run_command, "downgrade", revision)
-            await conn.commit()
-    finally:
-        await engine.dispose()
+    async with _alembic_lock():
+        engine = make_async_engine(to_url(target))
+        try:
+            async with engine.connect() as conn:
+                await conn.run_sync(_run_command, "downgrade", revision)
+                await conn.commit()
+        finally:
+            await engine.dispose()
 
 
 async def current_revision(target: str | Path) -> str | None:

@@ -626,5 +626,7 @@ class SQLiteBackend(LogBackend):
         return [_decode_row(row, run_ids[row[7]]) for row in rows]
 
     async def close(self) -> None:
-        await self._writer.close()
+        # The reader first: the last connection to close folds the WAL back into the
+        # database file and removes the -wal and -shm files.
         await self._reader.close()
+        await self._writer.close()

@@ -413,12 +413,15 @@ class Store:
 
     async def head(self) -> int:
         """The log's last committed position (all runs)."""
+        self._ensure_open()
         return await self._backend.head_position()
 
     async def runs(self) -> list[RunInfo]:
+        self._ensure_open()
         return await self._backend.list_runs()
 
     async def find_run(self, ref: str) -> RunInfo:
+        self._ensure_open()
         found = await self._backend.find_run(ref)
         if found is None:
             raise RunNotFoundError(f"no run with id or label {ref!r}")
@@ -427,6 +430,7 @@ class Store:
     async def fork(self, at: int, *, label: str | None = None, run: str | None = None) -> RunInfo:
         """Start a new run holding the first records (up to position ``at``) of ``run``
         (default: this store's run). The source run is not changed."""
+        self._ensure_open()
         source = self.run if run is None else await self.find_run(run)
         if at < 0:
             raise ValueError("fork position must be >= 0")
@@ -543,6 +547,13 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             state.require_current(upgrade_allowed=False)
         else:
             state.require_current(upgrade_allowed=self._upgrade)
+            if not state.exists:
+                if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+                    raise StorePathError(f"{path}: directory {path.parent} is not writable")
+                await migrate.create_sqlite(path)
+                # ours, or one another process created a moment before: check it again
+                state = migrate.inspect_sqlite_file(path)
+                state.require_current(upgrade_allowed=self._upgrade)
             if state.status != "current":
                 if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
                     raise StorePathError(f"{path}: directory {path.parent} is not writable")
@@ -599,4 +610,11 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             raise RunNotFoundError(
                 f"no run with id {self._run!r}; pass a label (not a UUID) to start a new run"
             )
-        return await backend.create_run(self._run, now_us), True
+        try:
+            return await backend.create_run(self._run, now_us), True
+        except StoreError:
+            # Another process (or another open in this one) started the label meanwhile.
+            found = await backend.find_run(self._run)
+            if found is None:
+                raise
+            return found, False
