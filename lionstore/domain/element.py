@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lionstore.domain.ids import IDType
-from lionstore.errors import EventClassNotFoundError
+from lionstore.errors import EventClassNotFoundError, ReadOnlyProjectionError
 
-__all__ = ["Element", "class_path", "register_class", "resolve_class"]
+__all__ = ["Element", "ReadOnlyGuard", "class_path", "register_class", "resolve_class"]
 
 
 def _now() -> float:
@@ -77,6 +77,24 @@ def resolve_class(path: str, base: type[BaseModel]) -> type[BaseModel]:
         f"class {path} is not defined in this process; import the module that defines it "
         "(or pass it with register_class) before opening"
     )
+
+
+class ReadOnlyGuard:
+    """For collections a projection owns: ``_freeze(owner)`` makes every public
+    mutator raise :class:`ReadOnlyProjectionError` naming what to call instead."""
+
+    _read_only: str | None
+    _noun: str = "collection"
+
+    def _freeze(self, owner: str) -> Self:
+        self._read_only = owner
+        return self
+
+    def _check(self) -> None:
+        if self._read_only is not None:
+            raise ReadOnlyProjectionError(
+                f"this {self._noun} is rebuilt from the log; change it through {self._read_only}"
+            )
 
 
 class Element(BaseModel):

@@ -25,6 +25,7 @@ __all__ = [
     "MailDeadLettered",
     "MailDelivered",
     "MailExcluded",
+    "MailPlaced",
     "MailReceived",
     "MailSent",
     "PackageData",
@@ -56,24 +57,23 @@ class SourceDeleted(RecordData):
     router: str
 
 
-class MailSent(RecordData):
+class MailPlaced(RecordData):
+    """A whole mail entering a mailbox (base of mail.sent and mail.received)."""
+
+    router: str
+    sender: IDType
+    recipient: IDType
+    created_at: float
+    metadata: dict[str, Any] = {}
+    package: PackageData
+
+
+class MailSent(MailPlaced):
     kind: ClassVar[str] = "mail.sent"
-    router: str
-    sender: IDType
-    recipient: IDType
-    created_at: float
-    metadata: dict[str, Any] = {}
-    package: PackageData
 
 
-class MailReceived(RecordData):
+class MailReceived(MailPlaced):
     kind: ClassVar[str] = "mail.received"
-    router: str
-    sender: IDType
-    recipient: IDType
-    created_at: float
-    metadata: dict[str, Any] = {}
-    package: PackageData
 
 
 class MailCollected(RecordData):

@@ -14,10 +14,10 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import ConfigDict, PrivateAttr
 
-from lionstore.domain.element import Element
+from lionstore.domain.element import Element, ReadOnlyGuard
 from lionstore.domain.ids import IDType, to_id, to_ids
 from lionstore.domain.progression import Progression
-from lionstore.errors import IDError, ItemExistsError, ItemNotFoundError, ReadOnlyProjectionError
+from lionstore.errors import IDError, ItemExistsError, ItemNotFoundError
 
 __all__ = ["Pile"]
 
@@ -25,7 +25,7 @@ T = TypeVar("T", bound=Element)
 _UNDEFINED: Any = object()
 
 
-class Pile(Element, Generic[T]):
+class Pile(ReadOnlyGuard, Element, Generic[T]):
     """Elements in insertion order, optionally restricted to ``item_type`` (exactly,
     with ``strict_type=True``; subclasses allowed otherwise)."""
 
@@ -111,18 +111,6 @@ class Pile(Element, Generic[T]):
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
             raise TypeError(f"expected elements, not {type(value).__name__}")
         return list(value)
-
-    # -- read-only projections -----------------------------------------------------------
-
-    def _freeze(self, owner: str) -> Self:
-        self._read_only = owner
-        return self
-
-    def _check(self) -> None:
-        if self._read_only is not None:
-            raise ReadOnlyProjectionError(
-                f"this pile is rebuilt from the log; change it through {self._read_only}"
-            )
 
     def _put(self, item: T) -> None:
         """Projection-internal include (no type or read-only checks)."""

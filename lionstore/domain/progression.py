@@ -13,14 +13,14 @@ from typing import Any, Self, overload
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from lionstore.domain.element import Element
+from lionstore.domain.element import Element, ReadOnlyGuard
 from lionstore.domain.ids import IDType, to_id, to_ids
-from lionstore.errors import IDError, ItemNotFoundError, ReadOnlyProjectionError
+from lionstore.errors import IDError, ItemNotFoundError
 
 __all__ = ["Progression"]
 
 
-class Progression(Element):
+class Progression(ReadOnlyGuard, Element):
     """Ordered ids. ``include`` appends only new ids; ``append`` allows repeats."""
 
     order: list[IDType] = Field(default_factory=list)
@@ -47,18 +47,6 @@ class Progression(Element):
             self._counts = Counter(ids)
             return
         super().__setattr__(name, value)
-
-    # -- read-only projections ---------------------------------------------------------
-
-    def _freeze(self, owner: str) -> Self:
-        self._read_only = owner
-        return self
-
-    def _check(self) -> None:
-        if self._read_only is not None:
-            raise ReadOnlyProjectionError(
-                f"this progression is rebuilt from the log; change it through {self._read_only}"
-            )
 
     # the projection's own mutators (used by folds only)
     def _push(self, ref: IDType) -> None:

@@ -48,14 +48,18 @@ class DeadLetter:
     position: int
 
 
-def mail_from_record(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
+def mail_from_record(mail_id: IDType, data: MailSent | MailReceived, *, raw: bool = False) -> Mail:
+    """The Mail a ``mail.sent``/``mail.received`` record describes. With ``raw``, a
+    pydantic item stays as its recorded JSON (its class named in the package's
+    metadata as ``item_class``) and no class is looked up."""
     p = data.package
     package = Package(
         p.category,
-        item_from_json(p.item, p.item_class),
+        p.item if raw else item_from_json(p.item, p.item_class),
         p.request_source,
         id=p.id,
         created_at=p.created_at,
+        metadata={"item_class": p.item_class} if raw and p.item_class else {},
     )
     return Mail(
         id=mail_id,

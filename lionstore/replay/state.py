@@ -14,13 +14,13 @@ from typing import Any
 
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
-from lionstore.domain.mail import Mail, Package
+from lionstore.domain.mail import Mail
 from lionstore.domain.mail_records import MailReceived, MailSent, SourceAdded, SourceDeleted
 from lionstore.domain.records import Recorded, UnknownRecord
 from lionstore.log.store import Store
 from lionstore.mail.source import Source
 from lionstore.projections.executor import ExecutorState, RecordedEvent, raw_materializer
-from lionstore.projections.mail import MailState
+from lionstore.projections.mail import MailState, mail_from_record
 
 __all__ = ["RunProjection", "rebuild", "raw_mail"]
 
@@ -28,25 +28,8 @@ Progress = Callable[[int], None]
 
 
 def raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
-    """A Mail whose package item stays as recorded JSON (its model class, if any, is
-    named in the package metadata as ``item_class``)."""
-    p = data.package
-    package = Package(
-        p.category,
-        p.item,
-        p.request_source,
-        id=p.id,
-        created_at=p.created_at,
-        metadata={"item_class": p.item_class} if p.item_class else {},
-    )
-    return Mail(
-        id=mail_id,
-        created_at=data.created_at,
-        metadata=data.metadata,
-        sender=data.sender,
-        recipient=data.recipient,
-        package=package,
-    )
+    """A Mail whose package item stays as recorded JSON."""
+    return mail_from_record(mail_id, data, raw=True)
 
 
 def _raw_source(source_id: IDType, data: SourceAdded) -> Any:
