@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -146,9 +146,8 @@ class NewRecord:
     encoded: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """A record as stored in the log."""
+class Recorded(NamedTuple):
+    """A record as stored in the log (a named tuple: a replay builds millions)."""
 
     position: int
     run_id: IDType

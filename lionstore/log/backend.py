@@ -42,6 +42,9 @@ class AppendRequest:
 
     rows: list[tuple[IDType, str, int, str, Any]]
     expected: dict[IDType, int] = field(default_factory=dict)
+    # False when nobody needs the committed records (no subscriber, only positions
+    # asked for): the backend then returns the positions alone.
+    want_records: bool = True
 
 
 @dataclass(slots=True)
@@ -54,7 +57,7 @@ class CommitOutcome:
     """
 
     foreign: list[Recorded]
-    results: list[list[Recorded] | BaseException]
+    results: list[list[Recorded] | range | BaseException]
     head: int
     last_stream_no: int = 0
 
@@ -85,7 +88,17 @@ class LogBackend(abc.ABC):
         None when the backend knows nothing was committed elsewhere since it last looked."""
 
     @abc.abstractmethod
-    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]: ...
+    async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
+        """Up to ``limit`` raw rows after ``query.after``, and run ids by run number.
+        Rows are decoded by :meth:`decode_row` as they are consumed, so a page of
+        undecoded rows is all a reader holds."""
+
+    @abc.abstractmethod
+    def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded: ...
+
+    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]:
+        rows, run_ids = await self.read_rows(query, limit)
+        return [self.decode_row(row, run_ids) for row in rows]
 
     @abc.abstractmethod
     async def head_position(self) -> int: ...

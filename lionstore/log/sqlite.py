@@ -351,7 +351,7 @@ class SQLiteBackend(LogBackend):
 
         new_streams: list[tuple[int, int, str]] = []
         record_rows: list[tuple[Any, ...]] = []
-        results: list[list[Recorded] | BaseException] = []
+        results: list[list[Recorded] | range | BaseException] = []
         position = last_position
         stream_no = last_stream_no
         previous = self._run_digest(conn, run)
@@ -368,6 +368,8 @@ class SQLiteBackend(LogBackend):
                 results.append(conflict)
                 continue
             committed: list[Recorded] = []
+            first = position + 1
+            want = req.want_records
             for sid, kind, kind_version, text, data in req.rows:
                 head = heads.get(sid)
                 if head is None:
@@ -383,21 +385,22 @@ class SQLiteBackend(LogBackend):
                 record_rows.append(
                     (position, run_no, head[0], head[1], kind, kind_version, text, now_us, previous)
                 )
-                committed.append(
-                    Recorded(
-                        position,
-                        run.run_id,
-                        sid,
-                        head[1],
-                        kind,
-                        kind_version,
-                        data,
-                        now_us,
-                        text,
-                        previous,
+                if want:
+                    committed.append(
+                        Recorded(
+                            position,
+                            run.run_id,
+                            sid,
+                            head[1],
+                            kind,
+                            kind_version,
+                            data,
+                            now_us,
+                            text,
+                            previous,
+                        )
                     )
-                )
-            results.append(committed)
+            results.append(committed if want else range(first, position + 1))
         if new_streams:
             conn.executemany(_INSERT_STREAM, new_streams)
         if record_rows:
@@ -591,10 +594,15 @@ class SQLiteBackend(LogBackend):
             ).fetchone()[0]
         )
 
-    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]:
-        return await self._read(self._read_page, query, limit)
+    async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
+        return await self._read(self._read_rows, query, limit)
 
-    def _read_page(self, conn: sqlite3.Connection, query: ReadQuery, limit: int) -> list[Recorded]:
+    def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
+        return _decode_row(row, run_ids[row[7]])
+
+    def _read_rows(
+        self, conn: sqlite3.Connection, query: ReadQuery, limit: int
+    ) -> tuple[list[Any], dict[int, IDType]]:
         where = ["r.position > ?"]
         params: list[Any] = [query.after]
         if query.run_no is not None:
@@ -616,14 +624,13 @@ class SQLiteBackend(LogBackend):
         params.append(limit)
         rows = conn.execute(sql, params).fetchall()
         if not rows:
-            return []
+            return [], self._run_ids
         if not self._run_ids or any(row[7] not in self._run_ids for row in rows):
             self._run_ids = {
                 no: to_id(rid)
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
             }
-        run_ids = self._run_ids
-        return [_decode_row(row, run_ids[row[7]]) for row in rows]
+        return rows, self._run_ids
 
     async def close(self) -> None:
         # The reader first: the last connection to close folds the WAL back into the

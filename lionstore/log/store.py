@@ -23,6 +23,7 @@ Reads
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -217,8 +218,13 @@ class Store:
         is raised and nothing is written. Records of one call get consecutive
         positions; each stream's records get consecutive versions.
         """
-        committed = await self.append_records(records, expected_versions=expected_versions)
-        return [r.position for r in committed]
+        request = self._prepare(records, expected_versions)
+        if not request.rows:
+            return []
+        self.run  # noqa: B018 - raises on a read-only store before queueing
+        request.want_records = False
+        committed = await self._submit(request)
+        return [r.position for r in committed] if isinstance(committed, list) else list(committed)
 
     async def append_records(
         self,
@@ -231,20 +237,32 @@ class Store:
         if not request.rows:
             return []
         self.run  # noqa: B018 - raises on a read-only store before queueing
-        return await self._submit(request)
+        committed: list[Recorded] = await self._submit(request)
+        return committed
 
-    async def _submit(self, request: AppendRequest) -> list[Recorded]:
+    async def _submit(self, request: AppendRequest) -> Any:
         self._ensure_open()
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
         pending = _Pending(request, future, len(request.rows))
         writer = self._writer
         if not writer.busy and writer.queue.empty():
             # Nobody else is committing: commit in the caller's task, sparing two task
-            # switches. Appends that arrive meanwhile queue up for the writer task,
-            # which commits them together afterwards (group commit).
+            # switches. It yields to the event loop once first, so that appends other
+            # tasks make at the same moment join this commit (group commit); later
+            # ones queue up for the writer task.
             writer.busy = True
             try:
-                await self._commit_group([pending])
+                await asyncio.sleep(0)
+                group = [pending]
+                size = pending.records
+                while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
+                    item = writer.queue.get_nowait()
+                    if item is _STOP:
+                        writer.queue.put_nowait(_STOP)
+                        break
+                    group.append(item)
+                    size += item.records
+                await self._commit_group(group)
             finally:
                 writer.busy = False
                 if not writer.queue.empty():
@@ -306,6 +324,10 @@ class Store:
         run = self.run
         try:
             if appends:
+                if self._subscribers:  # the feed needs the records
+                    for pending in appends:
+                        if pending.request is not None:
+                            pending.request.want_records = True
                 outcome = await self._backend.commit(
                     run, [p.request for p in appends if p.request], self.now_us(), self._seen
                 )
@@ -326,7 +348,8 @@ class Store:
                 if isinstance(result, BaseException):
                     pending.future.set_exception(result)
                 else:
-                    self._publish(result)
+                    if isinstance(result, list):
+                        self._publish(result)
                     pending.future.set_result(result)  # type: ignore[arg-type]
         self._seen = max(self._seen, head)
         for pending in group:
@@ -397,19 +420,26 @@ class Store:
         return self._pages(query, page_size)
 
     async def _pages(self, query: ReadQuery, page_size: int) -> AsyncIterator[Recorded]:
-        after = query.after
-        while True:
-            page = await self._backend.read_page(
-                ReadQuery(
-                    query.run_no, query.stream_id, query.kinds, after, query.upto, query.until_us
-                ),
-                page_size,
+        """Rows come a page at a time and are decoded as they are yielded, while the
+        next page is already being fetched on the reader thread."""
+        backend = self._backend
+        decode = backend.decode_row
+
+        def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
+            return asyncio.ensure_future(
+                backend.read_rows(dataclasses.replace(query, after=after), page_size)
             )
-            for record in page:
-                yield record
-            if len(page) < page_size:
-                return
-            after = page[-1].position
+
+        task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after)
+        try:
+            while task is not None:
+                rows, run_ids = await task
+                task = fetch(rows[-1][0]) if len(rows) == page_size else None
+                for row in rows:
+                    yield decode(row, run_ids)
+        finally:
+            if task is not None:
+                task.cancel()
 
     async def head(self) -> int:
         """The log's last committed position (all runs)."""
