@@ -155,7 +155,7 @@ class ExecutorState:
             event = self.live.pop(sid, None)
             if event is None:
                 event = self.materialize(sid, data)
-            event.execution = Execution(status=EventStatus.PENDING)
+            event.execution = _execution(EventStatus.PENDING)
             self.pile._put(event)
             self.pending[sid] = None
         elif isinstance(data, ProcessorStarted):
@@ -190,11 +190,8 @@ class ExecutorState:
             self.claims.pop(sid, None)
             if data.fields:
                 _set_fields(event, data.fields)
-            event.execution = Execution(
-                status=EventStatus(data.status),
-                duration=data.duration,
-                response=data.response,
-                error=data.error,
+            event.execution = _execution(
+                EventStatus(data.status), data.duration, data.response, data.error
             )
         elif isinstance(data, EventRequeued):
             self.claims.pop(sid, None)
@@ -202,15 +199,15 @@ class ExecutorState:
             event.execution.status = EventStatus.PENDING
         elif isinstance(data, EventAbandoned):
             self.claims.pop(sid, None)
-            event.execution = Execution(
-                status=EventStatus.FAILED,
+            event.execution = _execution(
+                EventStatus.FAILED,
                 error=f"{data.reason}: lease of {data.previous_owner} expired on attempt "
                 f"{data.attempt}",
             )
         elif isinstance(data, EventRetried):
             self.pending[sid] = None
             self.denials.pop(sid, None)
-            event.execution = Execution(status=EventStatus.PENDING)
+            event.execution = _execution(EventStatus.PENDING)
 
     def claim_version(self, sid: IDType) -> int:
         return self.versions[sid]
@@ -226,3 +223,15 @@ def _set_fields(event: Event, fields: dict[str, Any]) -> None:
     for name in fields:
         if name in type(event).model_fields:
             object.__setattr__(event, name, getattr(rebuilt, name))
+
+
+def _execution(
+    status: EventStatus,
+    duration: float | None = None,
+    response: Any = None,
+    error: str | None = None,
+) -> Execution:
+    """An Execution from values a record already validated (no second validation)."""
+    return Execution.model_construct(
+        status=status, duration=duration, response=response, error=error
+    )

@@ -57,6 +57,8 @@ def user_fields(event: Event) -> dict[str, Any]:
 
     Raises :class:`RecordError` if a field value cannot be stored as JSON.
     """
+    if type(event).model_fields.keys() <= _BASE_FIELDS and not event.__pydantic_extra__:
+        return {}  # no fields of its own: nothing to dump
     try:
         return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
     except (PydanticSerializationError, ValueError, RecursionError) as exc:

@@ -1,0 +1,512 @@
+"""lionstore's durable Executor against lionagi 0.8.7's in-memory Executor, same run.
+
+    python benchmarks/bench_executor.py [--rounds N] [--quick] [--n N]
+        [--lionagi-venv PATH | --no-lionagi] [--profile VARIANT] [--dir DIR]
+
+N trivial events (default 10,000; ``invoke`` sets the response and returns),
+created outside the timed region. The timed region runs from creating the Executor
+to every event being COMPLETED (``start()`` included; opening the store is not,
+and is reported on its own). Shapes:
+
+* ``one_batch``: capacity N; append all, one ``forward()``.
+* ``cap100``: capacity 100; append all, ``forward()``. lionagi's ``forward`` runs one
+  batch, so lionagi then calls ``process()`` until the queue is empty; lionstore's
+  ``forward`` runs cycles until every forwarded event has had its turn.
+* ``per_event``: capacity 100; ``append`` then ``forward`` for each event (lionagi's
+  iModel pattern).
+
+lionstore appends either with one ``await executor.extend(events)`` (one commit) or
+with an ``await executor.append(e)`` loop (one commit each). It writes to a SQLite
+file in a temporary directory, durability ``normal`` (shapes one_batch and cap100
+also with ``full``). After each lionstore run the benchmark checks, outside the
+timed region, that all N events are COMPLETED, then closes the store, reopens the
+file and checks again.
+
+lionagi 0.8.7 runs in its own virtual environment, in a subprocess per run (see
+benchmarks/_lionagi.py). Every figure is a median over rounds with (min-max); a
+ratio is lionagi / lionstore within one round. Target: >= 10x on every shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import functools
+import gc
+import io
+import pstats
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import _lionagi
+from _common import (
+    Results,
+    fmt_num,
+    fmt_summary,
+    machine_line,
+    print_table,
+    round_order,
+    summary,
+)
+
+import lionstore
+from lionstore import Event, EventStatus, Executor, Processor
+
+TARGET = 10.0
+RUN_LABEL = "bench"
+EXECUTOR_NAME = "bench-executor"
+
+
+class TrivialEvent(Event):
+    """The benchmark's event: invoke sets the response and returns."""
+
+    async def invoke(self) -> None:
+        self.response = "ok"
+
+
+class TrivialProcessor(Processor):
+    event_type = TrivialEvent
+
+
+class TrivialExecutor(Executor):
+    processor_type = TrivialProcessor
+
+
+# -- the shapes --------------------------------------------------------------------------
+
+SHAPES: dict[str, dict[str, Any]] = {
+    # name: lionagi shape/capacity (None: capacity N)
+    "one_batch": {"lionagi_shape": "batch", "capacity": None},
+    "cap100": {"lionagi_shape": "batch", "capacity": 100},
+    "per_event": {"lionagi_shape": "per_event", "capacity": 100},
+}
+
+
+@dataclass(frozen=True)
+class LionstoreVariant:
+    shape: str
+    append: str  # "extend" | "append" | "per_event"
+    durability: str
+
+    @property
+    def name(self) -> str:
+        if self.shape == "per_event":
+            return f"lionstore per_event ({self.durability})"
+        return f"lionstore {self.shape} {self.append}+forward ({self.durability})"
+
+
+def lionstore_variants(full: bool) -> list[LionstoreVariant]:
+    out = []
+    for durability in ("normal", "full") if full else ("normal",):
+        for shape in ("one_batch", "cap100"):
+            out.append(LionstoreVariant(shape, "extend", durability))
+            out.append(LionstoreVariant(shape, "append", durability))
+    out.insert(4 if full else len(out), LionstoreVariant("per_event", "per_event", "normal"))
+    return out
+
+
+def capacity_of(shape: str, n: int) -> int:
+    cap = SHAPES[shape]["capacity"]
+    return n if cap is None else cap
+
+
+async def run_lionstore(
+    variant: LionstoreVariant,
+    n: int,
+    workdir: Path,
+    *,
+    verify: bool = True,
+    profiles: Profiles | None = None,
+) -> dict[str, float]:
+    """One timed lionstore run on a fresh SQLite file; checks the outcome after."""
+    tmp = Path(tempfile.mkdtemp(prefix="exec-", dir=workdir))
+    path = tmp / "executor.db"
+    try:
+        events = [TrivialEvent() for _ in range(n)]
+        t = time.perf_counter()
+        store = await lionstore.open(path, run=RUN_LABEL, durability=variant.durability)
+        open_s = time.perf_counter() - t
+        try:
+            config = {
+                "queue_capacity": capacity_of(variant.shape, n),
+                "capacity_refresh_time": 0.001,
+            }
+            ex = None
+
+            async def timed() -> tuple[float, float, float]:
+                nonlocal ex
+                t0 = time.perf_counter()
+                ex = TrivialExecutor(config, store=store, name=EXECUTOR_NAME)
+                await ex.start()
+                if variant.append == "per_event":
+                    append_s = 0.0
+                    for e in events:
+                        a = time.perf_counter()
+                        await ex.append(e)
+                        append_s += time.perf_counter() - a
+                        await ex.forward()
+                    return t0, t0 + append_s, time.perf_counter()
+                if variant.append == "extend":
+                    await ex.extend(events)
+                else:
+                    for e in events:
+                        await ex.append(e)
+                t1 = time.perf_counter()
+                await ex.forward()
+                return t0, t1, time.perf_counter()
+
+            gc.collect()
+            with profiles.active() if profiles else contextlib.nullcontext():
+                t0, t1, t2 = await timed()
+            assert ex is not None
+            if verify:
+                _check_completed(ex, events, n, f"{variant.name}, live")
+            ex.close()
+        finally:
+            await store.close()
+        if verify:
+            async with lionstore.open(path, run=RUN_LABEL) as store2:
+                again = TrivialExecutor(store=store2, name=EXECUTOR_NAME)
+                await again.load()
+                _check_completed(again, None, n, f"{variant.name}, reopened")
+                again.close()
+        return {
+            "total": t2 - t0,
+            "append": t1 - t0,
+            "dispatch": (t2 - t0) - (t1 - t0),
+            "open": open_s,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_completed(ex: Executor, events: Sequence[Event] | None, n: int, what: str) -> None:
+    pile = ex.pile
+    completed = ex.completed_events
+    problems = []
+    if len(pile) != n:
+        problems.append(f"pile holds {len(pile)} events, not {n}")
+    if len(completed) != n:
+        problems.append(f"{len(completed)}/{n} COMPLETED")
+    if len(ex.pending) or len(ex.processor.queue if ex.processor else []):
+        problems.append("events left pending or queued")
+    if events is not None:
+        ids = {e.id for e in events}
+        if {e.id for e in completed} != ids:
+            problems.append("the completed ids are not the appended ids")
+        if any(e.status != EventStatus.COMPLETED or e.response != "ok" for e in events):
+            problems.append("an event object is not COMPLETED with response 'ok'")
+    else:
+        if any(e.response != "ok" for e in completed):
+            problems.append("a reopened event lost its response")
+    if problems:
+        raise AssertionError(f"{what}: " + "; ".join(problems))
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def lionagi_name(shape: str) -> str:
+    return f"lionagi 0.8.7 {shape} (in memory)"
+
+
+def print_times(res: Results, names: list[str], n: int) -> None:
+    rows = []
+    for name in names:
+        if name not in res:
+            continue
+        totals = res.get(f"{name}|total")
+        med = summary(totals)[0]
+        rows.append(
+            [
+                name,
+                fmt_summary(totals),
+                fmt_summary(res.get(f"{name}|append")),
+                fmt_summary(res.get(f"{name}|dispatch")),
+                fmt_num(n / med) if med == med and med else "-",
+            ]
+        )
+    print_table(
+        ["variant", "total s, median (min-max)", "append s", "forward/dispatch s", "events/s"],
+        rows,
+    )
+
+
+def print_ratios(res: Results, variants: list[LionstoreVariant], have_lionagi: bool) -> list[str]:
+    verdicts: list[str] = []
+    rows = []
+    for v in variants:
+        base = lionagi_name(v.shape)
+        if not have_lionagi or base not in res:
+            continue
+        ratios = res.ratio(f"{base}|total", f"{v.name}|total")
+        med = summary(ratios)[0]
+        ok = med >= TARGET
+        rows.append(
+            [
+                v.name,
+                fmt_num(summary(res.get(f"{base}|total"))[0]),
+                fmt_num(summary(res.get(f"{v.name}|total"))[0]),
+                fmt_summary(ratios, lambda x: f"{x:.2f}x"),
+                f">= {TARGET:g}x",
+                "PASS" if ok else "FAIL",
+            ]
+        )
+        verdicts.append(f"{v.name}: {med:.2f}x -> {'PASS' if ok else 'FAIL'}")
+    if rows:
+        print_table(
+            [
+                "lionstore variant",
+                "lionagi s",
+                "lionstore s",
+                "lionagi/lionstore",
+                "target",
+                "result",
+            ],
+            rows,
+        )
+    return verdicts
+
+
+# -- profiling ---------------------------------------------------------------------------
+
+
+class Profiles:
+    """cProfile of the event-loop thread, plus of every call lionstore's SQLite
+    backend runs on its writer/reader threads (large commits run there, so a
+    main-thread profile alone shows them only as time in ``epoll``).
+
+    ``with profiles.active(): ...`` profiles both for the block only. Reaches into
+    the private ``lionstore.log.sqlite._Thread._call``; if that is gone the thread
+    listing says so.
+    """
+
+    def __init__(self) -> None:
+        self.main = cProfile.Profile()
+        self.threads: list[cProfile.Profile] = []
+        self.thread_seconds = 0.0
+        self.patched = False
+        self._on = False
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        try:
+            from lionstore.log.sqlite import _Thread
+        except ImportError:
+            return
+        original = getattr(_Thread, "_call", None)
+        if original is None:
+            return
+        profiles = self
+
+        def _call(this: Any, fn: Any, args: Any) -> Any:
+            if not profiles._on:
+                return original(this, fn, args)
+            prof = getattr(profiles._local, "prof", None)
+            if prof is None:
+                prof = profiles._local.prof = cProfile.Profile()
+                with profiles._lock:
+                    profiles.threads.append(prof)
+            started = time.perf_counter()
+            prof.enable()
+            try:
+                return original(this, fn, args)
+            finally:
+                prof.disable()
+                with profiles._lock:
+                    profiles.thread_seconds += time.perf_counter() - started
+
+        _Thread._call = _call  # type: ignore[method-assign,assignment]
+        self.patched = True
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._on = True
+        self.main.enable()
+        try:
+            yield
+        finally:
+            self.main.disable()
+            self._on = False
+
+    def print(self, top: int) -> None:
+        for key in ("tottime", "cumulative"):
+            print(f"### event-loop thread, by {key}\n")
+            print(_stats_text(pstats.Stats(self.main), key, top))
+            print()
+        if not self.patched:
+            print("(SQLite threads not profiled: lionstore.log.sqlite._Thread._call not found)")
+        elif self.threads:
+            print(
+                f"### SQLite writer/reader threads ({self.thread_seconds:.3f} s wall inside "
+                "their calls), by tottime\n"
+            )
+            stats = pstats.Stats(self.threads[0])
+            for prof in self.threads[1:]:
+                stats.add(prof)
+            print(_stats_text(stats, "tottime", top))
+            print()
+        else:
+            print("(no call ran on the SQLite threads in the timed region)")
+
+
+def _stats_text(stats: pstats.Stats, key: str, top: int) -> str:
+    buf = io.StringIO()
+    stats.stream = buf  # type: ignore[attr-defined]
+    stats.sort_stats(key).print_stats(top)
+    text = buf.getvalue()
+    return text[text.find("   ncalls") :].rstrip()
+
+
+def profile_variant(variant: LionstoreVariant, n: int, workdir: Path, top: int) -> None:
+    """One lionstore run with its timed region under cProfile (no verification)."""
+    profiles = Profiles()
+    profiles.install()
+    out = asyncio.run(run_lionstore(variant, n, workdir, verify=False, profiles=profiles))
+    print(
+        f"## cProfile: {variant.name}, N={n:,} (timed region under the profiler "
+        f"{out['total']:.2f} s; append {out['append']:.2f} s, forward "
+        f"{out['dispatch']:.2f} s)\n"
+    )
+    profiles.print(top)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds (default 3; 1 with --quick)"
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round, N=2,000: a smoke run")
+    parser.add_argument("--n", type=int, default=None, help="events per run (default 10,000)")
+    parser.add_argument(
+        "--no-full", action="store_true", help="skip the durability='full' variants"
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where the temporary SQLite files go (default: the system temp dir)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="VARIANT",
+        default=None,
+        help="instead of the benchmark, cProfile one lionstore run: "
+        "one_batch-extend, one_batch-append, cap100-extend, cap100-append, "
+        "per_event (durability normal)",
+    )
+    parser.add_argument("--top", type=int, default=30, help="rows per profile listing")
+    _lionagi.add_venv_argument(parser)
+    args = parser.parse_args(argv)
+    n = args.n or (2_000 if args.quick else 10_000)
+    rounds = args.rounds or (1 if args.quick else 3)
+    workdir = Path(tempfile.mkdtemp(prefix="lionstore-bench-exec-", dir=args.dir))
+    try:
+        if args.profile:
+            shape, _, how = args.profile.partition("-")
+            if shape not in SHAPES:
+                parser.error(f"unknown variant {args.profile!r}")
+            how = "per_event" if shape == "per_event" else (how or "extend")
+            profile_variant(LionstoreVariant(shape, how, "normal"), n, workdir, args.top)
+            return 0
+        return run_benchmark(args, n, rounds, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_sync(variant: LionstoreVariant, n: int, workdir: Path) -> dict[str, Any]:
+    return asyncio.run(run_lionstore(variant, n, workdir))
+
+
+def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) -> int:
+    print("# Executor benchmark: lionstore (durable, SQLite) vs lionagi 0.8.7 (in memory)\n")
+    print(f"- {machine_line()}")
+    env = None
+    if not args.no_lionagi:
+        env, why = _lionagi.ensure_venv(args.lionagi_venv)
+        if env is None:
+            print(f"- lionagi unavailable ({why}): lionstore figures only")
+    if env is not None:
+        print(f"- baseline: {env.describe()}; one subprocess per run")
+    print(
+        f"- lionstore {lionstore.__version__}; N = {n:,} trivial events; rounds {rounds}; "
+        "variant order rotates per round"
+    )
+    print(
+        "- timed: executor creation to all events COMPLETED; events are created and the "
+        "store opened outside it"
+    )
+    if n != 10_000:
+        print(
+            f"- N = {n:,} is not the target's N = 10,000: lionagi's append is quadratic in N, "
+            "so its ratios here are not the target's"
+        )
+    print()
+    variants = lionstore_variants(full=not args.no_full)
+    jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    for v in variants:
+        jobs.append((v.name, functools.partial(_run_sync, v, n, workdir)))
+    if env is not None:
+        for shape, spec in SHAPES.items():
+            run = functools.partial(
+                _lionagi.run_executor, env, spec["lionagi_shape"], n, capacity_of(shape, n)
+            )
+            jobs.append((lionagi_name(shape), run))
+    res = Results()
+    started = time.perf_counter()
+    for r in range(rounds):
+        for name, job in round_order(jobs, r):
+            out = job()
+            for key in ("total", "append", "dispatch", "open"):
+                if key in out:
+                    res.add(f"{name}|{key}", out[key])
+            res.add(name, 1.0)  # marks the variant as measured
+            print(f"  round {r + 1}/{rounds}: {name}: {out['total']:.3f} s", flush=True)
+    print(
+        f"\n({rounds} rounds in {time.perf_counter() - started:.0f} s; every lionstore run "
+        "verified: all events COMPLETED, live and after reopening the file)\n"
+    )
+    names = [lionagi_name(s) for s in SHAPES] + [v.name for v in variants]
+    print_times(res, names, n)
+    opens = [x for v in variants for x in res.get(f"{v.name}|open")]
+    if opens:
+        print(f"\nOpening the store (new file, schema created; not timed): {fmt_summary(opens)} s")
+    verdicts: list[str] = []
+    if env is not None:
+        print("\n## lionagi / lionstore (per round, same run)\n")
+        verdicts = print_ratios(res, variants, True)
+        print()
+        for line in verdicts:
+            print(f"- {line}")
+        print("\nTarget per shape (durability normal; append-all shapes with extend):\n")
+        for shape, v in (
+            ("one_batch", LionstoreVariant("one_batch", "extend", "normal")),
+            ("cap100", LionstoreVariant("cap100", "extend", "normal")),
+            ("per_event", LionstoreVariant("per_event", "per_event", "normal")),
+        ):
+            med = summary(res.ratio(f"{lionagi_name(shape)}|total", f"{v.name}|total"))[0]
+            verdict = "PASS" if med >= TARGET else "FAIL"
+            print(f"- {shape}: lionagi/lionstore {med:.2f}x (target >= {TARGET:g}x): {verdict}")
+    else:
+        print("\n(lionagi unavailable: no ratios)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
