@@ -151,16 +151,20 @@ def _run_command(connection: Connection, name: str, revision: str) -> None:
     getattr(command, name)(cfg, revision)  # the caller holds _alembic_lock()
 
 
-async def upgrade(target: str | Path, revision: str = "head") -> None:
-    """Bring the database at ``target`` to ``revision`` (creating the file if needed)."""
+async def _migrate(target: str | Path, name: str, revision: str) -> None:
     async with _alembic_lock():
         engine = make_async_engine(to_url(target))
         try:
             async with engine.connect() as conn:
-                await conn.run_sync(_run_command, "upgrade", revision)
+                await conn.run_sync(_run_command, name, revision)
                 await conn.commit()
         finally:
             await engine.dispose()
+
+
+async def upgrade(target: str | Path, revision: str = "head") -> None:
+    """Bring the database at ``target`` to ``revision`` (creating the file if needed)."""
+    await _migrate(target, "upgrade", revision)
 
 
 async def create_sqlite(path: Path) -> bool:
@@ -202,14 +206,8 @@ async def create_sqlite(path: Path) -> bool:
 
 
 async def downgrade(target: str | Path, revision: str) -> None:
-    async with _alembic_lock():
-        engine = make_async_engine(to_url(target))
-        try:
-            async with engine.connect() as conn:
-                await conn.run_sync(_run_command, "downgrade", revision)
-                await conn.commit()
-        finally:
-            await engine.dispose()
+    """Take the database at ``target`` back to ``revision`` (``"base"``: no schema)."""
+    await _migrate(target, "downgrade", revision)
 
 
 async def current_revision(target: str | Path) -> str | None:
