@@ -14,7 +14,7 @@ Older versions pass through registered upcasters first (see :func:`register_upca
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from lionstore.domain.ids import IDType
+from lionstore.domain.ids import IDType, to_id
 from lionstore.errors import RecordError, RecordTooLargeError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "UnknownRecord",
     "decode_data",
     "encode_data",
+    "encode_records",
     "record_kinds",
     "register_upcaster",
 ]
@@ -43,6 +44,7 @@ DEFAULT_MAX_RECORD_BYTES = 1 << 20  # 1 MiB of JSON per record
 _KINDS: dict[str, type[RecordData]] = {}
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+_MODEL_DUMP_JSON = BaseModel.model_dump_json
 
 
 class RecordData(BaseModel):
@@ -88,17 +90,104 @@ def encode_data(data: RecordData, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> 
     """The JSON text stored for ``data``. Raises :class:`RecordError` before anything is written."""
     if not isinstance(data, RecordData) or not data.kind:
         raise TypeError(f"expected a RecordData with a kind, got {type(data).__name__}")
+    size: int | None = None  # None: not known yet
     try:
-        text = data.model_dump_json()
+        if type(data).model_dump_json is _MODEL_DUMP_JSON:
+            text, size = _to_json(data)
+        else:  # a kind that overrides model_dump_json gets its own
+            text = data.model_dump_json()
     except (PydanticSerializationError, ValueError, RecursionError) as exc:
         raise RecordError(f"{data.kind}: data is not JSON-serializable: {exc}") from None
-    if "NaN" in text or "Infinity" in text:
-        _reject_non_finite(text, data.kind)
-    if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
-        raise RecordTooLargeError(
-            f"{data.kind}: {len(text.encode())} bytes of JSON is over the {max_bytes}-byte limit"
-        )
+    if (
+        size is None
+        or ("N" in text and "NaN" in text)
+        or ("I" in text and "Infinity" in text)
+        or size > max_bytes
+    ):
+        _check_encoded(text, size, data.kind, max_bytes)
     return text
+
+
+def _to_json(data: RecordData) -> tuple[str, int]:
+    """What ``data.model_dump_json()`` returns with its default arguments (without its
+    Python-level wrapper, which costs as much again on a small record), and its size
+    in bytes."""
+    raw = data.__pydantic_serializer__.to_json(data)
+    return raw.decode(), len(raw)
+
+
+def _check_encoded(text: str, size: int | None, kind: str, max_bytes: int) -> None:
+    """Refuse JSON that holds NaN or infinities, or is over ``max_bytes`` bytes (``size``,
+    or None to measure ``text``).
+
+    Callers may skip it when ``text`` has neither "NaN" nor "Infinity" in it and
+    ``size`` is within the limit: the one-character tests before the substring
+    searches (memchr) spare those for most texts.
+    """
+    if "NaN" in text or "Infinity" in text:
+        _reject_non_finite(text, kind)
+    if size is None:
+        size = len(text.encode()) if len(text) > max_bytes // 4 else 0
+    if size > max_bytes:
+        raise RecordTooLargeError(
+            f"{kind}: {size} bytes of JSON is over the {max_bytes}-byte limit"
+        )
+
+
+def encode_records(
+    records: Iterable[NewRecord | tuple[Any, RecordData]], max_bytes: int
+) -> list[tuple[IDType, str, int, str, RecordData]]:
+    """``(stream_id, kind, kind_version, json, data)`` for each record to append.
+
+    Each record is a :class:`NewRecord` (its ``encoded`` JSON, when given, is taken
+    as it is) or a ``(stream_id, data)`` pair; the data is checked and encoded as
+    :func:`encode_data` does. Raises on the first bad record.
+    """
+    rows: list[tuple[IDType, str, int, str, RecordData]] = []
+    add = rows.append
+    checked: type | None = None  # the class of the last data checked (all checks pass)
+    plain = True  # ... and whether it keeps pydantic's model_dump_json
+    for item in records:
+        if type(item) is tuple and len(item) == 2:  # the common case, tested first
+            stream, data = item
+        elif isinstance(item, NewRecord):
+            stream, data = item.stream_id, item.data
+            if item.encoded is not None:
+                add((to_id(stream), data.kind, data.kind_version, item.encoded, data))
+                continue
+        elif isinstance(item, tuple) and len(item) == 2:
+            stream, data = item
+        else:
+            raise TypeError(
+                f"append takes NewRecord or (stream_id, data) pairs, not {type(item).__name__}"
+            )
+        sid = stream if type(stream) is IDType else to_id(stream)
+        cls = type(data)
+        if cls is not checked:  # the class decides these; records often come in runs
+            if not isinstance(data, RecordData):
+                raise TypeError(f"record data must be a RecordData, not {cls.__name__}")
+            plain = cls.model_dump_json is _MODEL_DUMP_JSON
+            checked = cls
+        kind = data.kind
+        if not kind:
+            raise TypeError(f"expected a RecordData with a kind, got {cls.__name__}")
+        if plain:
+            try:
+                raw = data.__pydantic_serializer__.to_json(data)
+                text = raw.decode()
+            except (PydanticSerializationError, ValueError, RecursionError) as exc:
+                raise RecordError(f"{kind}: data is not JSON-serializable: {exc}") from None
+            size = len(raw)
+            if (
+                ("N" in text and "NaN" in text)
+                or ("I" in text and "Infinity" in text)
+                or size > max_bytes
+            ):
+                _check_encoded(text, size, kind, max_bytes)
+        else:
+            text = encode_data(data, max_bytes)
+        add((sid, kind, data.kind_version, text, data))
+    return rows
 
 
 def _reject_non_finite(text: str, kind: str) -> None:

@@ -38,7 +38,7 @@ from lionstore.domain.records import (
     NewRecord,
     RecordData,
     Recorded,
-    encode_data,
+    encode_records,
 )
 from lionstore.errors import (
     LionstoreError,
@@ -178,24 +178,7 @@ class Store:
         expected_versions: Mapping[Any, int] | None,
     ) -> AppendRequest:
         """Validate and encode everything before anything is queued."""
-        rows: list[tuple[IDType, str, int, str, Any]] = []
-        limit = self.max_record_bytes
-        for item in records:
-            if isinstance(item, NewRecord):
-                stream, data = item.stream_id, item.data
-                if item.encoded is not None:
-                    rows.append((to_id(stream), data.kind, data.kind_version, item.encoded, data))
-                    continue
-            elif isinstance(item, tuple) and len(item) == 2:
-                stream, data = item
-            else:
-                raise TypeError(
-                    f"append takes NewRecord or (stream_id, data) pairs, not {type(item).__name__}"
-                )
-            sid = to_id(stream)
-            if not isinstance(data, RecordData):
-                raise TypeError(f"record data must be a RecordData, not {type(data).__name__}")
-            rows.append((sid, data.kind, data.kind_version, encode_data(data, limit), data))
+        rows = encode_records(records, self.max_record_bytes)
         expected: dict[IDType, int] = {}
         for stream, version in (expected_versions or {}).items():
             if isinstance(version, bool) or not isinstance(version, int) or version < 0:
