@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -134,6 +135,7 @@ def _script() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
+@functools.cache
 def head_revision() -> str:
     heads = _script().get_heads()
     if len(heads) != 1:
@@ -141,8 +143,10 @@ def head_revision() -> str:
     return heads[0]
 
 
-def known_revisions() -> set[str]:
-    return {rev.revision for rev in _script().walk_revisions()}
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this lionstore knows (read once: the scripts ship with the package)."""
+    return frozenset(rev.revision for rev in _script().walk_revisions())
 
 
 def _run_command(connection: Connection, name: str, revision: str) -> None:

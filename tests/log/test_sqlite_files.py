@@ -117,6 +117,10 @@ _OPEN_AS_NOBODY = textwrap.dedent(
     # Load every module an open needs while still allowed to read them all ...
     with tempfile.TemporaryDirectory() as scratch:
         assert asyncio.run(attempt(os.path.join(scratch, "warm.db"))) == {"error": None}
+    # The migration scripts are read once and cached; read them while still allowed to
+    # (a checkout in a private directory is not readable by nobody).
+    from lionstore.log import migrate
+    migrate.head_revision(), migrate.known_revisions()
     # ... then, if root (whom permission bits do not bind), become nobody for good.
     if os.geteuid() == 0:
         os.setgroups([])
