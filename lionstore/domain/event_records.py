@@ -34,6 +34,7 @@ __all__ = [
     "EventQueued",
     "EventRequeued",
     "EventRetried",
+    "LeaseTakenOver",
     "ProcessorStarted",
     "executor_stream_id",
 ]
@@ -100,20 +101,22 @@ class EventFinished(RecordData):
     fields: dict[str, Any] | None = None
 
 
-class EventRequeued(RecordData):
+class LeaseTakenOver(RecordData):
+    """A claim whose lease expired, taken over by processor ``by`` (base of
+    event.requeued and event.abandoned)."""
+
+    reason: str
+    previous_owner: str
+    attempt: int
+    by: str = ""
+
+
+class EventRequeued(LeaseTakenOver):
     kind: ClassVar[str] = "event.requeued"
-    reason: str
-    previous_owner: str
-    attempt: int
-    by: str = ""
 
 
-class EventAbandoned(RecordData):
+class EventAbandoned(LeaseTakenOver):
     kind: ClassVar[str] = "event.abandoned"
-    reason: str
-    previous_owner: str
-    attempt: int
-    by: str = ""
 
 
 class EventRetried(RecordData):

@@ -48,15 +48,6 @@ class Progression(ReadOnlyGuard, Element):
             return
         super().__setattr__(name, value)
 
-    # the projection's own mutators (used by folds only)
-    def _push(self, ref: IDType) -> None:
-        self.order.append(ref)
-        self._counts[ref] += 1
-
-    def _drop(self, ref: IDType) -> None:
-        if self._counts.pop(ref, 0):
-            self.order[:] = [x for x in self.order if x != ref]
-
     # -- container protocol ------------------------------------------------------------
 
     def __len__(self) -> int:

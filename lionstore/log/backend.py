@@ -96,10 +96,6 @@ class LogBackend(abc.ABC):
     @abc.abstractmethod
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded: ...
 
-    async def read_page(self, query: ReadQuery, limit: int) -> list[Recorded]:
-        rows, run_ids = await self.read_rows(query, limit)
-        return [self.decode_row(row, run_ids) for row in rows]
-
     @abc.abstractmethod
     async def head_position(self) -> int: ...
 

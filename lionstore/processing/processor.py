@@ -41,7 +41,7 @@ from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
 from lionstore.domain.ids import IDType
-from lionstore.errors import LionstoreError, ProcessorNotStartedError, RecordError
+from lionstore.errors import ProcessorNotStartedError, RecordError
 from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
 
 if TYPE_CHECKING:
@@ -400,7 +400,3 @@ class Processor:
             error=error,
             fields=changed,
         )
-
-
-class ProcessorError(LionstoreError):
-    """Raised for processor misuse."""

@@ -86,7 +86,6 @@ class Claim:
     attempt: int
     lease_expires_us: int
     cycle: int
-    version: int
 
 
 class ExecutorState:
@@ -183,7 +182,7 @@ class ExecutorState:
             self.pending.pop(sid, None)
             self.not_before_us.pop(sid, None)
             self.denials.pop(sid, None)  # the back-off starts afresh after a claim
-            self.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle, 0)
+            self.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle)
             self.attempts[sid] = data.attempt
             event.execution.status = EventStatus.PROCESSING
         elif isinstance(data, EventFinished):
@@ -208,9 +207,6 @@ class ExecutorState:
             self.pending[sid] = None
             self.denials.pop(sid, None)
             event.execution = _execution(EventStatus.PENDING)
-
-    def claim_version(self, sid: IDType) -> int:
-        return self.versions[sid]
 
 
 def _set_fields(event: Event, fields: dict[str, Any]) -> None:
