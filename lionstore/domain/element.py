@@ -105,6 +105,9 @@ class Element(BaseModel):
         populate_by_name=True,
         arbitrary_types_allowed=True,
         validate_assignment=False,
+        # NaN and infinities stay floats in a JSON-mode dump (pydantic's default turns
+        # them into null), so recording them is refused instead of silently changed.
+        ser_json_inf_nan="constants",
     )
 
     id: IDType = Field(default_factory=IDType.create, frozen=True)

@@ -358,6 +358,8 @@ class Store:
         Handlers run on the event loop, synchronously, before the appending caller
         resumes; they must be quick and must not await.
         """
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         sub = Subscription(self, handler)
         self._subscribers.append(sub)
         return sub

@@ -208,7 +208,7 @@ class MailRouter:
         (or less, when mail is sent through this store)."""
         if isinstance(refresh_time, bool) or not isinstance(refresh_time, (int, float)):
             raise TypeError("refresh_time must be a number")
-        if refresh_time <= 0:
+        if not refresh_time > 0:  # also refuses NaN, which would spin forever
             raise ValueError("refresh_time must be > 0")
         if self._stop_requested:
             return

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -99,6 +100,8 @@ class Processor:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, not {value}")
         if queue_capacity < 1:
             raise ValueError("Queue capacity must be greater than 0.")
         if capacity_refresh_time <= 0:
