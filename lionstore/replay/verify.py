@@ -240,6 +240,16 @@ class _Verifier:
         candidates = executor_decisions.cycle_candidates(
             state, config.queue_capacity, at_us, bool(forward)
         )
+        raced = {s for s in touched if s in state.versions and s not in forward}
+        if raced:
+            # The cycle lost a race and decided again on fresher state with the batch it
+            # had chosen, minus what others took meanwhile: it may hold fewer events than
+            # capacity. What it did decide must still be the head of what it could see.
+            decided = {r.stream_id for r in group if not isinstance(r.data, EventQueued)}
+            pool = executor_decisions.cycle_candidates(
+                state, config.queue_capacity + len(raced), at_us, bool(forward)
+            )
+            candidates = [c for c in pool if c not in raced][: len(decided - raced)]
         grants = [c for c in candidates if c in claimed or c not in {r.stream_id for r in group}]
         denials = [c for c in candidates if c not in grants]
         expected_records, _ = executor_decisions.decide_claim(
