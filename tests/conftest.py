@@ -79,6 +79,19 @@ def db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 
 
 @pytest.fixture
+def new_db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database without the lionstore schema: a SQLite path where no file is yet, or
+    an empty PostgreSQL database."""
+    if backend == "sqlite":
+        yield str(tmp_path / "new.db")
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database(schema=False)
+    yield url
+    cluster.drop_database(url)
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

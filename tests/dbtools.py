@@ -38,7 +38,8 @@ async def _pg(target: str, statement: str, params: tuple[Any, ...], fetch: bool)
         if fetch:
             return [tuple(row) for row in await conn.fetch(_numbered(statement), *params)]
         status = await conn.execute(_numbered(statement), *params)
-        return int(status.rsplit(" ", 1)[-1])
+        count = status.rsplit(" ", 1)[-1]  # "UPDATE 1"; "CREATE TABLE" changes no rows
+        return int(count) if count.isdigit() else 0
     finally:
         await conn.close()
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_URL = "LIONSTORE_TEST_PG_URL"
+BINDIR_ENV = "LIONSTORE_TEST_PG_BINDIR"
 
 
 class UnavailableError(Exception):
@@ -30,6 +31,9 @@ class UnavailableError(Exception):
 
 
 def _bin_dir() -> Path | None:
+    chosen = os.environ.get(BINDIR_ENV)  # the tests of the no-server case point it elsewhere
+    if chosen:
+        return Path(chosen) if (Path(chosen) / "initdb").exists() else None
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).parent
