@@ -19,10 +19,12 @@ import sys
 import time
 from typing import Any, ClassVar
 
-import lionstore
-from lionstore import Event, Executor, IDType, Processor, RecordData
+from bench_executor import TrivialEvent, TrivialExecutor  # noqa: F401 - the events
 
-EXECUTOR_NAME = "bench-executor"
+import lionstore
+from lionstore import IDType, RecordData
+
+EXECUTOR_NAME = "bench-pg-executor"
 
 
 class Tick(RecordData):
@@ -31,21 +33,6 @@ class Tick(RecordData):
     kind: ClassVar[str] = "bench.tick"
     worker: int
     seq: int
-
-
-class TrivialEvent(Event):
-    """invoke sets the response and returns."""
-
-    async def invoke(self) -> None:
-        self.response = "ok"
-
-
-class TrivialProcessor(Processor):
-    event_type = TrivialEvent
-
-
-class TrivialExecutor(Executor):
-    processor_type = TrivialProcessor
 
 
 def executor(store: lionstore.Store, capacity: int = 100) -> TrivialExecutor:

@@ -38,10 +38,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from lionstore.domain.ids import IDType, is_id, to_id
-from lionstore.domain.records import Recorded, RunStarted, decode_data, encode_data
+from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import ConcurrencyError, StoreError, StoreLockedError
 from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
 from lionstore.log.digest import chain_digests, chain_start, record_digest
+from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
 
 __all__ = ["PostgresBackend", "asyncpg_dsn", "display_url", "require_asyncpg"]
 
@@ -72,6 +73,10 @@ WITH new_streams AS (
 UPDATE lionstore_head SET last_position = $12, last_stream_no = $13, last_run_no = $14
 WHERE id = 1
 """
+_SELECT_RUNS = (
+    "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id, r.forked_at_position"
+    " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
+)
 _MAX_CACHED_STREAMS = 100_000
 _POOL_SIZE = 4
 
@@ -102,20 +107,9 @@ def require_asyncpg() -> None:
         raise StoreError("PostgreSQL needs asyncpg: pip install 'lionstore[postgres]'") from None
 
 
-def _decode_row(row: Sequence[Any], run_id: IDType) -> Recorded:
-    position, stream_id, version, kind, kind_version, data, at_us, _run_no, digest = row[:9]
-    return Recorded(
-        position,
-        run_id,
-        str.__new__(IDType, stream_id),
-        version,
-        kind,
-        kind_version,
-        decode_data(kind, kind_version, data),
-        at_us,
-        data,
-        digest,
-    )
+def _run_info(row: Sequence[Any]) -> RunInfo:
+    no, rid, label, at, parent, forked = row
+    return RunInfo(no, to_id(rid), label, at, to_id(parent) if parent else None, forked)
 
 
 class _Rows:
@@ -325,7 +319,7 @@ class PostgresBackend(LogBackend):
             streams = self._streams
             for row in rows:
                 streams[row[1]] = (row[9], row[2])
-                foreign.append(_decode_row(row, run.run_id))
+                foreign.append(_decode_row(row[:9], run.run_id))
             if rows:
                 self._tip = rows[-1][8]
         self._known = last_position
@@ -550,35 +544,21 @@ class PostgresBackend(LogBackend):
 
     async def list_runs(self) -> list[RunInfo]:
         pool = await self._readers()
-        rows = await self._call(
-            lambda: pool.fetch(
-                "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id,"
-                " r.forked_at_position FROM lionstore_runs r"
-                " LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no ORDER BY r.run_no"
-            )
-        )
-        return [
-            RunInfo(no, to_id(rid), label, at, to_id(parent) if parent else None, forked)
-            for no, rid, label, at, parent, forked in rows
-        ]
+        rows = await self._call(lambda: pool.fetch(f"{_SELECT_RUNS} ORDER BY r.run_no"))
+        return [_run_info(row) for row in rows]
 
     async def find_run(self, ref: str) -> RunInfo | None:
         run_id = str(to_id(ref)) if is_id(ref) else None  # any spelling of the UUID
         pool = await self._readers()
         row = await self._call(
             lambda: pool.fetchrow(
-                "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id,"
-                " r.forked_at_position FROM lionstore_runs r"
-                " LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
-                " WHERE r.run_id = $1 OR r.label = $2 ORDER BY r.run_id = $1 DESC LIMIT 1",
+                f"{_SELECT_RUNS} WHERE r.run_id = $1 OR r.label = $2"
+                " ORDER BY r.run_id = $1 DESC LIMIT 1",
                 run_id,
                 ref,
             )
         )
-        if row is None:
-            return None
-        no, rid, label, at, parent, forked = row
-        return RunInfo(no, to_id(rid), label, at, to_id(parent) if parent else None, forked)
+        return None if row is None else _run_info(row)
 
     # -- reads -----------------------------------------------------------------------
 
