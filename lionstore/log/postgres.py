@@ -56,6 +56,19 @@ _FROM = " FROM lionstore_records r JOIN lionstore_streams s ON s.stream_no = r.s
 _LOCK_HEAD = (
     "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1 FOR UPDATE"
 )
+# The lock, and the heads of the streams a commit names that the cache lacks, in one
+# round trip. The look-up reads the statement's snapshot, taken before the lock was
+# granted: it is used only when that snapshot's head equals the locked row's, i.e. no
+# writer committed in between (every write moves the head in its own transaction).
+_LOCK_AND_LOOK_UP = """
+SELECT h.last_position, h.last_stream_no, h.last_run_no,
+    (SELECT x.last_position FROM lionstore_head x WHERE x.id = 1),
+    ARRAY(SELECT (s.stream_id, s.stream_no,
+                  coalesce((SELECT max(r.stream_version) FROM lionstore_records r
+                            WHERE r.stream_no = s.stream_no), 0))
+          FROM lionstore_streams s WHERE s.run_no = $1 AND s.stream_id = ANY($2::text[]))
+FROM lionstore_head h WHERE h.id = 1 FOR UPDATE OF h
+"""
 # One statement writes a transaction's new streams and records and moves the head.
 # (The records' foreign keys are checked at the end of the statement, when the
 # streams are in.)
@@ -271,8 +284,11 @@ class PostgresBackend(LogBackend):
             try:
                 async with conn.transaction():
                     return await fn(conn)
-            except BaseException:
+            except BaseException as exc:
                 self._forget()  # what the failed transaction taught us was not committed
+                if not isinstance(exc, Exception):  # cancelled mid-statement: start afresh
+                    conn.terminate()
+                    self._conn = None
                 raise
 
         async with self._lock():
@@ -284,10 +300,19 @@ class PostgresBackend(LogBackend):
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
         async def body(conn: Any) -> CommitOutcome:
-            last_position, last_stream_no, last_run_no = await conn.fetchrow(_LOCK_HEAD)
+            cache = self._streams if self._known_run == run.run_no else {}
+            wanted: set[str] = {sid for req in requests for sid in req.expected if sid not in cache}
+            wanted.update(row[0] for req in requests for row in req.rows if row[0] not in cache)
+            last_position, last_stream_no, last_run_no, snapshot, found = await conn.fetchrow(
+                _LOCK_AND_LOOK_UP, run.run_no, list(wanted)
+            )
             foreign = await self._catch_up(conn, run, seen, last_position)
+            checked: set[str] = set()
+            if snapshot == last_position:  # the look-up saw what the lock protects
+                self._streams.update((sid, (no, version)) for sid, no, version in found)
+                checked = wanted
             outcome, rows = await self._plan(
-                conn, run, requests, now_us, last_position, last_stream_no
+                conn, run, requests, now_us, last_position, last_stream_no, checked
             )
             if rows.numbers:
                 head = (outcome.head, outcome.last_stream_no, last_run_no)
@@ -355,17 +380,20 @@ class PostgresBackend(LogBackend):
         now_us: int,
         last_position: int,
         last_stream_no: int,
+        checked: set[str],
     ) -> tuple[CommitOutcome, _Rows]:
         """Check the expected versions and number the accepted records.
 
         The head row lock is held, so a stream not found in the table now cannot
-        appear before this transaction commits: one look-up settles what is new.
+        appear before this transaction commits: one look-up settles what is new
+        (``checked``: the streams the locking statement already looked up).
         """
         if len(self._streams) > _MAX_CACHED_STREAMS:
             self._streams = {}
         cache = self._streams
         unknown = {sid for req in requests for sid in req.expected if sid not in cache}
         unknown.update(row[0] for req in requests for row in req.rows if row[0] not in cache)
+        unknown -= checked  # looked up with the lock: those not found are new
         if unknown:
             await self._look_up(conn, run.run_no, list(unknown))
         rows = _Rows()
