@@ -197,7 +197,12 @@ def _translate(exc: BaseException, label: str) -> BaseException:
 
 
 class PostgresBackend(LogBackend):
-    """Appends and reads on one PostgreSQL database (its current schema)."""
+    """Appends and reads on one PostgreSQL database (its current schema).
+
+    A method that writes passes an ``async def body(conn)`` to :meth:`_transaction`
+    (one transaction on the writer connection, errors translated); one that reads
+    takes a connection of :meth:`_readers` through :meth:`_call`.
+    """
 
     def __init__(
         self,
