@@ -4,17 +4,21 @@ backend (PostgreSQL) joins the whole suite by adding one parameter here."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from pg_cluster import ENV_URL, Cluster, UnavailableError
 
 import lionstore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+# Why the PostgreSQL tests were skipped (for the summary), None when they ran.
+_PG_SKIPPED: list[str] = []
 
 
 class FakeClock:
@@ -35,12 +39,56 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """The PostgreSQL server of this session ($LIONSTORE_TEST_PG_URL or a throwaway
+    cluster). Without one the test skips, or fails under CI=true."""
+    try:
+        cluster = Cluster.start()
+    except UnavailableError as exc:
+        reason = f"PostgreSQL tests skipped: {exc}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true needs a PostgreSQL server: {exc}", pytrace=False)
+        _PG_SKIPPED.append(reason)
+        pytest.skip(reason)
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.drop_template()
+        finally:
+            cluster.stop()
+
+
 @pytest.fixture
-def db_target(backend: str, tmp_path: Path) -> str:
-    """A fresh database for this test: a SQLite file path (or a server URL)."""
+def pg_database(pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh PostgreSQL database holding the lionstore schema at head, dropped after."""
+    url = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(url)
+
+
+@pytest.fixture
+def db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh database for this test: a SQLite file path or a PostgreSQL URL."""
     if backend == "sqlite":
         return str(tmp_path / "store.db")
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_database"))
     raise pytest.UsageError(f"unknown backend {backend}")
+
+
+@pytest.fixture
+def new_db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database without the lionstore schema: a SQLite path where no file is yet, or
+    an empty PostgreSQL database."""
+    if backend == "sqlite":
+        yield str(tmp_path / "new.db")
+        return
+    cluster: Cluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create_database(schema=False)
+    yield url
+    cluster.drop_database(url)
 
 
 @pytest.fixture
@@ -65,4 +113,13 @@ async def store(db_target: str) -> AsyncIterator[lionstore.Store]:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"lionstore backends: {', '.join(BACKENDS)}; CI={os.environ.get('CI', '')}"
+    server = f"${ENV_URL}" if os.environ.get(ENV_URL) else "a throwaway cluster if installed"
+    return (
+        f"lionstore backends: {', '.join(BACKENDS)} (PostgreSQL: {server});"
+        f" CI={os.environ.get('CI', '')}"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _PG_SKIPPED:
+        terminalreporter.write_line(_PG_SKIPPED[0], yellow=True, bold=True)

@@ -132,7 +132,12 @@ async def inspect_database(target: str | os.PathLike[str]) -> DatabaseStatus:
 
 async def _inspect_server(target: str, shown: str, head: str) -> DatabaseStatus:
     try:
-        revision = await migrate.current_revision(target)
+        if target.startswith("postgresql"):
+            revision = (await migrate.inspect_postgres(target, shown)).revision
+        else:
+            revision = await migrate.current_revision(target)
+    except NotALionstoreDatabaseError as exc:
+        return DatabaseStatus(shown, "foreign", None, head, str(exc), exc)
     except Exception as exc:
         reason = f"{shown}: cannot read the schema version ({exc})"
         return DatabaseStatus(shown, "unusable", None, head, reason, StoreError(reason))

@@ -44,6 +44,7 @@ __all__ = [
     "current_revision",
     "downgrade",
     "head_revision",
+    "inspect_postgres",
     "inspect_sqlite_file",
     "is_url",
     "make_async_engine",
@@ -150,6 +151,10 @@ def known_revisions() -> frozenset[str]:
 
 
 def _run_command(connection: Connection, name: str, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Processes opening a new database at once migrate it one after another; the
+        # later ones then find it at head and do nothing.
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7510547)")
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     getattr(command, name)(cfg, revision)  # the caller holds _alembic_lock()
@@ -238,7 +243,7 @@ async def current_revision(target: str | Path) -> str | None:
 class FileState:
     """What is at a path, found without writing anything."""
 
-    path: Path
+    path: Path | str  # a file, or a server database's URL (password hidden)
     exists: bool
     revision: str | None
     status: str  # "new" | "current" | "outdated" | "newer"
@@ -296,16 +301,48 @@ def inspect_sqlite_file(path: Path) -> FileState:
         conn.close()
     if check is None or check[0] != "ok":
         raise CorruptDatabaseError(f"{path}: integrity check failed ({check and check[0]})")
+    return _classify(path, tables, revision, f"{path}: a SQLite database")
+
+
+def _classify(where: Path | str, tables: set[str], revision: str | None, what: str) -> FileState:
+    """The state of an existing database from its tables and recorded revision."""
+    if (revision is None and tables - {VERSION_TABLE}) or (
+        revision is not None and not TABLE_NAMES & tables and revision not in known_revisions()
+    ):
+        raise NotALionstoreDatabaseError(f"{what} that lionstore did not create")
     if revision is None:
-        if tables - {VERSION_TABLE}:
-            raise NotALionstoreDatabaseError(
-                f"{path}: a SQLite database that lionstore did not create"
-            )
-        return FileState(path, True, None, "new")
-    if not TABLE_NAMES & tables and revision not in known_revisions():
-        raise NotALionstoreDatabaseError(f"{path}: a SQLite database that lionstore did not create")
+        return FileState(where, True, None, "new")
     if revision == head_revision():
-        return FileState(path, True, revision, "current")
+        return FileState(where, True, revision, "current")
     if revision in known_revisions():
-        return FileState(path, True, revision, "outdated")
-    return FileState(path, True, revision, "newer")
+        return FileState(where, True, revision, "outdated")
+    return FileState(where, True, revision, "newer")
+
+
+async def inspect_postgres(url: str, shown: str) -> FileState:
+    """Classify the PostgreSQL database at ``url`` (its current schema) without writing.
+
+    Raises StoreError when the server cannot be reached, NotALionstoreDatabaseError
+    for a schema holding other tables and no lionstore version.
+    """
+    import asyncpg
+
+    from lionstore.log.postgres import asyncpg_dsn
+
+    try:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreError(f"{shown}: cannot connect ({exc})") from exc
+    try:
+        tables = {
+            row[0]
+            for row in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        }
+        revision = None
+        if VERSION_TABLE in tables:
+            revision = await conn.fetchval(f"SELECT version_num FROM {VERSION_TABLE}")
+    finally:
+        await conn.close()
+    return _classify(shown, tables, revision, f"{shown}: a PostgreSQL database (schema)")

@@ -547,10 +547,33 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
     async def _open(self) -> Store:
         path = migrate.sqlite_path(self._target)
         if path is None:
-            raise StoreError(
-                f"{self._target}: only SQLite files are supported by this version of lionstore"
-            )
+            if self._target.startswith(("postgresql://", "postgresql+asyncpg://")):
+                return await self._open_postgres(self._target)
+            raise StoreError(f"{self._target}: not a SQLite path or a postgresql+asyncpg:// URL")
         return await self._open_sqlite(path)
+
+    async def _open_postgres(self, url: str) -> Store:
+        from lionstore.log.postgres import PostgresBackend, display_url, require_asyncpg
+
+        require_asyncpg()
+        shown = display_url(url)
+        state = await migrate.inspect_postgres(url, shown)
+        if state.status == "new" and not self._readonly:
+            await migrate.upgrade(migrate.to_url(url))
+            state = await migrate.inspect_postgres(url, shown)
+        if self._readonly and state.status == "new":
+            raise StorePathError(f"{shown}: no lionstore schema in this database")
+        state.require_current(upgrade_allowed=self._upgrade and not self._readonly)
+        if state.status == "outdated":
+            await migrate.upgrade(migrate.to_url(url))
+        backend = PostgresBackend(
+            url,
+            label=shown,
+            durability=self._durability,
+            lock_timeout=self._lock_timeout,
+            readonly=self._readonly,
+        )
+        return await self._attached_store(backend, shown)
 
     async def _open_sqlite(self, path: Path) -> Store:
         from lionstore.log.sqlite import SQLiteBackend
@@ -593,6 +616,9 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             lock_timeout=self._lock_timeout,
             readonly=self._readonly,
         )
+        return await self._attached_store(backend, str(path))
+
+    async def _attached_store(self, backend: LogBackend, target: str) -> Store:
         try:
             run, created = await self._attach(backend)
             seen = await backend.head_position()
@@ -602,7 +628,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         return Store(
             backend,
             run,
-            target=str(path),
+            target=target,
             seen=seen,
             clock=self._clock,
             max_record_bytes=self._max_record_bytes,

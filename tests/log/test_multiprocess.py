@@ -1,8 +1,10 @@
-"""Real OS processes appending to one file and one run at once.
+"""Real OS processes appending to one database and one run at once.
 
 All of them must succeed (no 'database is locked' ever reaches a caller), and the log
 must come out whole: gapless positions, contiguous stream versions, every record there
-exactly once, each process's appends in the order it made them.
+exactly once, each process's appends in the order it made them. A reader tailing the
+log while they write never skips a record (one committing late below a position the
+reader has already passed would be skipped).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,9 +42,29 @@ def _spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
     )
 
 
+async def _tail(db: str, done: asyncio.Event) -> tuple[list[int], list[int]]:
+    """Follow the log until ``done`` and nothing new: the positions a checkpointing
+    reader (``read(after=checkpoint)``) saw, and those the store's feed (``sync()``)
+    delivered."""
+    read: list[int] = []
+    fed: list[int] = []
+    async with lionstore.open(db, run="together", lock_timeout=60) as store:
+        store.subscribe(lambda batch: fed.extend(r.position for r in batch))
+        checkpoint = 0
+        while True:
+            finished = done.is_set()
+            async for record in await store.read(run=None, after=checkpoint):
+                read.append(record.position)
+                checkpoint = record.position
+            await store.sync()
+            if finished and checkpoint == await store.head():
+                return read, fed
+            await asyncio.sleep(0.001)  # pacing the polls; the exit is the condition
+
+
 @pytest.mark.parametrize("workers", [3])
-async def test_processes_append_to_one_run_concurrently(tmp_path: Path, workers: int) -> None:
-    db = tmp_path / "shared.db"  # does not exist yet: the workers race to create it
+async def test_processes_append_to_one_run_concurrently(new_db_target: str, workers: int) -> None:
+    db = new_db_target  # no schema yet: the workers race to create it
     shared = [str(IDType.create()) for _ in range(3)]
     procs = [
         _spawn(
@@ -59,9 +80,13 @@ async def test_processes_append_to_one_run_concurrently(tmp_path: Path, workers:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
+        done = asyncio.Event()
+        tailing = asyncio.ensure_future(_tail(db, done))
         outputs = await asyncio.gather(
             *(asyncio.to_thread(proc.communicate, timeout=TIMEOUT) for proc in procs)
         )
+        done.set()
+        read, fed = await asyncio.wait_for(tailing, TIMEOUT)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -85,6 +110,9 @@ async def test_processes_append_to_one_run_concurrently(tmp_path: Path, workers:
 
     # positions: gapless 1..N, one run.started and every worker's records
     assert [r.position for r in everything] == list(range(1, head + 1))
+    # the tailing reader saw every one of them, in order, once; so did the feed
+    assert read == list(range(1, head + 1))
+    assert fed == list(range(fed[0], head + 1)) if fed else head == 1
     assert head == 1 + total
     assert [r.kind for r in everything].count("run.started") == 1
 

@@ -3,12 +3,12 @@ applies to lionstore. Each docstring says what lionagi did."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections import deque
 from typing import Any
 
 import pytest
+from dbtools import write_lock_held
 
 import lionstore
 from lionstore import Exchange, MailManager, Package, PackageCategory, Pile, Source
@@ -147,9 +147,7 @@ async def test_mail_manager_send_failure_loses_no_mail(open_store: Any, db_targe
         for mail in mails:
             await a.send(mail)
         await manager.collect_all()
-        blocker = sqlite3.connect(db_target, isolation_level=None)
-        try:
-            blocker.execute("BEGIN IMMEDIATE")
+        with write_lock_held(db_target):
             head = await store.head()
             with pytest.raises(lionstore.StoreLockedError):
                 await manager.send(b)
@@ -158,9 +156,6 @@ async def test_mail_manager_send_failure_loses_no_mail(open_store: Any, db_targe
             assert [m.id for m in manager.mails[b.id][a.id]] == [m.id for m in mails]
             assert _inbox(b) == {}
             assert await store.head() == head
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
     # the queue survives the failed process too
     async with open_store(run="r") as store:
         manager = MailManager(store=store, name="mm")

@@ -1,11 +1,13 @@
-"""Two OS processes run one Exchange over one file while this test sends mail: each
-mail is collected once and delivered once, none is lost, and per-sender order holds."""
+"""Several OS processes run one Exchange over one database while this test sends mail:
+each mail is collected once and delivered once, none is lost, and per-sender order
+holds; also when one of them is SIGKILLed in the middle of its sweeps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +48,20 @@ def _spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
 
 
 async def test_two_processes_share_one_exchange(db_target: str, tmp_path: Path) -> None:
+    await _share_one_exchange(db_target, tmp_path, workers=2, killed=None)
+
+
+async def test_a_sigkilled_exchange_process_loses_and_repeats_nothing(
+    db_target: str, tmp_path: Path
+) -> None:
+    """Three processes sweep; one is killed with SIGKILL once mail is moving. Its
+    sweeps were whole transactions: the others carry on from what it committed."""
+    await _share_one_exchange(db_target, tmp_path, workers=3, killed=0)
+
+
+async def _share_one_exchange(
+    db_target: str, tmp_path: Path, *, workers: int, killed: int | None
+) -> None:
     senders = [Source(id=uuid.uuid4()) for _ in range(SENDERS)]
     recipients = [Source(id=uuid.uuid4()) for _ in range(RECIPIENTS)]
     ids = [s.id for s in (*senders, *recipients)]
@@ -54,7 +70,7 @@ async def test_two_processes_share_one_exchange(db_target: str, tmp_path: Path) 
     barrier.mkdir()
 
     async with lionstore.open(db_target, run=RUN) as store:  # creates the shared run
-        workers = [
+        procs = [
             _spawn(
                 {
                     "db": db_target,
@@ -67,18 +83,18 @@ async def test_two_processes_share_one_exchange(db_target: str, tmp_path: Path) 
                     "timeout": TIMEOUT,
                 }
             )
-            for i in range(2)
+            for i in range(workers)
         ]
         try:
             await wait_for(
                 lambda: (
-                    all((barrier / f"ready-{i}").exists() for i in range(2))
-                    or any(w.poll() is not None for w in workers)
+                    all((barrier / f"ready-{i}").exists() for i in range(workers))
+                    or any(w.poll() is not None for w in procs)
                 ),
                 timeout=TIMEOUT,
-                what="both workers to be ready",
+                what="every worker to be ready",
             )
-            assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
+            assert all(w.poll() is None for w in procs), [w.communicate() for w in procs]
             (barrier / "go").touch()
 
             # this process registers the same sources by id, then sends while they sweep
@@ -93,24 +109,35 @@ async def test_two_processes_share_one_exchange(db_target: str, tmp_path: Path) 
                         sent.setdefault((r.id, s.id), []).append(mail.id)
                 if round_no % 5 == 4:
                     await asyncio.sleep(0.01)  # let the workers interleave with sends
+                if killed is not None and round_no == ROUNDS // 2:
+
+                    async def mail_is_moving() -> bool:
+                        return bool(await log_records(store, kinds=["mail.delivered"]))
+
+                    await wait_for(mail_is_moving, timeout=TIMEOUT, what="a delivery")
+                    procs[killed].send_signal(signal.SIGKILL)
+                    await asyncio.to_thread(procs[killed].wait, TIMEOUT)
+                    assert procs[killed].returncode == -signal.SIGKILL
 
             outputs = []
             deadline = time.monotonic() + TIMEOUT
-            for worker in workers:
+            for i, worker in enumerate(procs):
+                if i == killed:
+                    continue
                 out, err = await asyncio.to_thread(
                     worker.communicate, timeout=max(1.0, deadline - time.monotonic())
                 )
                 assert worker.returncode == 0, (out, err)
                 outputs.append(json.loads(out.strip().splitlines()[-1]))
         finally:
-            for worker in workers:
+            for worker in procs:
                 if worker.poll() is None:
                     worker.kill()
                     worker.wait()
 
-        # the workers' own sweeps moved every mail exactly once between them
-        assert sum(o["collected"] for o in outputs) == expected_total, outputs
-        assert sum(o["delivered"] for o in outputs) == expected_total, outputs
+        if killed is None:  # the workers' own sweeps moved every mail exactly once
+            assert sum(o["collected"] for o in outputs) == expected_total, outputs
+            assert sum(o["delivered"] for o in outputs) == expected_total, outputs
 
     async with lionstore.open(db_target, run=RUN) as store:
         history = await kinds_by_mail(store)

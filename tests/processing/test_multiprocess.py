@@ -4,18 +4,22 @@ middle of a batch (compare-and-set on the event's stream, leases)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
-from proc_helpers import make_executor, read_all, spawn_worker, wait_until
+from proc_helpers import make_executor, read_all, spawn_worker, wait_until, worker_env
 from processing_events import LineJob
 
+from lionstore import Exchange, Source
 from lionstore.domain.event import EventStatus
 from lionstore.domain.records import Recorded
 
@@ -175,3 +179,81 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
     lines = read_lines(out)
     assert Counter(event_id for event_id, _ in lines) == Counter(ids)
     assert {pid for _, pid in lines} == {me}  # the killed worker never got past the gate
+
+
+MAIL_WORKER = Path(__file__).resolve().parents[1] / "mail" / "mp_worker.py"
+
+
+async def test_executor_and_exchange_processes_share_one_run(
+    open_store: Any, db_target: str, tmp_path: Path
+) -> None:
+    """Two executor processes and two exchange processes on one run at once, while this
+    process sends mail through it: every event invoked and finished once, every mail
+    sent, collected and delivered once (the records of both interleave in one log)."""
+    out = tmp_path / "lines.txt"
+    barrier, mail_barrier = tmp_path / "barrier", tmp_path / "mail-barrier"
+    barrier.mkdir()
+    mail_barrier.mkdir()
+    sources = [Source(id=uuid.uuid4()) for _ in range(3)]
+    mails_total = 30
+    async with open_store(run="mixed") as store:
+        executor = make_executor(store, name="mp")
+        events = [LineJob(out=str(out)) for _ in range(60)]
+        await executor.extend(events)
+        exchange = Exchange(store=store, name="post")
+        await exchange.add_source(sources)
+    ids = [e.id for e in events]
+    config = {"queue_capacity": 5, "capacity_refresh_time": 0.02}
+    args = {"db": db_target, "run": "mixed", "name": "mp", "config": config}
+    procs = [spawn_worker("run", {**args, "barrier_dir": str(barrier), "peers": 2}) for _ in "ab"]
+    mail_cfg = {
+        "db": db_target,
+        "run": "mixed",
+        "name": "post",
+        "ids": [s.id for s in sources],
+        "expected": mails_total,
+        "barrier": str(mail_barrier),
+        "timeout": 120,
+    }
+    procs += [
+        subprocess.Popen(
+            [sys.executable, str(MAIL_WORKER), json.dumps({**mail_cfg, "index": i})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=worker_env(),
+        )
+        for i in range(2)
+    ]
+    try:
+        await wait_until(
+            lambda: len(list(mail_barrier.iterdir())) == 2 or any(p.poll() for p in procs),
+            timeout=120,
+            what="the exchange workers to be ready",
+        )
+        (mail_barrier / "go").touch()
+        async with open_store(run="mixed") as store:
+            exchange = Exchange(store=store, name="post")
+            await exchange.add_source(sources)
+            for i in range(mails_total):
+                sender, recipient = sources[i % 3], sources[(i + 1) % 3]
+                await sender.send(exchange.create_mail(sender, recipient, "message", i))
+        await asyncio.to_thread(finish, procs, 180)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    async with open_store(run="mixed") as store:
+        records = await read_all(store)
+    finished = by_stream(records, "event.finished")
+    assert sorted(finished) == sorted(ids)
+    assert all(len(finished[i]) == 1 and finished[i][0].status == "completed" for i in ids)
+    assert Counter(event_id for event_id, _ in read_lines(out)) == Counter(ids)
+    history: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.kind.startswith("mail."):
+            history[r.stream_id].append(r.kind)
+    assert len(history) == mails_total
+    assert all(h == ["mail.sent", "mail.collected", "mail.delivered"] for h in history.values())

@@ -4,10 +4,10 @@ snapshot of the live objects' state after every commit."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
+
+from dbtools import execute, query
 
 import lionstore
 from lionstore.domain.ids import IDType
@@ -132,7 +132,7 @@ def rebuilt_state(projection: RunProjection) -> dict[str, Any]:
 class Recording:
     """The run and, per commit, the live state right after it: position -> state."""
 
-    path: Path
+    path: str  # the database: a SQLite file or a PostgreSQL URL
     run_id: IDType
     label: str
     jobs: list[IDType] = field(default_factory=list)
@@ -142,7 +142,7 @@ class Recording:
     end: int = 0
 
 
-async def record_run(path: Path, label: str = "replay") -> Recording:
+async def record_run(path: str, label: str = "replay") -> Recording:
     async with lionstore.open(path, run=label) as store:
         recording = Recording(path, store.run_id, label)
         executor = JobExecutor(
@@ -190,50 +190,27 @@ async def record_run(path: Path, label: str = "replay") -> Recording:
     return recording
 
 
-# -- editing a file behind lionstore's back ------------------------------------------------
+# -- editing a database behind lionstore's back ------------------------------------------
 
 
-def sql(path: Path, statement: str, *params: Any) -> int:
-    """Run one statement on the file with plain sqlite3; return the rows it changed."""
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            changed = conn.execute(statement, params).rowcount
-    finally:
-        conn.close()
-    return changed
-
-
-def positions(path: Path, kind: str) -> list[int]:
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(
-            "SELECT position FROM lionstore_records WHERE kind = ? ORDER BY position", (kind,)
-        ).fetchall()
-    finally:
-        conn.close()
+def positions(target: str, kind: str) -> list[int]:
+    rows = query(
+        target, "SELECT position FROM lionstore_records WHERE kind = ? ORDER BY position", kind
+    )
     return [p for (p,) in rows]
 
 
-def rechain(path: Path, run_id: str) -> None:
+def rechain(target: str, run_id: str) -> None:
     """Recompute the run's digest chain, as someone hiding an edit would."""
-    conn = sqlite3.connect(path)
-    try:
-        with conn:
-            (run_no,) = conn.execute(
-                "SELECT run_no FROM lionstore_runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            rows = conn.execute(
-                "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
-                " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
-                " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
-                (run_no,),
-            ).fetchall()
-            tip = chain_start(run_id)
-            for row in rows:
-                tip = record_digest(tip, *row)
-                conn.execute(
-                    "UPDATE lionstore_records SET digest = ? WHERE position = ?", (tip, row[0])
-                )
-    finally:
-        conn.close()
+    ((run_no,),) = query(target, "SELECT run_no FROM lionstore_runs WHERE run_id = ?", run_id)
+    rows = query(
+        target,
+        "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+        " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
+        " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
+        run_no,
+    )
+    tip = chain_start(run_id)
+    for row in rows:
+        tip = record_digest(tip, *row)
+        execute(target, "UPDATE lionstore_records SET digest = ? WHERE position = ?", tip, row[0])

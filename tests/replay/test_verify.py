@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
-from replay_scenarios import Recording, positions, rechain, sql
+from dbtools import execute, query, record_data, set_field
+from replay_scenarios import Recording, positions, rechain
 
 import lionstore
 import lionstore.repositories.executor as decisions
 from lionstore.replay import VerifyReport, verify
 
 
-async def _verify(path: Path, run: str) -> VerifyReport:
+async def _verify(path: str, run: str) -> VerifyReport:
     async with lionstore.open(path, readonly=True) as store:
         return await verify(store, run=run)
 
@@ -25,31 +24,14 @@ def verify_file(recording: Recording) -> VerifyReport:
     return asyncio.run(_verify(recording.path, recording.label))
 
 
-def data_at(path: Path, position: int) -> dict[str, Any]:
-    conn = sqlite3.connect(path)
-    try:
-        (data,) = conn.execute(
-            "SELECT data FROM lionstore_records WHERE position = ?", (position,)
-        ).fetchone()
-    finally:
-        conn.close()
-    loaded: dict[str, Any] = json.loads(data)
-    return loaded
-
-
-def cycle_positions(path: Path, cycle: int) -> list[int]:
+def cycle_positions(target: str, cycle: int) -> list[int]:
     """Positions of the records one processor cycle wrote (queued, claimed, deferred)."""
-    conn = sqlite3.connect(path)
-    try:
-        rows = conn.execute(
-            "SELECT position FROM lionstore_records WHERE kind IN ('event.queued', "
-            "'event.claimed', 'event.deferred') AND json_extract(data, '$.cycle') = ? "
-            "ORDER BY position",
-            (cycle,),
-        ).fetchall()
-    finally:
-        conn.close()
-    return [p for (p,) in rows]
+    rows = query(
+        target,
+        "SELECT position, data FROM lionstore_records WHERE kind IN ('event.queued',"
+        " 'event.claimed', 'event.deferred') ORDER BY position",
+    )
+    return [p for p, data in rows if json.loads(data).get("cycle") == cycle]
 
 
 def test_an_untouched_run_verifies(recording: Recording) -> None:
@@ -67,26 +49,20 @@ def test_an_untouched_run_verifies(recording: Recording) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "index", "path", "value"),
+    ("kind", "index", "name", "value"),
     [
-        ("event.finished", 0, "$.status", "failed"),  # a status
-        ("event.finished", 0, "$.response", 5),  # an outcome
-        ("event.finished", -1, "$.error", None),  # a failure turned into nothing
-        ("event.claimed", 0, "$.attempt", 2),
-        ("mail.dead_lettered", 0, "$.reason", "sender_deleted"),
+        ("event.finished", 0, "status", "failed"),  # a status
+        ("event.finished", 0, "response", 5),  # an outcome
+        ("event.finished", -1, "error", None),  # a failure turned into nothing
+        ("event.claimed", 0, "attempt", 2),
+        ("mail.dead_lettered", 0, "reason", "sender_deleted"),
     ],
 )
 def test_an_edited_record_fails_at_its_position(
-    recording: Recording, kind: str, index: int, path: str, value: Any
+    recording: Recording, kind: str, index: int, name: str, value: Any
 ) -> None:
     position = positions(recording.path, kind)[index]
-    changed = sql(
-        recording.path,
-        f"UPDATE lionstore_records SET data = json_set(data, '{path}', json(?)) WHERE position = ?",
-        json.dumps(value),
-        position,
-    )
-    assert changed == 1
+    assert set_field(recording.path, position, name, value) == 1
     report = verify_file(recording)
     assert not report.ok
     assert report.divergence is not None
@@ -102,7 +78,7 @@ def test_a_deleted_record_fails_at_or_before_the_next_record(
     recording: Recording, kind: str
 ) -> None:
     deleted = positions(recording.path, kind)[0]
-    assert sql(recording.path, "DELETE FROM lionstore_records WHERE position = ?", deleted) == 1
+    assert execute(recording.path, "DELETE FROM lionstore_records WHERE position = ?", deleted) == 1
     report = verify_file(recording)
     assert report.divergence is not None
     assert report.divergence.position <= deleted + 1
@@ -125,7 +101,7 @@ def test_a_changed_capacity_rule_is_caught_at_the_first_cycle(
     first_cycle = cycle_positions(recording.path, 1)
     # cycle 1 queued the three jobs, claimed "fast" and deferred "slow" (capacity 2);
     # with capacity 1 it would have offered "fast" only: the deferral is not expected.
-    kinds = [data_at(recording.path, p) for p in first_cycle]
+    kinds = [record_data(recording.path, p) for p in first_cycle]
     assert len(first_cycle) == 5 and len(kinds) == 5
     assert report.divergence.position == first_cycle[4]
     assert report.cycles == 1
@@ -160,14 +136,9 @@ def test_a_hidden_edit_is_caught_by_the_decisions(recording: Recording) -> None:
     (dead,) = [
         p
         for p in positions(recording.path, "mail.dead_lettered")
-        if data_at(recording.path, p)["reason"] == "recipient_unknown"
+        if record_data(recording.path, p)["reason"] == "recipient_unknown"
     ]
-    sql(
-        recording.path,
-        "UPDATE lionstore_records SET data = json_set(data, '$.reason', 'recipient_deleted') "
-        "WHERE position = ?",
-        dead,
-    )
+    set_field(recording.path, dead, "reason", "recipient_deleted")
     rechain(recording.path, recording.run_id)
     report = verify_file(recording)
     assert report.divergence is not None
@@ -182,11 +153,7 @@ def test_a_hidden_edit_is_caught_by_the_decisions(recording: Recording) -> None:
 
 def test_a_hidden_attempt_edit_is_caught(recording: Recording) -> None:
     finished = positions(recording.path, "event.finished")[0]
-    sql(
-        recording.path,
-        "UPDATE lionstore_records SET data = json_set(data, '$.attempt', 7) WHERE position = ?",
-        finished,
-    )
+    set_field(recording.path, finished, "attempt", 7)
     rechain(recording.path, recording.run_id)
     report = verify_file(recording)
     assert report.divergence is not None

@@ -1,0 +1,68 @@
+"""A worker process of bench_postgres.py (imported there for the event classes).
+
+    python -c "import _pg_worker; _pg_worker.main()" MODE CONFIG_JSON
+
+It opens the store, prints ``ready``, waits for ``go`` on stdin, does its share and
+prints one JSON line: ``{"start": ..., "end": ..., "done": ...}`` (time.time()).
+
+``append``
+    ``appends`` appends of ``batch`` records each, each append to a new stream.
+``execute``
+    Run the shared executor (``forward`` + ``join``) until no event is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any, ClassVar
+
+from bench_executor import TrivialEvent, TrivialExecutor  # noqa: F401 - the events
+
+import lionstore
+from lionstore import IDType, RecordData
+
+EXECUTOR_NAME = "bench-pg-executor"
+
+
+class Tick(RecordData):
+    """The appended record: a worker number and a sequence number."""
+
+    kind: ClassVar[str] = "bench.tick"
+    worker: int
+    seq: int
+
+
+def executor(store: lionstore.Store, capacity: int = 100) -> TrivialExecutor:
+    config = {"queue_capacity": capacity, "capacity_refresh_time": 0.005}
+    return TrivialExecutor(config, store=store, name=EXECUTOR_NAME)
+
+
+async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
+        ex = executor(store) if mode == "execute" else None
+        if ex is not None:
+            await ex.start()
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            raise SystemExit("no start signal")
+        start = time.time()
+        done = 0
+        if ex is None:
+            worker, batch = int(cfg["worker"]), int(cfg["batch"])
+            for seq in range(int(cfg["appends"])):
+                await store.append([(IDType.create(), Tick(worker=worker, seq=seq))] * batch)
+                done += batch
+        else:
+            await ex.forward()
+            await ex.join()
+            done = len(ex.completed_events)
+            ex.close()
+        return {"start": start, "end": time.time(), "done": done}
+
+
+def main() -> None:
+    mode, raw = sys.argv[1], sys.argv[2]
+    print(json.dumps(asyncio.run(work(mode, json.loads(raw)))), flush=True)

@@ -1,0 +1,214 @@
+"""Append and executor throughput with 1, 2 and 4 worker processes, PostgreSQL beside SQLite.
+
+    python benchmarks/bench_postgres.py [--rounds N] [--quick] [--events N]
+        [--appends N] [--batch N] [--dir DIR]
+
+Every worker is a separate OS process (benchmarks/_pg_worker.py) on one database and
+one run. Each variant gets a fresh database: a SQLite file in a temporary directory,
+or a PostgreSQL database copied from a template holding the schema, on the server
+named by $LIONSTORE_TEST_PG_URL or else a throwaway cluster started here (the tests'
+tests/pg_cluster.py: fsync off, so neither backend fsyncs a commit; SQLite runs at
+durability "normal").
+
+* ``append``: together the workers make ``--appends`` appends (default 4,000) of
+  ``--batch`` records (default 1), each to a new stream; the total is split evenly.
+* ``executor``: ``--events`` trivial events (default 10,000; ``invoke`` sets the
+  response) are added to one executor beforehand; every worker then runs that
+  executor (capacity 100) until none is left.
+
+Workers open their store and wait at a barrier; the time runs from the start signal
+to the last worker's end. Figures: records or events per second, median over rounds
+with (min-max), and PostgreSQL / SQLite within each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(2, str(Path(__file__).resolve().parent.parent / "tests"))  # pg_cluster
+
+import _pg_worker
+from _common import Results, fmt_num, fmt_summary, git_state, machine_line, print_table
+from pg_cluster import Cluster, UnavailableError
+
+import lionstore
+from lionstore import EventStatus
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BACKENDS = ("sqlite", "postgres")
+WORKERS = (1, 2, 4)
+RUN = "bench"
+TIMEOUT = 900.0
+
+
+def _spawn(mode: str, cfg: dict[str, Any]) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-c", "import _pg_worker; _pg_worker.main()", mode, json.dumps(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
+    """Start the workers, release them together; (seconds, work done)."""
+    procs = [_spawn(mode, cfg) for cfg in configs]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError(f"worker did not start: {line} {proc.communicate()[1]}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        reports = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=TIMEOUT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"worker failed: {err}")
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    start = min(r["start"] for r in reports)
+    end = max(r["end"] for r in reports)
+    return end - start, sum(r["done"] for r in reports)
+
+
+async def seed_events(target: str, n: int) -> None:
+    async with lionstore.open(target, run=RUN) as store:
+        ex = _pg_worker.executor(store)
+        await ex.extend([_pg_worker.TrivialEvent() for _ in range(n)])
+        ex.close()
+
+
+async def check_events(target: str, n: int) -> None:
+    async with lionstore.open(target, run=RUN) as store:
+        ex = _pg_worker.executor(store)
+        await ex.load()
+        done = sum(1 for e in ex.pile if e.status is EventStatus.COMPLETED)
+        ex.close()
+    if done != n:
+        raise RuntimeError(f"{target}: {done} of {n} events completed")
+
+
+class Targets:
+    """Fresh databases per variant."""
+
+    def __init__(self, workdir: Path, cluster: Cluster) -> None:
+        self.workdir = workdir
+        self.cluster = cluster
+        self.made: list[str] = []
+
+    def new(self, backend: str) -> str:
+        if backend == "sqlite":
+            path = Path(tempfile.mkdtemp(dir=self.workdir)) / "bench.db"
+            return str(path)
+        url = self.cluster.create_database()
+        self.made.append(url)
+        return url
+
+    def drop_all(self) -> None:
+        for url in self.made:
+            self.cluster.drop_database(url)
+
+
+def one_round(args: argparse.Namespace, targets: Targets, res: Results, round_no: int) -> None:
+    order = [(b, w) for w in WORKERS for b in BACKENDS]
+    if round_no % 2:
+        order.reverse()
+    for backend, workers in order:
+        db = targets.new(backend)
+        asyncio.run(_open_once(db))
+        share = args.appends // workers
+        configs = [
+            {"db": db, "run": RUN, "worker": w, "appends": share, "batch": args.batch}
+            for w in range(workers)
+        ]
+        seconds, done = run_workers("append", configs)
+        assert done == share * workers * args.batch
+        res.add(f"append {backend} {workers}", done / seconds)
+
+        db = targets.new(backend)
+        asyncio.run(seed_events(db, args.events))
+        seconds, _ = run_workers("execute", [{"db": db, "run": RUN}] * workers)
+        asyncio.run(check_events(db, args.events))
+        res.add(f"executor {backend} {workers}", args.events / seconds)
+        print(f"  round {round_no + 1}: {backend} x{workers} done", file=sys.stderr, flush=True)
+
+
+async def _open_once(db: str) -> None:
+    async with lionstore.open(db, run=RUN):
+        pass  # creates the schema and the run before the clock starts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 round, small N (smoke run)")
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--appends", type=int, default=4_000)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--dir", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.events, args.appends = 1, 400, 400
+    try:
+        cluster = Cluster.start()
+    except UnavailableError as exc:
+        print(f"no PostgreSQL server: {exc}", file=sys.stderr)
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=args.dir))
+    targets = Targets(workdir, cluster)
+    res = Results()
+    print(f"commit {git_state(ROOT)}; {machine_line()}")
+    print(
+        f"{args.rounds} rounds; append: {args.appends} appends of {args.batch} record(s);"
+        f" executor: {args.events} events, capacity 100\n"
+    )
+    try:
+        for round_no in range(args.rounds):
+            one_round(args, targets, res, round_no)
+    finally:
+        targets.drop_all()
+        cluster.drop_template()
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows = []
+    for what, unit in (("append", "records/s"), ("executor", "events/s")):
+        for workers in WORKERS:
+            pg, lite = f"{what} postgres {workers}", f"{what} sqlite {workers}"
+            rows.append(
+                [
+                    f"{what}, {workers} worker{'s' if workers > 1 else ''} ({unit})",
+                    fmt_summary(res.get(lite), fmt_num),
+                    fmt_summary(res.get(pg), fmt_num),
+                    fmt_summary(res.ratio(pg, lite), lambda v: f"{v:.2f}x"),
+                ]
+            )
+    print_table(["variant", "SQLite", "PostgreSQL", "PG / SQLite"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,646 @@
+"""The PostgreSQL backend: asyncpg connections, positions serialized by a row lock.
+
+Like the SQLite backend, the hot path talks to the driver directly (asyncpg here);
+Alembic and SQLAlchemy are used only for migrations and the schema check at open
+(``migrate.py``). One writer connection per backend runs the write transactions,
+one at a time (an asyncio lock); reads go through a small pool of read-only
+connections.
+
+Ordering
+    Every write transaction starts by locking the single ``lionstore_head`` row
+    (``SELECT ... FOR UPDATE``) and numbers its records from ``last_position`` + 1.
+    Writers in every process therefore commit one after another, positions are
+    gapless and equal commit order, and a reader that has seen position ``p`` can
+    never later find a record below ``p`` commit (the failure mode of a sequence
+    column, shared/reference/ecosystem-notes.md section 1.5). Under READ COMMITTED
+    each statement after the lock takes a fresh snapshot, so the transaction sees
+    everything the previous lock holder committed.
+
+Waking idle workers
+    By polling: :meth:`PostgresBackend.tail` (``Store.sync()``) reads the head row,
+    one indexed single-row query, and only reads records when it moved. The
+    executor and exchange loops already call ``sync()`` every refresh interval, so
+    a worker notices foreign work within that interval. LISTEN/NOTIFY would need a
+    dedicated listening connection per process and a Store hook to wake the loops;
+    a notification lost with a dropped connection would delay a worker until its
+    next poll anyway, so the poll is what guarantees progress either way.
+
+Durability
+    ``"normal"`` leaves the server's ``synchronous_commit`` as configured (on by
+    default: a returned append survives a server crash); ``"full"`` sets it to
+    ``on`` for the writer connection whatever the server default is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from lionstore.domain.ids import IDType, is_id, to_id
+from lionstore.domain.records import Recorded, RunStarted, encode_data
+from lionstore.errors import ConcurrencyError, StoreError, StoreLockedError
+from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
+from lionstore.log.digest import chain_digests, chain_start, record_digest
+from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
+
+__all__ = ["PostgresBackend", "asyncpg_dsn", "display_url", "require_asyncpg"]
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
+    " r.recorded_at_us, r.run_no, r.digest"
+)
+_FROM = " FROM lionstore_records r JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+_LOCK_HEAD = (
+    "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1 FOR UPDATE"
+)
+# The lock, and the heads of the streams a commit names that the cache lacks, in one
+# round trip. The look-up reads the statement's snapshot, taken before the lock was
+# granted: it is used only when that snapshot's head equals the locked row's, i.e. no
+# writer committed in between (every write moves the head in its own transaction).
+_LOCK_AND_LOOK_UP = """
+SELECT h.last_position, h.last_stream_no, h.last_run_no,
+    (SELECT x.last_position FROM lionstore_head x WHERE x.id = 1),
+    ARRAY(SELECT (s.stream_id, s.stream_no,
+                  coalesce((SELECT max(r.stream_version) FROM lionstore_records r
+                            WHERE r.stream_no = s.stream_no), 0))
+          FROM lionstore_streams s WHERE s.run_no = $1 AND s.stream_id = ANY($2::text[]))
+FROM lionstore_head h WHERE h.id = 1 FOR UPDATE OF h
+"""
+# One statement writes a transaction's new streams and records and moves the head.
+# (The records' foreign keys are checked at the end of the statement, when the
+# streams are in.)
+_WRITE = """
+WITH new_streams AS (
+    INSERT INTO lionstore_streams (stream_no, run_no, stream_id)
+    SELECT n, $1, sid FROM unnest($2::bigint[], $3::text[]) AS t(n, sid)
+), new_records AS (
+    INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,
+                                   kind_version, data, recorded_at_us, digest)
+    SELECT p, $1, n, v, k, kv, d, at, g
+    FROM unnest($4::bigint[], $5::bigint[], $6::int[], $7::text[], $8::smallint[],
+                $9::text[], $10::bigint[], $11::text[]) AS t(p, n, v, k, kv, d, at, g)
+)
+UPDATE lionstore_head SET last_position = $12, last_stream_no = $13, last_run_no = $14
+WHERE id = 1
+"""
+_SELECT_RUNS = (
+    "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id, r.forked_at_position"
+    " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
+)
+_MAX_CACHED_STREAMS = 100_000
+_POOL_SIZE = 4
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The libpq-style DSN asyncpg takes, from a SQLAlchemy URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {url!r}")
+    return f"postgresql://{rest}"
+
+
+def display_url(url: str) -> str:
+    """``url`` as shown in messages: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: shown as given, it holds no recognisable password
+        return url
+
+
+def require_asyncpg() -> None:
+    """Raise StoreError naming the extra to install when asyncpg is missing."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        raise StoreError("PostgreSQL needs asyncpg: pip install 'lionstore[postgres]'") from None
+
+
+def _run_info(row: Sequence[Any]) -> RunInfo:
+    no, rid, label, at, parent, forked = row
+    return RunInfo(no, to_id(rid), label, at, to_id(parent) if parent else None, forked)
+
+
+class _Rows:
+    """The columns of the streams and records one write transaction inserts."""
+
+    def __init__(self) -> None:
+        self.stream_nos: list[int] = []
+        self.stream_ids: list[str] = []
+        self.positions: list[int] = []
+        self.record_sids: list[str] = []
+        self.numbers: list[int] = []
+        self.versions: list[int] = []
+        self.kinds: list[str] = []
+        self.kind_versions: list[int] = []
+        self.texts: list[str] = []
+        self.times: list[int] = []
+        self.digests: list[str] = []
+
+    def add_stream(self, stream_no: int, stream_id: str) -> None:
+        self.stream_nos.append(stream_no)
+        self.stream_ids.append(stream_id)
+
+    def add_record(
+        self,
+        sid: str,
+        number: int,
+        version: int,
+        kind: str,
+        kind_version: int,
+        text: str,
+        at_us: int,
+    ) -> None:
+        self.record_sids.append(sid)
+        self.numbers.append(number)
+        self.versions.append(version)
+        self.kinds.append(kind)
+        self.kind_versions.append(kind_version)
+        self.texts.append(text)
+        self.times.append(at_us)
+
+    async def write(
+        self, conn: Any, run_no: int, first_position: int, head: tuple[int, int, int]
+    ) -> None:
+        self.positions = list(range(first_position, first_position + len(self.numbers)))
+        await conn.execute(
+            _WRITE,
+            run_no,
+            self.stream_nos,
+            self.stream_ids,
+            self.positions,
+            self.numbers,
+            self.versions,
+            self.kinds,
+            self.kind_versions,
+            self.texts,
+            self.times,
+            self.digests,
+            *head,
+        )
+
+
+def _translate(exc: BaseException, label: str) -> BaseException:
+    import asyncpg
+
+    if isinstance(exc, asyncpg.exceptions.LockNotAvailableError):
+        return StoreLockedError(f"{label}: another writer held the log lock past the timeout")
+    if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        return StoreError(f"{label}: the store was opened read-only")
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+        return StoreError(f"{label}: {exc}")
+    return exc
+
+
+class PostgresBackend(LogBackend):
+    """Appends and reads on one PostgreSQL database (its current schema).
+
+    A method that writes passes an ``async def body(conn)`` to :meth:`_transaction`
+    (one transaction on the writer connection, errors translated); one that reads
+    takes a connection of :meth:`_readers` through :meth:`_call`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        label: str,
+        durability: str = "normal",
+        lock_timeout: float = 30.0,
+        readonly: bool = False,
+    ) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._label = label
+        self._durability = durability
+        self._lock_timeout = lock_timeout
+        self._readonly = readonly
+        self._conn: Any = None  # the writer connection, made on first write
+        self._pool: Any = None  # read connections, made on first read
+        self._write_lock: asyncio.Lock | None = None
+        self._pool_lock: asyncio.Lock | None = None
+        # What this writer knows of its run, valid as of log position _known (the
+        # head after its last commit or tail): stream_id -> (stream_no, version), and
+        # the digest of the run's last record. Foreign records read later update both.
+        self._known: int | None = None
+        self._known_run: int | None = None
+        self._streams: dict[str, tuple[int, int]] = {}
+        self._tip: str | None = None
+        self._run_ids: dict[int, IDType] = {}
+
+    # -- connections -----------------------------------------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except Exception as exc:
+            translated = _translate(exc, self._label)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _writer(self) -> Any:
+        if self._readonly:
+            raise StoreError(f"{self._label}: the store was opened read-only")
+        if self._conn is None or self._conn.is_closed():
+            import asyncpg
+
+            settings = {"lock_timeout": f"{int(self._lock_timeout * 1000)}ms"}
+            if self._durability == "full":
+                settings["synchronous_commit"] = "on"
+            self._conn = await asyncpg.connect(self._dsn, server_settings=settings)
+            self._forget()
+        return self._conn
+
+    async def _readers(self) -> Any:
+        if self._pool is None:
+            if self._pool_lock is None:
+                self._pool_lock = asyncio.Lock()
+            async with self._pool_lock:
+                if self._pool is None:
+                    import asyncpg
+
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=_POOL_SIZE,
+                        server_settings={"default_transaction_read_only": "on"},
+                    )
+        return self._pool
+
+    def _lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    def _forget(self) -> None:
+        self._known = None
+        self._streams = {}
+        self._tip = None
+
+    async def _transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``fn(conn)`` in one write transaction on the writer connection."""
+
+        async def run() -> T:
+            conn = await self._writer()
+            try:
+                async with conn.transaction():
+                    return await fn(conn)
+            except BaseException as exc:
+                self._forget()  # what the failed transaction taught us was not committed
+                if not isinstance(exc, Exception):  # cancelled mid-statement: start afresh
+                    conn.terminate()
+                    self._conn = None
+                raise
+
+        async with self._lock():
+            return await self._call(run)
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def commit(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome:
+        async def body(conn: Any) -> CommitOutcome:
+            cache = self._streams if self._known_run == run.run_no else {}
+            wanted: set[str] = {sid for req in requests for sid in req.expected if sid not in cache}
+            wanted.update(row[0] for req in requests for row in req.rows if row[0] not in cache)
+            last_position, last_stream_no, last_run_no, snapshot, found = await conn.fetchrow(
+                _LOCK_AND_LOOK_UP, run.run_no, list(wanted)
+            )
+            foreign = await self._catch_up(conn, run, seen, last_position)
+            checked: set[str] = set()
+            if snapshot == last_position:  # the look-up saw what the lock protects
+                self._streams.update((sid, (no, version)) for sid, no, version in found)
+                checked = wanted
+            outcome, rows = await self._plan(
+                conn, run, requests, now_us, last_position, last_stream_no, checked
+            )
+            if rows.numbers:
+                head = (outcome.head, outcome.last_stream_no, last_run_no)
+                await rows.write(conn, run.run_no, last_position + 1, head)
+            outcome.foreign = foreign
+            return outcome
+
+        outcome = await self._transaction(body)
+        self._known = outcome.head
+        return outcome
+
+    async def _catch_up(
+        self, conn: Any, run: RunInfo, seen: int, last_position: int
+    ) -> list[Recorded]:
+        """This run's records other writers committed after ``seen`` (the lock is held,
+        so nothing below ``last_position`` can still appear)."""
+        if self._known_run != run.run_no or self._known != seen:
+            self._forget()  # the caches may miss records up to seen: start afresh
+            self._known_run = run.run_no
+        foreign: list[Recorded] = []
+        if last_position != seen:
+            rows = await conn.fetch(
+                f"SELECT {_COLUMNS}, r.stream_no{_FROM} WHERE r.run_no = $1"
+                " AND r.position > $2 AND r.position <= $3 ORDER BY r.position",
+                run.run_no,
+                seen,
+                last_position,
+            )
+            streams = self._streams
+            for row in rows:
+                streams[row[1]] = (row[9], row[2])
+                foreign.append(_decode_row(row[:9], run.run_id))
+            if rows:
+                self._tip = rows[-1][8]
+        self._known = last_position
+        return foreign
+
+    async def _look_up(self, conn: Any, run_no: int, stream_ids: list[str]) -> None:
+        """Put the heads of those of ``stream_ids`` that exist in the stream cache."""
+        for sid, stream_no, version in await conn.fetch(
+            "SELECT s.stream_id, s.stream_no,"
+            " (SELECT max(r.stream_version) FROM lionstore_records r"
+            "  WHERE r.stream_no = s.stream_no)"
+            " FROM lionstore_streams s WHERE s.run_no = $1 AND s.stream_id = ANY($2::text[])",
+            run_no,
+            stream_ids,
+        ):
+            self._streams[sid] = (stream_no, version or 0)
+
+    async def _run_tip(self, conn: Any, run: RunInfo) -> str:
+        if self._tip is None:
+            digest = await conn.fetchval(
+                "SELECT digest FROM lionstore_records WHERE run_no = $1"
+                " ORDER BY position DESC LIMIT 1",
+                run.run_no,
+            )
+            self._tip = digest or chain_start(run.run_id)
+        return self._tip
+
+    async def _plan(
+        self,
+        conn: Any,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        last_position: int,
+        last_stream_no: int,
+        checked: set[str],
+    ) -> tuple[CommitOutcome, _Rows]:
+        """Check the expected versions and number the accepted records.
+
+        The head row lock is held, so a stream not found in the table now cannot
+        appear before this transaction commits: one look-up settles what is new
+        (``checked``: the streams the locking statement already looked up).
+        """
+        if len(self._streams) > _MAX_CACHED_STREAMS:
+            self._streams = {}
+        cache = self._streams
+        unknown = {sid for req in requests for sid in req.expected if sid not in cache}
+        unknown.update(row[0] for req in requests for row in req.rows if row[0] not in cache)
+        unknown -= checked  # looked up with the lock: those not found are new
+        if unknown:
+            await self._look_up(conn, run.run_no, list(unknown))
+        rows = _Rows()
+        heads: dict[str, tuple[int, int]] = {}  # as the requests planned so far leave them
+        results: list[list[Recorded] | range | BaseException] = []
+        wanted: list[tuple[list[Recorded], int, AppendRequest]] = []
+        stream_no = last_stream_no
+        for req in requests:
+            conflict = None
+            for sid, expected in req.expected.items():
+                head = heads.get(sid) or cache.get(sid)
+                current = 0 if head is None else head[1]
+                if current != expected:
+                    conflict = ConcurrencyError(
+                        f"stream {sid} is at version {current}, expected {expected}"
+                    )
+                    break
+            if conflict is not None:
+                results.append(conflict)
+                continue
+            start = len(rows.numbers)
+            for sid, kind, kind_version, text, _data in req.rows:
+                head = heads.get(sid) or cache.get(sid)
+                if head is None:
+                    stream_no += 1
+                    head = (stream_no, 0)
+                    rows.add_stream(stream_no, sid)
+                heads[sid] = (head[0], head[1] + 1)
+                rows.add_record(sid, head[0], head[1] + 1, kind, kind_version, text, now_us)
+            if req.want_records:
+                committed: list[Recorded] = []
+                wanted.append((committed, start, req))
+                results.append(committed)
+            else:
+                first = last_position + 1 + start
+                results.append(range(first, last_position + 1 + len(rows.numbers)))
+        position = last_position + len(rows.numbers)
+        if rows.numbers:
+            tip = await self._run_tip(conn, run)
+            rows.digests = chain_digests(
+                tip,
+                last_position + 1,
+                now_us,
+                rows.record_sids,
+                rows.versions,
+                rows.kinds,
+                rows.kind_versions,
+                rows.texts,
+            )
+            self._tip = rows.digests[-1]
+        for committed, start, req in wanted:
+            for i, (sid, kind, kind_version, text, data) in enumerate(req.rows, start):
+                committed.append(
+                    Recorded(
+                        last_position + 1 + i,
+                        run.run_id,
+                        sid,
+                        rows.versions[i],
+                        kind,
+                        kind_version,
+                        data,
+                        now_us,
+                        text,
+                        rows.digests[i],
+                    )
+                )
+        cache.update(heads)
+        outcome = CommitOutcome(
+            foreign=[], results=results, head=position, last_stream_no=stream_no
+        )
+        return outcome, rows
+
+    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+        async def body() -> tuple[list[Recorded], int] | None:
+            conn = await self._writer()
+            last_position: int = await conn.fetchval(
+                "SELECT last_position FROM lionstore_head WHERE id = 1"
+            )
+            if last_position == seen:
+                return None
+            # The head moves in the transaction that commits the records below it, and
+            # writers commit one at a time: every record up to it is committed now.
+            return await self._catch_up(conn, run, seen, last_position), last_position
+
+        async with self._lock():
+            return await self._call(body)
+
+    # -- runs ------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        label: str | None,
+        now_us: int,
+        run_id: IDType | None = None,
+        parent: RunInfo | None = None,
+        forked_at: int | None = None,
+    ) -> RunInfo:
+        new_id = run_id or IDType.create()
+
+        async def body(conn: Any) -> RunInfo:
+            last_position, last_stream_no, last_run_no = await conn.fetchrow(_LOCK_HEAD)
+            run_no = last_run_no + 1
+            await conn.execute(
+                "INSERT INTO lionstore_runs (run_no, run_id, label, started_at_us,"
+                " parent_run_no, forked_at_position) VALUES ($1, $2, $3, $4, $5, $6)",
+                run_no,
+                str(new_id),
+                label,
+                now_us,
+                parent.run_no if parent else None,
+                forked_at,
+            )
+            # run.started is the first record of every run, a fork's too.
+            rows = _Rows()
+            text = encode_data(
+                RunStarted(
+                    label=label,
+                    parent_run_id=parent.run_id if parent else None,
+                    forked_at_position=forked_at,
+                )
+            )
+            stream_no = last_stream_no + 1
+            rows.add_stream(stream_no, new_id)
+            rows.add_record(new_id, stream_no, 1, RunStarted.kind, 1, text, now_us)
+            digest = record_digest(
+                chain_start(new_id), last_position + 1, new_id, 1, RunStarted.kind, 1, now_us, text
+            )
+            rows.digests.append(digest)
+            if parent is not None and forked_at is not None:
+                stream_no = await self._copy_prefix(
+                    conn, rows, parent.run_no, forked_at, last_position + 1, stream_no
+                )
+            head = last_position + len(rows.numbers)
+            await rows.write(conn, run_no, last_position + 1, (head, stream_no, run_no))
+            return RunInfo(
+                run_no, new_id, label, now_us, parent.run_id if parent else None, forked_at
+            )
+
+        try:
+            return await self._transaction(body)
+        except StoreError as exc:
+            import asyncpg
+
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise StoreError(f"{self._label}: a run labelled {label!r} exists") from exc
+            raise
+
+    async def _copy_prefix(
+        self, conn: Any, rows: _Rows, from_run: int, upto: int, position: int, stream_no: int
+    ) -> int:
+        """Add ``from_run``'s records up to position ``upto`` to ``rows`` (a fork).
+
+        The run's own ``run.started`` record is not copied; the fork gets its own.
+        The copies get new positions, so the fork's digest chain is its own.
+        """
+        mapping: dict[int, int] = {}
+        digest = rows.digests[-1]
+        for old_no, sid, version, kind, kind_version, data, at_us in await conn.fetch(
+            "SELECT r.stream_no, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+            f" r.data, r.recorded_at_us{_FROM}"
+            " WHERE r.run_no = $1 AND r.position <= $2 AND r.kind != $3 ORDER BY r.position",
+            from_run,
+            upto,
+            RunStarted.kind,
+        ):
+            new_no = mapping.get(old_no)
+            if new_no is None:
+                stream_no += 1
+                new_no = mapping[old_no] = stream_no
+                rows.add_stream(new_no, sid)
+            position += 1
+            digest = record_digest(digest, position, sid, version, kind, kind_version, at_us, data)
+            rows.add_record(sid, new_no, version, kind, kind_version, data, at_us)
+            rows.digests.append(digest)
+        return stream_no
+
+    async def list_runs(self) -> list[RunInfo]:
+        pool = await self._readers()
+        rows = await self._call(lambda: pool.fetch(f"{_SELECT_RUNS} ORDER BY r.run_no"))
+        return [_run_info(row) for row in rows]
+
+    async def find_run(self, ref: str) -> RunInfo | None:
+        run_id = str(to_id(ref)) if is_id(ref) else None  # any spelling of the UUID
+        pool = await self._readers()
+        row = await self._call(
+            lambda: pool.fetchrow(
+                f"{_SELECT_RUNS} WHERE r.run_id = $1 OR r.label = $2"
+                " ORDER BY r.run_id = $1 DESC LIMIT 1",
+                run_id,
+                ref,
+            )
+        )
+        return None if row is None else _run_info(row)
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def head_position(self) -> int:
+        pool = await self._readers()
+        position: int = await self._call(
+            lambda: pool.fetchval("SELECT last_position FROM lionstore_head WHERE id = 1")
+        )
+        return position
+
+    async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
+        where = ["r.position > $1"]
+        params: list[Any] = [query.after]
+        for condition, value in (
+            ("r.run_no = ${}", query.run_no),
+            ("r.position <= ${}", query.upto),
+            ("r.recorded_at_us <= ${}", query.until_us),
+            ("s.stream_id = ${}", None if query.stream_id is None else str(query.stream_id)),
+            ("r.kind = ANY(${}::text[])", list(query.kinds) if query.kinds else None),
+        ):
+            if value is not None:
+                params.append(value)
+                where.append(condition.format(len(params)))
+        params.append(limit)
+        sql = (
+            f"SELECT {_COLUMNS}{_FROM} WHERE {' AND '.join(where)}"
+            f" ORDER BY r.position LIMIT ${len(params)}"
+        )
+        pool = await self._readers()
+
+        async def fetch() -> tuple[list[Any], dict[int, IDType]]:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(sql, *params)
+                if rows and (not self._run_ids or any(r[7] not in self._run_ids for r in rows)):
+                    self._run_ids = {
+                        no: to_id(rid)
+                        for no, rid in await conn.fetch("SELECT run_no, run_id FROM lionstore_runs")
+                    }
+            return list(rows), self._run_ids
+
+        return await self._call(fetch)
+
+    def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
+        return _decode_row(row, run_ids[row[7]])
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        pool, self._pool = self._pool, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+        if pool is not None:
+            await pool.close()
