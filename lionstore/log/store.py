@@ -263,9 +263,23 @@ class Store:
         if self._run is None:
             return await self._backend.head_position()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        pending = _Pending(None, future)
+        writer = self._writer
+        if not writer.busy and writer.queue.empty():
+            # Nobody is committing: look at the tail in the caller's task (no hop to
+            # the writer task; usually one PRAGMA that says nothing changed).
+            writer.busy = True
+            try:
+                await self._commit_group([pending])
+            finally:
+                writer.busy = False
+                if not writer.queue.empty():
+                    self._start_writer()
+                    writer.wake.set()
+            return future.result()
         self._start_writer()
-        self._writer.queue.put_nowait(_Pending(None, future))
-        self._writer.wake.set()
+        writer.queue.put_nowait(pending)
+        writer.wake.set()
         return await future
 
     def _start_writer(self) -> None:
