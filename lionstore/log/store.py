@@ -26,12 +26,14 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -73,6 +75,18 @@ _STOP = object()
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks (tasks that may append too) wait to run on ``loop``.
+
+    An append yields to them once before it commits, so that their appends join
+    the commit (group commit). When nothing waits, that yield would only cost a
+    turn of the event loop, on every append. Only CPython's own loops show their
+    ready queue; on any other loop the append always yields.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
 
 
 def _to_us(moment: datetime) -> int:
@@ -168,6 +182,8 @@ class Store:
         return self._closed
 
     def now_us(self) -> int:
+        if self.clock is _utcnow:  # the same microseconds, without the datetime
+            return time.time_ns() // 1000
         return _to_us(self.clock())
 
     # -- writes ----------------------------------------------------------------------
@@ -216,7 +232,8 @@ class Store:
         expected_versions: Mapping[Any, int] | None = None,
     ) -> list[Recorded]:
         """Like :meth:`append`, returning the committed records."""
-        request = self._prepare(records, expected_versions)
+        with gc_paused(len(records) if isinstance(records, list) else 0):
+            request = self._prepare(records, expected_versions)
         if not request.rows:
             return []
         self.run  # noqa: B018 - raises on a read-only store before queueing
@@ -235,7 +252,8 @@ class Store:
             # ones queue up for the writer task.
             writer.busy = True
             try:
-                await asyncio.sleep(0)
+                if _others_ready(asyncio.get_running_loop()):
+                    await asyncio.sleep(0)
                 group = [pending]
                 size = pending.records
                 while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
@@ -339,15 +357,16 @@ class Store:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._publish(foreign)
-        if appends:
-            for pending, result in zip(appends, outcome.results, strict=True):
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    if isinstance(result, list):
-                        self._publish(result)
-                    pending.future.set_result(result)  # type: ignore[arg-type]
+        with gc_paused(sum(p.records for p in group) + len(foreign)):
+            self._publish(foreign)
+            if appends:
+                for pending, result in zip(appends, outcome.results, strict=True):
+                    if isinstance(result, BaseException):
+                        pending.future.set_exception(result)
+                    else:
+                        if isinstance(result, list):
+                            self._publish(result)
+                        pending.future.set_result(result)  # type: ignore[arg-type]
         self._seen = max(self._seen, head)
         for pending in group:
             if pending.request is None and not pending.future.done():

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import (
@@ -111,20 +112,31 @@ class ExecutorRepository(Repository):
         limit = self.store.max_record_bytes
         prepared: list[tuple[Event, NewRecord]] = []
         seen: set[IDType] = set()
-        for event in events:
-            pile._check_type(event)
-            if event.id in seen:
-                continue
-            seen.add(event.id)
-            data = EventAppended(
-                executor=self.state.name,
-                event_class=class_path(type(event)),
-                created_at=event.created_at,
-                metadata=event.metadata,
-                fields=user_fields(event),
-            )
-            # encoded now, so bad fields are refused before anything is written
-            prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
+        name = self.state.name
+        classes: dict[type[Event], str] = {}
+        construct = EventAppended.model_construct
+        with gc_paused(len(events)):
+            for event in events:
+                pile._check_type(event)
+                if event.id in seen:
+                    continue
+                seen.add(event.id)
+                cls = type(event)
+                event_class = classes.get(cls)
+                if event_class is None:
+                    event_class = classes[cls] = class_path(cls)
+                # Every value is already valid (the event validated it; user_fields is
+                # JSON-ready): no second validation. The metadata is copied, so the
+                # record does not change with the event.
+                data = construct(
+                    executor=name,
+                    event_class=event_class,
+                    created_at=event.created_at,
+                    metadata=dict(event.metadata),
+                    fields=user_fields(event),
+                )
+                # encoded now, so bad fields are refused before anything is written
+                prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
 
         def decide() -> Decision | None:
             fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
@@ -185,18 +197,19 @@ class ExecutorRepository(Repository):
         lease_us = int(lease_seconds * 1_000_000)
 
         def decide() -> Decision | None:
-            return decide_claim(
-                self.state,
-                grants,
-                denials,
-                queue_first,
-                owner=owner,
-                now_us=at_us,
-                lease_us=lease_us,
-                cycle=cycle,
-                backoff=backoff,
-                seen=seen,
-            )
+            with gc_paused(len(grants) + len(queue_first)):
+                return decide_claim(
+                    self.state,
+                    grants,
+                    denials,
+                    queue_first,
+                    owner=owner,
+                    now_us=at_us,
+                    lease_us=lease_us,
+                    cycle=cycle,
+                    backoff=backoff,
+                    seen=seen,
+                )
 
         committed = await self.decide_and_append(decide)
         pile = self.state.pile._items
@@ -211,19 +224,20 @@ class ExecutorRepository(Repository):
         current (the lease was taken over) is dropped and logged, never recorded twice."""
         limit = self.store.max_record_bytes
         prepared: list[tuple[Outcome, NewRecord]] = []
-        for outcome in outcomes:
-            data = _finished(outcome)
-            try:
-                text = encode_data(data, limit)
-            except RecordError as exc:
-                data = EventFinished(
-                    status="failed",
-                    attempt=outcome.attempt,
-                    duration=outcome.duration,
-                    error=f"the outcome could not be recorded: {exc}",
-                )
-                text = encode_data(data, limit)
-            prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
+        with gc_paused(len(outcomes)):
+            for outcome in outcomes:
+                data = _finished(outcome)
+                try:
+                    text = encode_data(data, limit)
+                except RecordError as exc:
+                    data = EventFinished(
+                        status="failed",
+                        attempt=outcome.attempt,
+                        duration=outcome.duration,
+                        error=f"the outcome could not be recorded: {exc}",
+                    )
+                    text = encode_data(data, limit)
+                prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
 
         def decide() -> Decision | None:
             state = self.state
@@ -277,7 +291,10 @@ class ExecutorRepository(Repository):
 
 
 def _finished(outcome: Outcome) -> EventFinished:
-    return EventFinished(
+    # The processor built the outcome from checked values (a status it chose, a
+    # float or None, an error string or None, JSON-ready fields), and ``response``
+    # takes anything: no validation to repeat. encode_data still checks the JSON.
+    return EventFinished.model_construct(
         status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
         attempt=outcome.attempt,
         duration=outcome.duration,
@@ -318,32 +335,39 @@ def decide_claim(
     """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
     granted events and defer the denied ones."""
     records: list[NewRecord] = []
+    add = records.append
     expected: dict[IDType, int] = {}
+    versions = state.versions
     queued: set[IDType] = set()
-    forwarded = (
-        EventQueued(owner=owner, cycle=cycle, at_us=now_us, seen=seen) if queue_first else None
-    )
-    for i in queue_first:
-        if i in state.pending:
-            records.append(NewRecord(i, forwarded))  # type: ignore[arg-type]
-            expected[i] = state.versions[i]
-            queued.add(i)
+    # Every event of a cycle gets the same queued record and, per attempt number, the
+    # same claimed record: one (frozen) data object and one JSON text serve them all.
+    if queue_first:
+        forwarded = EventQueued(owner=owner, cycle=cycle, at_us=now_us, seen=seen)
+        forwarded_text = encode_data(forwarded)
+        pending = state.pending
+        for i in queue_first:
+            if i in pending:
+                add(NewRecord(i, forwarded, forwarded_text))
+                expected[i] = versions[i]
+                queued.add(i)
+    claims: dict[int, tuple[EventClaimed, str]] = {}
+    attempts, queue = state.attempts, state.queue
     for i in grants:
-        if i in state.queue or i in queued:
-            records.append(
-                NewRecord(
-                    i,
-                    EventClaimed(
-                        owner=owner,
-                        attempt=state.attempts.get(i, 0) + 1,
-                        lease_expires_us=now_us + lease_us,
-                        cycle=cycle,
-                        at_us=now_us,
-                        seen=seen,
-                    ),
+        if i in queue or i in queued:
+            attempt = attempts.get(i, 0) + 1
+            claim = claims.get(attempt)
+            if claim is None:
+                data = EventClaimed(
+                    owner=owner,
+                    attempt=attempt,
+                    lease_expires_us=now_us + lease_us,
+                    cycle=cycle,
+                    at_us=now_us,
+                    seen=seen,
                 )
-            )
-            expected.setdefault(i, state.versions[i])
+                claim = claims[attempt] = (data, encode_data(data))
+            add(NewRecord(i, *claim))
+            expected.setdefault(i, versions[i])
     for i in denials:
         if i in state.queue or i in queued:
             denied = state.denials.get(i, 0) + 1
