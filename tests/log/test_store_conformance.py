@@ -96,7 +96,6 @@ async def test_expected_version_zero_means_a_new_stream(store: lionstore.Store) 
     assert [r.data for r in await records(store, stream=sid)] == [Ping(n=1)]
 
 
-
 async def test_expected_new_stream_written_by_an_earlier_open_raises(
     open_store: OpenStore,
 ) -> None:
@@ -117,6 +116,7 @@ async def test_expected_new_stream_written_by_an_earlier_open_raises(
             [(sid, Ping(n=4)), (other, Ping(n=5))], expected_versions={sid: 1, other: 0}
         )
         assert [(r.stream_id, r.stream_version) for r in committed] == [(sid, 2), (other, 1)]
+
 
 async def test_correct_expected_version_passes(store: lionstore.Store) -> None:
     sid = new_id()
