@@ -243,37 +243,7 @@ class Store:
     async def _submit(self, request: AppendRequest) -> Any:
         self._ensure_open()
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
-        pending = _Pending(request, future, len(request.rows))
-        writer = self._writer
-        if not writer.busy and writer.queue.empty():
-            # Nobody else is committing: commit in the caller's task, sparing two task
-            # switches. It yields to the event loop once first, so that appends other
-            # tasks make at the same moment join this commit (group commit); later
-            # ones queue up for the writer task.
-            writer.busy = True
-            try:
-                if _others_ready(asyncio.get_running_loop()):
-                    await asyncio.sleep(0)
-                group = [pending]
-                size = pending.records
-                while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
-                    item = writer.queue.get_nowait()
-                    if item is _STOP:
-                        writer.queue.put_nowait(_STOP)
-                        break
-                    group.append(item)
-                    size += item.records
-                await self._commit_group(group)
-            finally:
-                writer.busy = False
-                if not writer.queue.empty():
-                    self._start_writer()
-                    writer.wake.set()
-            return future.result()
-        self._start_writer()
-        writer.queue.put_nowait(pending)
-        writer.wake.set()
-        return await future
+        return await self._hand_over(_Pending(request, future, len(request.rows)))
 
     async def sync(self) -> int:
         """Deliver this run's records committed by other processes; return the head."""
@@ -281,24 +251,41 @@ class Store:
         if self._run is None:
             return await self._backend.head_position()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        pending = _Pending(None, future)
+        return int(await self._hand_over(_Pending(None, future)))
+
+    async def _hand_over(self, pending: _Pending) -> Any:
+        """Commit (or, for a sync, read the tail for) ``pending`` and return its result."""
         writer = self._writer
         if not writer.busy and writer.queue.empty():
-            # Nobody is committing: look at the tail in the caller's task (no hop to
-            # the writer task; usually one PRAGMA that says nothing changed).
+            # Nobody else is committing: do it in the caller's task, sparing two task
+            # switches. An append yields to the event loop once first if other tasks
+            # are ready, so that appends they make at the same moment join this commit
+            # (group commit); later ones queue up for the writer task.
             writer.busy = True
             try:
-                await self._commit_group([pending])
+                group = [pending]
+                if pending.request is not None:
+                    if _others_ready(asyncio.get_running_loop()):
+                        await asyncio.sleep(0)
+                    size = pending.records
+                    while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
+                        item = writer.queue.get_nowait()
+                        if item is _STOP:
+                            writer.queue.put_nowait(_STOP)
+                            break
+                        group.append(item)
+                        size += item.records
+                await self._commit_group(group)
             finally:
                 writer.busy = False
                 if not writer.queue.empty():
                     self._start_writer()
                     writer.wake.set()
-            return future.result()
+            return pending.future.result()
         self._start_writer()
         writer.queue.put_nowait(pending)
         writer.wake.set()
-        return await future
+        return await pending.future
 
     def _start_writer(self) -> None:
         if self._writer.task is None:
