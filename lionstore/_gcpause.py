@@ -14,37 +14,44 @@ was enabled when the first began.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 __all__ = ["BULK", "gc_paused"]
 
 #: Work on at least this many rows or events is worth a pause.
 BULK = 1000
 
-_lock = threading.Lock()
-_depth = 0
-_was_enabled = False
 
+class _Pause:
+    """The pause itself: one shared, re-entrant, thread-safe context manager."""
 
-@contextmanager
-def gc_paused(size: int = BULK) -> Iterator[None]:
-    """Pause the collector for the block if ``size`` reaches :data:`BULK`."""
-    global _depth, _was_enabled
-    if size < BULK:
-        yield
-        return
-    with _lock:
-        if _depth == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0 and _was_enabled:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._was_enabled:
                 gc.enable()
+
+
+_PAUSE = _Pause()
+_NO_PAUSE: AbstractContextManager[None] = contextlib.nullcontext()
+
+
+def gc_paused(size: int = BULK) -> AbstractContextManager[None]:
+    """A context manager pausing the collector if ``size`` reaches :data:`BULK`
+    (small work, the common case, gets one that does nothing and costs nothing)."""
+    return _PAUSE if size >= BULK else _NO_PAUSE

@@ -330,9 +330,10 @@ class Processor:
             return
         grants: list[IDType] = []
         denials: list[IDType] = []
+        items = state.pile._items
         for event_id in candidates:
             self._available_capacity -= 1
-            event = state.pile._items[event_id]
+            event = items[event_id]
             if await self.request_permission(**event.request):
                 grants.append(event_id)
             else:
