@@ -114,25 +114,23 @@ class ExecutorRepository(Repository):
         seen: set[IDType] = set()
         name = self.state.name
         classes: dict[type[Event], str] = {}
-        construct = EventAppended.model_construct
         with gc_paused(len(events)):
             for event in events:
-                pile._check_type(event)
+                cls = type(event)
+                event_class = classes.get(cls)
+                if event_class is None:  # the type check depends on the class alone
+                    pile._check_type(event)
+                    event_class = classes[cls] = class_path(cls)
                 if event.id in seen:
                     continue
                 seen.add(event.id)
-                cls = type(event)
-                event_class = classes.get(cls)
-                if event_class is None:
-                    event_class = classes[cls] = class_path(cls)
-                # Every value is already valid (the event validated it; user_fields is
-                # JSON-ready): no second validation. The metadata is copied, so the
-                # record does not change with the event.
-                data = construct(
+                # (validating is cheaper than pydantic's model_construct, and copies
+                # the metadata, so the record does not change with the event)
+                data = EventAppended(
                     executor=name,
                     event_class=event_class,
                     created_at=event.created_at,
-                    metadata=dict(event.metadata),
+                    metadata=event.metadata,
                     fields=user_fields(event),
                 )
                 # encoded now, so bad fields are refused before anything is written
@@ -213,10 +211,11 @@ class ExecutorRepository(Repository):
 
         committed = await self.decide_and_append(decide)
         pile = self.state.pile._items
+        claimed = EventClaimed.kind
         return [
             (pile[r.stream_id], r.data.attempt, r.stream_version)  # type: ignore[union-attr]
             for r in committed
-            if r.kind == EventClaimed.kind
+            if r.kind == claimed
         ]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
@@ -291,10 +290,7 @@ class ExecutorRepository(Repository):
 
 
 def _finished(outcome: Outcome) -> EventFinished:
-    # The processor built the outcome from checked values (a status it chose, a
-    # float or None, an error string or None, JSON-ready fields), and ``response``
-    # takes anything: no validation to repeat. encode_data still checks the JSON.
-    return EventFinished.model_construct(
+    return EventFinished(
         status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
         attempt=outcome.attempt,
         duration=outcome.duration,
