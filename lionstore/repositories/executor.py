@@ -8,6 +8,7 @@ whose claim is still current (its lease was not taken over).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -309,10 +310,13 @@ def cycle_candidates(
     Shared by the live Processor and ``verify``: change the capacity rule here and
     verify reports every recorded cycle that no longer matches.
     """
-    eligible = state.eligible(now_us)
+    # Lazily: a cycle takes ``capacity`` events from the head of a queue that may be
+    # far longer (ExecutorState.eligible would list all of it).
+    not_before = state.not_before_us
+    eligible: Iterable[IDType] = (i for i in state.queue if not_before.get(i, 0) <= now_us)
     if forward:
-        eligible += list(state.pending)
-    return eligible[: max(capacity, 0)]
+        eligible = itertools.chain(eligible, state.pending)
+    return list(itertools.islice(eligible, max(capacity, 0)))
 
 
 def decide_claim(
