@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,9 @@ _EMPTY = "{}"
 log = logging.getLogger("lionstore.executor")
 
 _BASE_FIELDS = frozenset({"id", "created_at", "metadata", "execution"})
+# Event class -> whether it declares fields of its own (looking it up in pydantic's
+# model_fields costs more than the rest of user_fields for such a class).
+_HAS_OWN_FIELDS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def user_fields(event: Event) -> dict[str, Any]:
@@ -59,7 +63,11 @@ def user_fields(event: Event) -> dict[str, Any]:
 
     Raises :class:`RecordError` if a field value cannot be stored as JSON.
     """
-    if type(event).model_fields.keys() <= _BASE_FIELDS and not event.__pydantic_extra__:
+    cls = type(event)
+    own = _HAS_OWN_FIELDS.get(cls)
+    if own is None:
+        own = _HAS_OWN_FIELDS[cls] = not cls.model_fields.keys() <= _BASE_FIELDS
+    if not own and not event.__pydantic_extra__:
         return {}  # no fields of its own: nothing to dump
     try:
         return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
