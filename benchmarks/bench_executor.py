@@ -22,6 +22,15 @@ also with ``full``). After each lionstore run the benchmark checks, outside the
 timed region, that all N events are COMPLETED, then closes the store, reopens the
 file and checks again.
 
+``per_event`` also runs a **ceiling**: raw stdlib ``sqlite3`` on a file made by
+lionstore's migrations, with the pragmas of lionstore's writer, doing only the three
+durable commits per event the pattern needs (the append; the queued and claimed
+records, before ``invoke`` starts; the outcome, before ``forward`` returns), each a
+``BEGIN IMMEDIATE`` + insert(s) + ``COMMIT`` of the rows lionstore writes, JSON
+encoded before the timed region, no digest, no head row, no reads. No durable
+executor with those guarantees can beat it on this file system; lionagi / ceiling is
+the most this shape can reach.
+
 lionagi 0.8.7 runs in its own virtual environment, in a subprocess per run (see
 benchmarks/_lionagi.py). Every figure is a median over rounds with (min-max); a
 ratio is lionagi / lionstore within one round. Target: >= 10x on every shape.
@@ -38,6 +47,7 @@ import gc
 import io
 import pstats
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -63,6 +73,8 @@ from _common import (
 
 import lionstore
 from lionstore import Event, EventStatus, Executor, Processor
+from lionstore.domain.event_records import EventAppended, EventClaimed, EventFinished, EventQueued
+from lionstore.log.sqlite import SYNCHRONOUS
 
 TARGET = 10.0
 RUN_LABEL = "bench"
@@ -115,6 +127,9 @@ def lionstore_variants(full: bool) -> list[LionstoreVariant]:
             out.append(LionstoreVariant(shape, "append", durability))
     out.insert(4 if full else len(out), LionstoreVariant("per_event", "per_event", "normal"))
     return out
+
+
+PER_EVENT = LionstoreVariant("per_event", "per_event", "normal")
 
 
 def capacity_of(shape: str, n: int) -> int:
@@ -188,6 +203,102 @@ async def run_lionstore(
             "dispatch": (t2 - t0) - (t1 - t0),
             "open": open_s,
         }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the per_event ceiling ---------------------------------------------------------------
+
+CEILING = "raw sqlite3 ceiling per_event (normal)"
+_INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) VALUES (?, ?, ?)"
+_INSERT_RECORD = (
+    "INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,"
+    " kind_version, data, recorded_at_us, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _ceiling_texts() -> list[tuple[str, str]]:
+    """(kind, JSON) of the four records lionstore writes for one per_event event,
+    with values of the same shape and size."""
+    now_us = time.time_ns() // 1000
+    owner = "host.example:123456:0123abcd"
+    records = [
+        EventAppended(
+            executor=EXECUTOR_NAME,
+            event_class=f"{TrivialEvent.__module__}.{TrivialEvent.__qualname__}",
+            created_at=time.time(),
+        ),
+        EventQueued(owner=owner, cycle=1, at_us=now_us, seen=3),
+        EventClaimed(
+            owner=owner,
+            attempt=1,
+            lease_expires_us=now_us + 300_000_000,
+            cycle=1,
+            at_us=now_us,
+            seen=3,
+        ),
+        EventFinished(status="completed", attempt=1, duration=1.2e-05, response="ok"),
+    ]
+    return [(r.kind, r.model_dump_json()) for r in records]
+
+
+async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict[str, float]:
+    """The per_event floor: raw sqlite3, three durable commits per event, nothing else."""
+    tmp = Path(tempfile.mkdtemp(prefix="ceiling-", dir=workdir))
+    path = tmp / "ceiling.db"
+    try:
+        async with lionstore.open(path, run=RUN_LABEL, durability=durability) as store:
+            run_no = store.run.run_no
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            position, stream_no = conn.execute(
+                "SELECT last_position, last_stream_no FROM lionstore_head"
+            ).fetchone()
+            (appended, a_text), (queued, q_text), (claimed, c_text), (finished, f_text) = (
+                _ceiling_texts()
+            )
+            ids = [str(e.id) for e in (TrivialEvent() for _ in range(n))]
+            at_us, digest = time.time_ns() // 1000, "0" * 32
+            execute, executemany = conn.execute, conn.executemany
+            gc.collect()
+            t0 = time.perf_counter()
+            for sid in ids:
+                stream_no += 1
+                execute("BEGIN IMMEDIATE")  # append: durable when append() returns
+                execute(_INSERT_STREAM, (stream_no, run_no, sid))
+                execute(
+                    _INSERT_RECORD,
+                    (position + 1, run_no, stream_no, 1, appended, 1, a_text, at_us, digest),
+                )
+                execute("COMMIT")
+                execute("BEGIN IMMEDIATE")  # forward's claim: durable before invoke()
+                executemany(
+                    _INSERT_RECORD,
+                    [
+                        (position + 2, run_no, stream_no, 2, queued, 1, q_text, at_us, digest),
+                        (position + 3, run_no, stream_no, 3, claimed, 1, c_text, at_us, digest),
+                    ],
+                )
+                execute("COMMIT")
+                execute("BEGIN IMMEDIATE")  # the outcome: durable before forward() returns
+                execute(
+                    _INSERT_RECORD,
+                    (position + 4, run_no, stream_no, 4, finished, 1, f_text, at_us, digest),
+                )
+                execute("COMMIT")
+                position += 4
+            total = time.perf_counter() - t0
+            (count,) = conn.execute(
+                "SELECT count(*) FROM lionstore_records WHERE run_no = ?", (run_no,)
+            ).fetchone()
+        finally:
+            conn.close()
+        if count != 4 * n + 1:
+            raise AssertionError(f"ceiling: {count} records, not {4 * n + 1}")
+        return {"total": total, "append": 0.0, "dispatch": total}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -289,7 +400,7 @@ class Profiles:
     main-thread profile alone shows them only as time in ``epoll``).
 
     ``with profiles.active(): ...`` profiles both for the block only. Reaches into
-    the private ``lionstore.log.sqlite._Thread._call``; if that is gone the thread
+    the private ``lionstore.log.sqlite._run_call``; if that is gone the thread
     listing says so.
     """
 
@@ -304,17 +415,17 @@ class Profiles:
 
     def install(self) -> None:
         try:
-            from lionstore.log.sqlite import _Thread
+            from lionstore.log import sqlite as backend
         except ImportError:
             return
-        original = getattr(_Thread, "_call", None)
+        original = getattr(backend, "_run_call", None)
         if original is None:
             return
         profiles = self
 
-        def _call(this: Any, fn: Any, args: Any) -> Any:
+        def _run_call(*call: Any) -> Any:
             if not profiles._on:
-                return original(this, fn, args)
+                return original(*call)
             prof = getattr(profiles._local, "prof", None)
             if prof is None:
                 prof = profiles._local.prof = cProfile.Profile()
@@ -323,13 +434,13 @@ class Profiles:
             started = time.perf_counter()
             prof.enable()
             try:
-                return original(this, fn, args)
+                return original(*call)
             finally:
                 prof.disable()
                 with profiles._lock:
                     profiles.thread_seconds += time.perf_counter() - started
 
-        _Thread._call = _call  # type: ignore[method-assign,assignment]
+        backend._run_call = _run_call
         self.patched = True
 
     @contextlib.contextmanager
@@ -348,7 +459,7 @@ class Profiles:
             print(_stats_text(pstats.Stats(self.main), key, top))
             print()
         if not self.patched:
-            print("(SQLite threads not profiled: lionstore.log.sqlite._Thread._call not found)")
+            print("(SQLite threads not profiled: lionstore.log.sqlite._run_call not found)")
         elif self.threads:
             print(
                 f"### SQLite writer/reader threads ({self.thread_seconds:.3f} s wall inside "
@@ -462,6 +573,9 @@ def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) 
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     for v in variants:
         jobs.append((v.name, functools.partial(_run_sync, v, n, workdir)))
+    # the ceiling runs right after the per_event variant (round_order keeps neighbours)
+    at = next(i for i, (name, _) in enumerate(jobs) if name == PER_EVENT.name) + 1
+    jobs.insert(at, (CEILING, lambda: asyncio.run(run_ceiling(n, workdir))))
     if env is not None:
         for shape, spec in SHAPES.items():
             run = functools.partial(
@@ -482,7 +596,7 @@ def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) 
         f"\n({rounds} rounds in {time.perf_counter() - started:.0f} s; every lionstore run "
         "verified: all events COMPLETED, live and after reopening the file)\n"
     )
-    names = [lionagi_name(s) for s in SHAPES] + [v.name for v in variants]
+    names = [lionagi_name(s) for s in SHAPES] + [v.name for v in variants] + [CEILING]
     print_times(res, names, n)
     opens = [x for v in variants for x in res.get(f"{v.name}|open")]
     if opens:
@@ -498,14 +612,46 @@ def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) 
         for shape, v in (
             ("one_batch", LionstoreVariant("one_batch", "extend", "normal")),
             ("cap100", LionstoreVariant("cap100", "extend", "normal")),
-            ("per_event", LionstoreVariant("per_event", "per_event", "normal")),
+            ("per_event", PER_EVENT),
         ):
             med = summary(res.ratio(f"{lionagi_name(shape)}|total", f"{v.name}|total"))[0]
             verdict = "PASS" if med >= TARGET else "FAIL"
             print(f"- {shape}: lionagi/lionstore {med:.2f}x (target >= {TARGET:g}x): {verdict}")
     else:
         print("\n(lionagi unavailable: no ratios)")
+    print_ceiling(res, env is not None)
     return 0
+
+
+def print_ceiling(res: Results, have_lionagi: bool) -> None:
+    """per_event against its floor: how close lionstore gets, and the most any durable
+    executor making those three commits per event could reach against lionagi."""
+    print("\n## per_event against the raw sqlite3 ceiling (per round, same run)\n")
+    rows = [
+        [
+            f"{PER_EVENT.name} / ceiling (time)",
+            fmt_summary(res.ratio(f"{PER_EVENT.name}|total", f"{CEILING}|total"), _times),
+        ]
+    ]
+    base = lionagi_name("per_event")
+    if have_lionagi and base in res:
+        rows.append(
+            [
+                "lionagi / ceiling: the most a durable per_event can reach",
+                fmt_summary(res.ratio(f"{base}|total", f"{CEILING}|total"), _times),
+            ]
+        )
+        rows.append(
+            [
+                "lionagi / lionstore per_event",
+                fmt_summary(res.ratio(f"{base}|total", f"{PER_EVENT.name}|total"), _times),
+            ]
+        )
+    print_table(["ratio", "median (min-max)"], rows)
+
+
+def _times(x: float) -> str:
+    return f"{x:.2f}x"
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from itertools import count, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, decode_data, encode_data
 from lionstore.errors import (
@@ -342,6 +343,19 @@ class SQLiteBackend(LogBackend):
         *,
         wait: bool,
     ) -> CommitOutcome:
+        with gc_paused(sum(len(r.rows) for r in requests)):
+            return self._commit_paused(conn, run, requests, now_us, seen, wait=wait)
+
+    def _commit_paused(
+        self,
+        conn: sqlite3.Connection,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        seen: int,
+        *,
+        wait: bool,
+    ) -> CommitOutcome:
         self._begin_immediate(conn, wait)
         try:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
@@ -472,7 +486,18 @@ class SQLiteBackend(LogBackend):
         unknown: set[str] = set()
         for req in requests:
             if req.expected:
-                unknown.update(sid for sid in req.expected if sid not in cache and sid not in old)
+                # A stream expected to be new (version 0) that this request writes to
+                # needs no look-up either: inserting its stream row tells.
+                rows_to: set[str] | None = None
+                for sid, expected in req.expected.items():
+                    if sid in cache or sid in old:
+                        continue
+                    if expected == 0 and not look_up_all:
+                        if rows_to is None:
+                            rows_to = {row[0] for row in req.rows}
+                        if sid in rows_to:
+                            continue
+                    unknown.add(sid)
             if look_up_all:
                 unknown.update(
                     row[0] for row in req.rows if row[0] not in cache and row[0] not in old

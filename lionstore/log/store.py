@@ -26,12 +26,14 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -73,6 +75,18 @@ _STOP = object()
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks (tasks that may append too) wait to run on ``loop``.
+
+    An append yields to them once before it commits, so that their appends join
+    the commit (group commit). When nothing waits, that yield would only cost a
+    turn of the event loop, on every append. Only CPython's own loops show their
+    ready queue; on any other loop the append always yields.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
 
 
 def _to_us(moment: datetime) -> int:
@@ -168,6 +182,8 @@ class Store:
         return self._closed
 
     def now_us(self) -> int:
+        if self.clock is _utcnow:  # the same microseconds, without the datetime
+            return time.time_ns() // 1000
         return _to_us(self.clock())
 
     # -- writes ----------------------------------------------------------------------
@@ -216,7 +232,8 @@ class Store:
         expected_versions: Mapping[Any, int] | None = None,
     ) -> list[Recorded]:
         """Like :meth:`append`, returning the committed records."""
-        request = self._prepare(records, expected_versions)
+        with gc_paused(len(records) if isinstance(records, list) else 0):
+            request = self._prepare(records, expected_versions)
         if not request.rows:
             return []
         self.run  # noqa: B018 - raises on a read-only store before queueing
@@ -226,36 +243,7 @@ class Store:
     async def _submit(self, request: AppendRequest) -> Any:
         self._ensure_open()
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
-        pending = _Pending(request, future, len(request.rows))
-        writer = self._writer
-        if not writer.busy and writer.queue.empty():
-            # Nobody else is committing: commit in the caller's task, sparing two task
-            # switches. It yields to the event loop once first, so that appends other
-            # tasks make at the same moment join this commit (group commit); later
-            # ones queue up for the writer task.
-            writer.busy = True
-            try:
-                await asyncio.sleep(0)
-                group = [pending]
-                size = pending.records
-                while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
-                    item = writer.queue.get_nowait()
-                    if item is _STOP:
-                        writer.queue.put_nowait(_STOP)
-                        break
-                    group.append(item)
-                    size += item.records
-                await self._commit_group(group)
-            finally:
-                writer.busy = False
-                if not writer.queue.empty():
-                    self._start_writer()
-                    writer.wake.set()
-            return future.result()
-        self._start_writer()
-        writer.queue.put_nowait(pending)
-        writer.wake.set()
-        return await future
+        return await self._hand_over(_Pending(request, future, len(request.rows)))
 
     async def sync(self) -> int:
         """Deliver this run's records committed by other processes; return the head."""
@@ -263,10 +251,41 @@ class Store:
         if self._run is None:
             return await self._backend.head_position()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return int(await self._hand_over(_Pending(None, future)))
+
+    async def _hand_over(self, pending: _Pending) -> Any:
+        """Commit (or, for a sync, read the tail for) ``pending`` and return its result."""
+        writer = self._writer
+        if not writer.busy and writer.queue.empty():
+            # Nobody else is committing: do it in the caller's task, sparing two task
+            # switches. An append yields to the event loop once first if other tasks
+            # are ready, so that appends they make at the same moment join this commit
+            # (group commit); later ones queue up for the writer task.
+            writer.busy = True
+            try:
+                group = [pending]
+                if pending.request is not None:
+                    if _others_ready(asyncio.get_running_loop()):
+                        await asyncio.sleep(0)
+                    size = pending.records
+                    while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
+                        item = writer.queue.get_nowait()
+                        if item is _STOP:
+                            writer.queue.put_nowait(_STOP)
+                            break
+                        group.append(item)
+                        size += item.records
+                await self._commit_group(group)
+            finally:
+                writer.busy = False
+                if not writer.queue.empty():
+                    self._start_writer()
+                    writer.wake.set()
+            return pending.future.result()
         self._start_writer()
-        self._writer.queue.put_nowait(_Pending(None, future))
-        self._writer.wake.set()
-        return await future
+        writer.queue.put_nowait(pending)
+        writer.wake.set()
+        return await pending.future
 
     def _start_writer(self) -> None:
         if self._writer.task is None:
@@ -325,15 +344,16 @@ class Store:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._publish(foreign)
-        if appends:
-            for pending, result in zip(appends, outcome.results, strict=True):
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    if isinstance(result, list):
-                        self._publish(result)
-                    pending.future.set_result(result)  # type: ignore[arg-type]
+        with gc_paused(sum(p.records for p in group) + len(foreign)):
+            self._publish(foreign)
+            if appends:
+                for pending, result in zip(appends, outcome.results, strict=True):
+                    if isinstance(result, BaseException):
+                        pending.future.set_exception(result)
+                    else:
+                        if isinstance(result, list):
+                            self._publish(result)
+                        pending.future.set_result(result)  # type: ignore[arg-type]
         self._seen = max(self._seen, head)
         for pending in group:
             if pending.request is None and not pending.future.done():

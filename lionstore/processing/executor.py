@@ -177,10 +177,8 @@ class Executor:
     async def _run_until_dispatched(self, ids: set[IDType]) -> None:
         assert self.processor is not None
         state = self._repo.state
-        while True:
-            waiting = [i for i in ids if i in state.queue and not state.denials.get(i)]
-            if not waiting:
-                return
+        queue, denials = state.queue, state.denials
+        while any(i in queue and not denials.get(i) for i in ids):
             await self.processor.process()
 
     async def retry(self, events: Any) -> None:

@@ -333,9 +333,10 @@ class Processor:
             return
         grants: list[IDType] = []
         denials: list[IDType] = []
+        items = state.pile._items
         for event_id in candidates:
             self._available_capacity -= 1
-            event = state.pile._items[event_id]
+            event = items[event_id]
             if await self.request_permission(**event.request):
                 grants.append(event_id)
             else:
@@ -356,9 +357,12 @@ class Processor:
             return
         self._in_flight.update(e.id for e, _, _ in claimed)
         try:
-            outcomes = await asyncio.gather(
-                *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
-            )
+            if len(claimed) == 1:  # no task to spawn for one event (append + forward)
+                outcomes = [await self._invoke(*claimed[0])]
+            else:
+                outcomes = await asyncio.gather(
+                    *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
+                )
             await repo.finish(outcomes)
         finally:
             self._in_flight.difference_update(e.id for e, _, _ in claimed)

@@ -227,7 +227,6 @@ def _execution(
     response: Any = None,
     error: str | None = None,
 ) -> Execution:
-    """An Execution from values a record already validated (no second validation)."""
-    return Execution.model_construct(
-        status=status, duration=duration, response=response, error=error
-    )
+    """An Execution from values a record already validated (validating them again
+    costs less than pydantic's model_construct)."""
+    return Execution(status=status, duration=duration, response=response, error=error)

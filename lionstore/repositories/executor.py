@@ -8,13 +8,16 @@ whose claim is still current (its lease was not taken over).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import (
@@ -50,6 +53,9 @@ _EMPTY = "{}"
 log = logging.getLogger("lionstore.executor")
 
 _BASE_FIELDS = frozenset({"id", "created_at", "metadata", "execution"})
+# Event class -> whether it declares fields of its own (looking it up in pydantic's
+# model_fields costs more than the rest of user_fields for such a class).
+_HAS_OWN_FIELDS: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def user_fields(event: Event) -> dict[str, Any]:
@@ -57,7 +63,11 @@ def user_fields(event: Event) -> dict[str, Any]:
 
     Raises :class:`RecordError` if a field value cannot be stored as JSON.
     """
-    if type(event).model_fields.keys() <= _BASE_FIELDS and not event.__pydantic_extra__:
+    cls = type(event)
+    own = _HAS_OWN_FIELDS.get(cls)
+    if own is None:
+        own = _HAS_OWN_FIELDS[cls] = not cls.model_fields.keys() <= _BASE_FIELDS
+    if not own and not event.__pydantic_extra__:
         return {}  # no fields of its own: nothing to dump
     try:
         return event.model_dump(mode="json", exclude=_BASE_FIELDS)  # type: ignore[arg-type]
@@ -111,20 +121,29 @@ class ExecutorRepository(Repository):
         limit = self.store.max_record_bytes
         prepared: list[tuple[Event, NewRecord]] = []
         seen: set[IDType] = set()
-        for event in events:
-            pile._check_type(event)
-            if event.id in seen:
-                continue
-            seen.add(event.id)
-            data = EventAppended(
-                executor=self.state.name,
-                event_class=class_path(type(event)),
-                created_at=event.created_at,
-                metadata=event.metadata,
-                fields=user_fields(event),
-            )
-            # encoded now, so bad fields are refused before anything is written
-            prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
+        name = self.state.name
+        classes: dict[type[Event], str] = {}
+        with gc_paused(len(events)):
+            for event in events:
+                cls = type(event)
+                event_class = classes.get(cls)
+                if event_class is None:  # the type check depends on the class alone
+                    pile._check_type(event)
+                    event_class = classes[cls] = class_path(cls)
+                if event.id in seen:
+                    continue
+                seen.add(event.id)
+                # (validating is cheaper than pydantic's model_construct, and copies
+                # the metadata, so the record does not change with the event)
+                data = EventAppended(
+                    executor=name,
+                    event_class=event_class,
+                    created_at=event.created_at,
+                    metadata=event.metadata,
+                    fields=user_fields(event),
+                )
+                # encoded now, so bad fields are refused before anything is written
+                prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
 
         def decide() -> Decision | None:
             fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
@@ -185,25 +204,27 @@ class ExecutorRepository(Repository):
         lease_us = int(lease_seconds * 1_000_000)
 
         def decide() -> Decision | None:
-            return decide_claim(
-                self.state,
-                grants,
-                denials,
-                queue_first,
-                owner=owner,
-                now_us=at_us,
-                lease_us=lease_us,
-                cycle=cycle,
-                backoff=backoff,
-                seen=seen,
-            )
+            with gc_paused(len(grants) + len(queue_first)):
+                return decide_claim(
+                    self.state,
+                    grants,
+                    denials,
+                    queue_first,
+                    owner=owner,
+                    now_us=at_us,
+                    lease_us=lease_us,
+                    cycle=cycle,
+                    backoff=backoff,
+                    seen=seen,
+                )
 
         committed = await self.decide_and_append(decide)
         pile = self.state.pile._items
+        claimed = EventClaimed.kind
         return [
             (pile[r.stream_id], r.data.attempt, r.stream_version)  # type: ignore[union-attr]
             for r in committed
-            if r.kind == EventClaimed.kind
+            if r.kind == claimed
         ]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
@@ -211,19 +232,20 @@ class ExecutorRepository(Repository):
         current (the lease was taken over) is dropped and logged, never recorded twice."""
         limit = self.store.max_record_bytes
         prepared: list[tuple[Outcome, NewRecord]] = []
-        for outcome in outcomes:
-            data = _finished(outcome)
-            try:
-                text = encode_data(data, limit)
-            except RecordError as exc:
-                data = EventFinished(
-                    status="failed",
-                    attempt=outcome.attempt,
-                    duration=outcome.duration,
-                    error=f"the outcome could not be recorded: {exc}",
-                )
-                text = encode_data(data, limit)
-            prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
+        with gc_paused(len(outcomes)):
+            for outcome in outcomes:
+                data = _finished(outcome)
+                try:
+                    text = encode_data(data, limit)
+                except RecordError as exc:
+                    data = EventFinished(
+                        status="failed",
+                        attempt=outcome.attempt,
+                        duration=outcome.duration,
+                        error=f"the outcome could not be recorded: {exc}",
+                    )
+                    text = encode_data(data, limit)
+                prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
 
         def decide() -> Decision | None:
             state = self.state
@@ -296,10 +318,13 @@ def cycle_candidates(
     Shared by the live Processor and ``verify``: change the capacity rule here and
     verify reports every recorded cycle that no longer matches.
     """
-    eligible = state.eligible(now_us)
+    # Lazily: a cycle takes ``capacity`` events from the head of a queue that may be
+    # far longer (ExecutorState.eligible would list all of it).
+    not_before = state.not_before_us
+    eligible: Iterable[IDType] = (i for i in state.queue if not_before.get(i, 0) <= now_us)
     if forward:
-        eligible += list(state.pending)
-    return eligible[: max(capacity, 0)]
+        eligible = itertools.chain(eligible, state.pending)
+    return list(itertools.islice(eligible, max(capacity, 0)))
 
 
 def decide_claim(
@@ -318,32 +343,39 @@ def decide_claim(
     """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
     granted events and defer the denied ones."""
     records: list[NewRecord] = []
+    add = records.append
     expected: dict[IDType, int] = {}
+    versions = state.versions
     queued: set[IDType] = set()
-    forwarded = (
-        EventQueued(owner=owner, cycle=cycle, at_us=now_us, seen=seen) if queue_first else None
-    )
-    for i in queue_first:
-        if i in state.pending:
-            records.append(NewRecord(i, forwarded))  # type: ignore[arg-type]
-            expected[i] = state.versions[i]
-            queued.add(i)
+    # Every event of a cycle gets the same queued record and, per attempt number, the
+    # same claimed record: one (frozen) data object and one JSON text serve them all.
+    if queue_first:
+        forwarded = EventQueued(owner=owner, cycle=cycle, at_us=now_us, seen=seen)
+        forwarded_text = encode_data(forwarded)
+        pending = state.pending
+        for i in queue_first:
+            if i in pending:
+                add(NewRecord(i, forwarded, forwarded_text))
+                expected[i] = versions[i]
+                queued.add(i)
+    claims: dict[int, tuple[EventClaimed, str]] = {}
+    attempts, queue = state.attempts, state.queue
     for i in grants:
-        if i in state.queue or i in queued:
-            records.append(
-                NewRecord(
-                    i,
-                    EventClaimed(
-                        owner=owner,
-                        attempt=state.attempts.get(i, 0) + 1,
-                        lease_expires_us=now_us + lease_us,
-                        cycle=cycle,
-                        at_us=now_us,
-                        seen=seen,
-                    ),
+        if i in queue or i in queued:
+            attempt = attempts.get(i, 0) + 1
+            claim = claims.get(attempt)
+            if claim is None:
+                data = EventClaimed(
+                    owner=owner,
+                    attempt=attempt,
+                    lease_expires_us=now_us + lease_us,
+                    cycle=cycle,
+                    at_us=now_us,
+                    seen=seen,
                 )
-            )
-            expected.setdefault(i, state.versions[i])
+                claim = claims[attempt] = (data, encode_data(data))
+            add(NewRecord(i, *claim))
+            expected.setdefault(i, versions[i])
     for i in denials:
         if i in state.queue or i in queued:
             denied = state.denials.get(i, 0) + 1

@@ -96,6 +96,28 @@ async def test_expected_version_zero_means_a_new_stream(store: lionstore.Store) 
     assert [r.data for r in await records(store, stream=sid)] == [Ping(n=1)]
 
 
+async def test_expected_new_stream_written_by_an_earlier_open_raises(
+    open_store: OpenStore,
+) -> None:
+    # A store that never saw the stream (nothing cached about it) must still find out
+    # that it exists: nothing of the refused batch is written, and the stream carries on.
+    sid, other = new_id(), new_id()
+    async with open_store(run="r") as first:
+        await first.append([(sid, Ping(n=1))], expected_versions={sid: 0})
+    async with open_store(run="r") as store:
+        head = await store.head()
+        with pytest.raises(ConcurrencyError, match="version 1"):
+            await store.append(
+                [(other, Ping(n=2)), (sid, Ping(n=3))], expected_versions={sid: 0, other: 0}
+            )
+        assert await store.head() == head
+        assert await records(store, stream=other) == []
+        committed = await store.append_records(
+            [(sid, Ping(n=4)), (other, Ping(n=5))], expected_versions={sid: 1, other: 0}
+        )
+        assert [(r.stream_id, r.stream_version) for r in committed] == [(sid, 2), (other, 1)]
+
+
 async def test_correct_expected_version_passes(store: lionstore.Store) -> None:
     sid = new_id()
     await store.append([(sid, Ping(n=1)), (sid, Ping(n=2))])
