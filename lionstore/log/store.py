@@ -466,9 +466,13 @@ class Store:
         """Start a new run holding the first records (up to position ``at``) of ``run``
         (default: this store's run). The source run is not changed."""
         self._ensure_open()
-        source = self.run if run is None else await self.find_run(run)
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise TypeError(f"fork position must be an int, not {type(at).__name__}")
         if at < 0:
             raise ValueError("fork position must be >= 0")
+        if label is not None and not isinstance(label, str):
+            raise TypeError(f"fork label must be a str or None, not {type(label).__name__}")
+        source = self.run if run is None else await self.find_run(run)
         return await self._backend.create_run(label, self.now_us(), parent=source, forked_at=at)
 
     # -- lifecycle -------------------------------------------------------------------
