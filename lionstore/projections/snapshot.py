@@ -18,6 +18,7 @@ log from the start.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from typing import Any, cast
@@ -132,10 +133,19 @@ def load_state(empty: ExecutorState | MailState, text: str) -> None:
         raise SnapshotError(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise SnapshotError("not a JSON object")
-    if isinstance(empty, ExecutorState):
-        _load_executor(empty, body)
-    else:
-        _load_mail(empty, body)
+    # Restoring allocates many objects that all live on and none that are garbage
+    # cycles: the cyclic collector would only re-walk them (measured: about half the
+    # restore time of a large pile). Paused here, and back as it was afterwards.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        if isinstance(empty, ExecutorState):
+            _load_executor(empty, body)
+        else:
+            _load_mail(empty, body)
+    finally:
+        if paused:
+            gc.enable()
 
 
 # -- executor --------------------------------------------------------------------------
