@@ -926,6 +926,40 @@ class SQLiteBackend(LogBackend):
             raise
         return row is not None
 
+    # -- retention -------------------------------------------------------------------
+
+    async def delete_run(self, run_no: int) -> int | None:
+        """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one
+        transaction; forks of it lose the parent link but keep its id. Returns the
+        number of records removed (None: no such run). Positions are not reused."""
+        return await self._write(self._delete_run, run_no)
+
+    def _delete_run(self, conn: sqlite3.Connection, run_no: int, *, wait: bool) -> int | None:
+        self._begin_immediate(conn, wait)
+        try:
+            if conn.execute("SELECT 1 FROM lionstore_runs WHERE run_no = ?", (run_no,)).fetchone():
+                conn.execute(
+                    "UPDATE lionstore_runs SET parent_run_no = NULL WHERE parent_run_no = ?",
+                    (run_no,),
+                )
+                conn.execute("DELETE FROM lionstore_checkpoints WHERE run_no = ?", (run_no,))
+                removed = conn.execute(
+                    "DELETE FROM lionstore_records WHERE run_no = ?", (run_no,)
+                ).rowcount
+                conn.execute("DELETE FROM lionstore_streams WHERE run_no = ?", (run_no,))
+                conn.execute("DELETE FROM lionstore_runs WHERE run_no = ?", (run_no,))
+            else:
+                removed = None
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._forget_streams()
+        self._head = None
+        self._last_digest.pop(run_no, None)
+        return removed
+
     async def close(self) -> None:
         # The reader first: the last connection to close folds the WAL back into the
         # database file and removes the -wal and -shm files.
