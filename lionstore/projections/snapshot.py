@@ -10,6 +10,10 @@ records into objects, so classes are found as they are for the log (among those
 defined in the process; nothing is imported) and user fields are validated by
 their own class again.
 
+One difference from a fold, by design: a source is snapshotted with its field
+values at that moment (the router keeps the caller's own source objects), where
+a fold rebuilds it from the fields recorded when it was added.
+
 A snapshot is untrusted input, like the file it is in: JSON (never pickle), a
 SHA-256 over its text, and a :data:`FORMAT_VERSION` naming the layout. Any
 mismatch or any error while restoring makes the caller ignore it and fold the
