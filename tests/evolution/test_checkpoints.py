@@ -128,31 +128,33 @@ def tamper(path: Path, name: str, change: Any) -> None:
 
 
 def _reseal(text: str, edit: Any) -> str:
-    body = json.loads(snapshot.verified_text(text) or "")
+    """The snapshot with its header (first line) edited, sealed again."""
+    first, _, lines = (snapshot.verified_text(text) or "").partition("\n")
+    body = json.loads(first)
     edit(body)
-    return snapshot.sealed(json.dumps(body))
+    return snapshot.sealed(f"{json.dumps(body)}\n{lines}")
+
+
+def _reseal_cut_header(text: str) -> str:
+    first, _, lines = (snapshot.verified_text(text) or "").partition("\n")
+    return snapshot.sealed(f"{first[:-7]}\n{lines}")
 
 
 def _drop_event(body: dict[str, Any]) -> None:
-    body["events"].pop()
+    body["ids"].pop()
 
 
 def _set_mail_place(body: dict[str, Any]) -> None:
-    first = next(iter(body["where"]))
-    body["where"][first] = "nowhere"
+    body["where"] = "x" + body["where"][1:]
 
 
 BAD = {
     "older format": lambda p, d, f, s: (p, d, f - 1, s),
     "newer format": lambda p, d, f, s: (p, d, f + 1, s),
-    "tampered bytes": lambda p, d, f, s: (p, d, f, s.replace("completed", "c0mpleted", 1)),
+    "tampered header": lambda p, d, f, s: (p, d, f, s.replace('"live":', '"livE":', 1)),
+    "tampered event line": lambda p, d, f, s: (p, d, f, s.replace('"name":"ok"', '"name":"ko"')),
     "truncated json": lambda p, d, f, s: (p, d, f, s[: len(s) // 2]),
-    "truncated json, resealed": lambda p, d, f, s: (
-        p,
-        d,
-        f,
-        snapshot.sealed((snapshot.verified_text(s) or "")[:-7]),
-    ),
+    "truncated header, resealed": lambda p, d, f, s: (p, d, f, _reseal_cut_header(s)),
     "digest of another log": lambda p, d, f, s: (p, "0" * 32, f, s),
     "position before the run": lambda p, d, f, s: (0, d, f, s),
     "position past the head": lambda p, d, f, s: (p + 1000, d, f, s),
