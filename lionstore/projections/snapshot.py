@@ -218,13 +218,13 @@ def load_state(empty: ExecutorState | MailState, text: str) -> None:
 
 
 def _ids(value: Any) -> list[IDType]:
-    if not isinstance(value, list) or not all(type(v) is str for v in value):
+    if not isinstance(value, list) or not {*map(type, value)} <= {str}:
         raise SnapshotError("expected a list of ids")
     return [_new_id(IDType, v) for v in value]
 
 
 def _ints(value: Any, count: int) -> list[int]:
-    if not isinstance(value, list) or len(value) != count or not all(type(v) is int for v in value):
+    if not isinstance(value, list) or len(value) != count or not {*map(type, value)} <= {int}:
         raise SnapshotError(f"expected a list of {count} integers")
     return value
 
@@ -403,7 +403,7 @@ def _load_executor(state: ExecutorState, body: dict[str, Any], lines: list[str])
     if (
         not isinstance(attempts, list)
         or len(attempts) != len(ids)
-        or not all(type(a) is int or a is None for a in attempts)
+        or not {*map(type, attempts)} <= {int, type(None)}
     ):
         raise SnapshotError("expected an attempt count (or null) per event")
     state.attempts = dict(zip(ids, attempts, strict=True))
