@@ -12,7 +12,9 @@ the exchange, the state every later command starts from,
 
 * ``checkpoints=False``: every projection folded from the log;
 * ``checkpoints=True``: each projection restored from its snapshot, then only the
-  records after it folded (none here).
+  records after it folded (none here);
+* the same, then every event, every mailbox's mail and the dead letters read (what a
+  restore leaves as text is built then).
 
 Target (issue 8): reopen with checkpoints >= 20x faster (per-round ratio, median).
 See benchmarks/README.md.
@@ -46,12 +48,15 @@ from bench_replay import EXCHANGE_NAME, EXECUTORS, RUN_LABEL, TrivialExecutor, b
 
 import lionstore
 
-VARIANTS = ("fold the log", "from checkpoints")
+VARIANTS = ("fold the log", "from checkpoints", "from checkpoints, then every item read")
 
 
-async def reopen(path: Path, checkpoints: bool) -> tuple[int, list[int | None]]:
-    """Open the run and load every projection; return the events in the piles and
-    the positions the projections were restored from (None: folded)."""
+async def reopen(
+    path: Path, checkpoints: bool, read_all: bool = False
+) -> tuple[int, list[int | None]]:
+    """Open the run and load every projection (with ``read_all``, then read every event,
+    every mailbox's mail and the dead letters); return the events in the piles and the
+    positions the projections were restored from (None: folded)."""
     async with lionstore.open(path, run=RUN_LABEL, checkpoints=checkpoints) as store:
         executors = [
             TrivialExecutor({"queue_capacity": 10}, store=store, name=name) for name in EXECUTORS
@@ -61,6 +66,11 @@ async def reopen(path: Path, checkpoints: bool) -> tuple[int, list[int | None]]:
             await ex.load()
         await exchange.load()
         events = sum(len(ex.pile) for ex in executors)
+        if read_all:
+            assert sum(len(list(ex.pile)) for ex in executors) == events
+            for box in exchange.mailboxes.values():
+                assert len(box.pile_) == len(box)
+            assert all(d.mail.id for d in exchange.dead_letters)
         restored = [ex._repo.restored_from for ex in executors] + [exchange._repo.restored_from]
         for ex in executors:
             ex.close()
@@ -94,8 +104,13 @@ def main() -> None:
         print(f"built {built.records:,} records in {built.seconds:.1f} s", flush=True)
     with Stopwatch() as first:
         events, restored = asyncio.run(reopen(path, True))
+    how = (
+        "restored from the file's checkpoints"
+        if all(r is not None for r in restored)
+        else "fold, then write the checkpoints"
+    )
     print(
-        f"first open with checkpoints on (fold, then write the checkpoints): "
+        f"first open with checkpoints on ({how}): "
         f"{first.seconds:.2f} s; {events:,} events; snapshots {snapshot_bytes(path) / 1e6:.1f} MB"
     )
     results = Results()
@@ -103,20 +118,24 @@ def main() -> None:
         for variant in round_order(VARIANTS, round_no):
             gc.collect()
             with Stopwatch() as sw:
-                count, restored = asyncio.run(reopen(path, variant == "from checkpoints"))
+                count, restored = asyncio.run(
+                    reopen(path, variant != "fold the log", variant == VARIANTS[2])
+                )
             assert count == events
-            if variant == "from checkpoints":
+            if variant != "fold the log":
                 assert all(r is not None for r in restored), restored
             else:
                 assert all(r is None for r in restored), restored
             results.add(variant, sw.seconds)
             print(f"  round {round_no + 1} {variant}: {sw.seconds:.2f} s (load {loadavg1():.1f})")
     speedup = results.ratio("fold the log", "from checkpoints")
+    read_all = results.ratio("fold the log", VARIANTS[2])
     print()
     print_table(
         ["reopen (open + 2 executors + exchange loaded)", "seconds, median (min-max)"],
         [[v, fmt_summary(results.get(v), lambda x: fmt_num(x, 3))] for v in VARIANTS]
-        + [["speed-up with checkpoints (per round)", fmt_summary(speedup, lambda x: f"{x:.1f}x")]],
+        + [["speed-up with checkpoints (per round)", fmt_summary(speedup, lambda x: f"{x:.1f}x")]]
+        + [["... then every item read (per round)", fmt_summary(read_all, lambda x: f"{x:.1f}x")]],
     )
 
 

@@ -17,6 +17,7 @@ build.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -88,9 +89,20 @@ class LazyDict(dict[K, V]):
     def build_all(self) -> None:
         """Build every raw value (in key order)."""
         raw = self._raw_type
-        for key, value in list(dict.items(self)):
-            if type(value) is raw:
+        self._build_each([(k, v) for k, v in dict.items(self) if type(v) is raw])
+
+    def _build_each(self, pending: list[tuple[K, Any]]) -> None:
+        # Many objects that all live on and no garbage cycles: the cyclic collector
+        # would only re-walk them (as in a snapshot restore), so it is paused.
+        paused = len(pending) > 1000 and gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            for key, value in pending:
                 self._built(key, value)
+        finally:
+            if paused:
+                gc.enable()
 
     # -- tags --------------------------------------------------------------------------
 
@@ -102,10 +114,13 @@ class LazyDict(dict[K, V]):
     def values_tagged(self, wanted: Any) -> list[V]:
         """The values whose tag equals ``wanted``, in key order; only those are built."""
         raw, tag, raw_tag = self._raw_type, self._tag, self._raw_tag
-        keys = [
-            k for k, v in dict.items(self) if (raw_tag(v) if type(v) is raw else tag(v)) == wanted
+        found = [
+            (k, v)
+            for k, v in dict.items(self)
+            if (raw_tag(v) if type(v) is raw else tag(v)) == wanted
         ]
-        return [self[k] for k in keys]
+        self._build_each([(k, v) for k, v in found if type(v) is raw])
+        return [self[k] for k, _ in found]
 
     # -- dict reads, all returning built values ----------------------------------------
 
