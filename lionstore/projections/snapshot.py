@@ -456,6 +456,7 @@ def _dump_mail(state: MailState) -> tuple[dict[str, Any], list[str]]:
         if name:
             samples.setdefault(name, mail_id)
     ids = list(state.mails)
+    at = {m: i for i, m in enumerate(ids)}
     where, versions = state.where, state.versions
     if len(where) != len(ids) or not all(i in where and i in versions for i in ids):
         raise ValueError("the mail ids, places and stream versions do not add up")
@@ -481,15 +482,16 @@ def _dump_mail(state: MailState) -> tuple[dict[str, Any], list[str]]:
         "versions": [versions[i] for i in ids],
         "other_versions": {k: v for k, v in versions.items() if k not in where},
         "samples": list(samples.values()),
+        # Mail in boxes and the buffer as indices into "ids" (restored without new ids).
         "boxes": {
             sid: {
-                "outs": list(box.outs),
-                "ins": {s: list(q) for s, q in box.ins.items()},
-                "mails": list(box.mails),
+                "outs": [at[m] for m in box.outs],
+                "ins": {s: [at[m] for m in q] for s, q in box.ins.items()},
+                "mails": [at[m] for m in box.mails],
             }
             for sid, box in state.boxes.items()
         },
-        "buffer": {r: list(q) for r, q in state.buffer.items()},
+        "buffer": {r: [at[m] for m in q] for r, q in state.buffer.items()},
         "dead": dead,
         "position": state.position,
     }
@@ -558,36 +560,44 @@ def _load_mail(state: MailState, body: dict[str, Any], lines: list[str]) -> None
     def from_mails(mail_id: IDType, raw: str) -> Mail:
         return mails[mail_id]  # one object, whichever dict it is read from
 
-    where = state.where
-    for sid, box in body["boxes"].items():
-        restored = BoxState()
-        restored.outs = dict.fromkeys(_ids(box["outs"]))
-        restored.ins = {_new_id(IDType, s): dict.fromkeys(_ids(q)) for s, q in box["ins"].items()}
-        order = _ids(box["mails"])
-        held = {*restored.outs, *(m for q in restored.ins.values() for m in q)}
-        if set(order) != held or len(order) != len(held):
-            raise SnapshotError("a mailbox's mails do not add up")
-        if any(where.get(m) != "outbox" for m in restored.outs) or any(
-            where.get(m) != "inbox" for q in restored.ins.values() for m in q
+    def placed(value: Any, code: str) -> list[IDType]:
+        """The mail ids at indices ``value``, each of which must be in place ``code``."""
+        if (
+            not isinstance(value, list)
+            or not {*map(type, value)} <= {int}
+            or (value and min(value) < 0)
+            or any(codes[i] != code for i in value)
         ):
             raise SnapshotError("mail places do not add up")
+        return list(map(ids.__getitem__, value))
+
+    for sid, box in body["boxes"].items():
+        restored = BoxState()
+        restored.outs = dict.fromkeys(placed(box["outs"], "o"))
+        restored.ins = {
+            _new_id(IDType, s): dict.fromkeys(placed(q, "i")) for s, q in box["ins"].items()
+        }
+        order = list(map(ids.__getitem__, box["mails"]))
+        held = [*restored.outs, *(m for q in restored.ins.values() for m in q)]
+        if len(order) != len(held) or set(order) != set(held):
+            raise SnapshotError("a mailbox's mails do not add up")
         for mail_id in restored.outs:
             mails[mail_id]  # undelivered: built now
         # Every value raw (""): whichever it is, it is read from ``mails``.
         restored.mails = LazyDict(dict.fromkeys(order, "").items(), from_mails, str)
         state.boxes[_new_id(IDType, sid)] = restored
-    state.buffer = {_new_id(IDType, r): dict.fromkeys(_ids(q)) for r, q in body["buffer"].items()}
+    state.buffer = {
+        _new_id(IDType, r): dict.fromkeys(placed(q, "b")) for r, q in body["buffer"].items()
+    }
     for queue in state.buffer.values():
         for mail_id in queue:
-            if where.get(mail_id) != "buffer":
-                raise SnapshotError("mail places do not add up")
             mails[mail_id]  # undelivered: built now
 
     def dead_letter(mail_id: IDType, raw: list[Any]) -> DeadLetter:
         reason, stage, position = raw
         return DeadLetter(mails[mail_id], str(reason), str(stage), int(position))
 
-    dead = body["dead"]
+    dead, where = body["dead"], state.where
     if not isinstance(dead, dict) or not all(
         where.get(m) == "dead" and isinstance(v, list) and len(v) == 3 for m, v in dead.items()
     ):
