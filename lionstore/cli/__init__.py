@@ -28,7 +28,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from lionstore._version import __version__
-from lionstore.cli import db, demo, export, fork, log, resume, runs, show, timeline, verify
+from lionstore.cli import (
+    db,
+    demo,
+    export,
+    fork,
+    log,
+    resume,
+    retention,
+    runs,
+    show,
+    timeline,
+    verify,
+)
 from lionstore.cli._output import PROG, error_line, one_line
 from lionstore.errors import LionstoreError
 
@@ -94,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.register(commands, common)
     fork.register(commands, common)
     db.register(commands, common)
+    retention.register(commands, common)
     return parser
 
 

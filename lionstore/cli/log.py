@@ -96,9 +96,16 @@ def format_record(record: Recorded, fmt: LineFormat) -> str:
             shorten(run, fmt.run_width).ljust(fmt.run_width),
             kind.ljust(fmt.kind_width),
             record.stream_id[:_SHORT_ID],
-            shorten(_compact(record.raw), fmt.data_width),
+            shorten(_data_text(record), fmt.data_width),
         )
     )
+
+
+def _data_text(record: Recorded) -> str:
+    """The data as one compact line, in its kind's current shape (see Recorded.data_json)."""
+    if record.upcast:
+        return compact_json(record.data_json())
+    return _compact(record.raw)
 
 
 def _compact(raw: str) -> str:

@@ -22,7 +22,7 @@ import uuid
 from typing import Any, ClassVar, Literal
 
 from lionstore.domain.ids import IDType
-from lionstore.domain.records import RecordData
+from lionstore.domain.records import RecordData, register_upcaster
 
 __all__ = [
     "EVENT_KINDS",
@@ -36,6 +36,7 @@ __all__ = [
     "EventRetried",
     "LeaseTakenOver",
     "ProcessorStarted",
+    "duration_to_us",
     "executor_stream_id",
 ]
 
@@ -92,13 +93,45 @@ class EventClaimed(RecordData):
 
 
 class EventFinished(RecordData):
+    """The outcome of one attempt.
+
+    Version 2 stores the duration as whole microseconds (``duration_us``), like
+    every other time in the log (``at_us``, ``retry_at_us``, ``lease_expires_us``,
+    ``recorded_at_us``); version 1 stored float seconds as ``duration``, with
+    sub-microsecond noise (``1.3719999969907803e-05``). Version 1 records are
+    upcast on read (:func:`_finished_v1_to_v2`); ``duration`` is still there, in
+    seconds, as a property, which is what ``Execution.duration`` holds.
+    """
+
     kind: ClassVar[str] = "event.finished"
+    kind_version: ClassVar[int] = 2
     status: Literal["completed", "failed"]
     attempt: int
-    duration: float | None = None
+    duration_us: int | None = None
     response: Any = None
     error: str | None = None
     fields: dict[str, Any] | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """The duration in seconds (None when unknown)."""
+        return None if self.duration_us is None else self.duration_us / 1_000_000
+
+
+def duration_to_us(seconds: float | None) -> int | None:
+    """Seconds (``Execution.duration``) as the whole microseconds ``event.finished``
+    stores; None stays None."""
+    return None if seconds is None else round(seconds * 1_000_000)
+
+
+def _finished_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """``event.finished`` v1 -> v2: float seconds ``duration`` -> ``duration_us``."""
+    upgraded = {k: v for k, v in data.items() if k != "duration"}
+    upgraded["duration_us"] = duration_to_us(data.get("duration"))
+    return upgraded
+
+
+register_upcaster(EventFinished.kind, 1, _finished_v1_to_v2)
 
 
 class LeaseTakenOver(RecordData):

@@ -172,14 +172,15 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, bool):
             raise TypeError("pile keys cannot be bool")
+        # By position through the keys: only the items asked for are read (a restored
+        # projection builds its finished events on first read).
         if isinstance(key, int):
             try:
-                return list(self._items.values())[key]
+                return self._items[list(self._items)[key]]
             except IndexError:
                 raise ItemNotFoundError(f"index {key} is out of range") from None
         if isinstance(key, slice):
-            values = list(self._items.values())[key]
-            return self._new(values)
+            return self._new(self._items[i] for i in list(self._items)[key])
         ids = self._key_ids(key)
         missing = [i for i in ids if i not in self._items]
         if missing or not ids:

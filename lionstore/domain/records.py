@@ -82,7 +82,19 @@ def record_kinds() -> dict[str, type[RecordData]]:
 
 
 def register_upcaster(kind: str, from_version: int, upcaster: Upcaster) -> None:
-    """Register a function turning ``kind`` data at ``from_version`` into ``from_version + 1``."""
+    """Register a function turning ``kind`` data at ``from_version`` into ``from_version + 1``.
+
+    An upcaster takes the stored JSON (parsed) and returns the next version's JSON;
+    it must be pure (no I/O) since it runs on every read of an old record. Chains
+    run in order (v1 -> v2 -> v3). The stored bytes never change: digests and
+    archives keep covering what was written.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("kind must be a non-empty string")
+    if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        raise ValueError(f"from_version must be an int >= 1, not {from_version!r}")
+    if not callable(upcaster):
+        raise TypeError("upcaster must be callable")
     _UPCASTERS[(kind, from_version)] = upcaster
 
 
@@ -207,15 +219,18 @@ def decode_data(kind: str, kind_version: int, text: str) -> RecordData | Unknown
             return cls.model_validate_json(text)
         except ValidationError:
             return UnknownRecord(kind=kind, kind_version=kind_version, raw=_loads(text))
-    raw = _loads(text)
-    version = kind_version
-    while version < cls.kind_version:
-        upcast = _UPCASTERS.get((kind, version))
-        if upcast is None:
-            return UnknownRecord(kind=kind, kind_version=kind_version, raw=raw)
-        raw = upcast(raw)
-        version += 1
-    return cls.model_validate(raw)
+    stored = _loads(text)
+    data = stored
+    try:
+        for version in range(kind_version, cls.kind_version):
+            upcast = _UPCASTERS.get((kind, version))
+            if upcast is None:
+                return UnknownRecord(kind=kind, kind_version=kind_version, raw=stored)
+            data = upcast(data)
+        return cls.model_validate(data)
+    except (ValidationError, TypeError, ValueError, KeyError, AttributeError):
+        # Old data an upcaster cannot make sense of is kept, never dropped or fatal.
+        return UnknownRecord(kind=kind, kind_version=kind_version, raw=stored)
 
 
 def _loads(text: str) -> Any:
@@ -254,8 +269,25 @@ class Recorded(NamedTuple):
         """When the record was committed, in UTC."""
         return datetime.fromtimestamp(self.recorded_at_us / 1_000_000, UTC)
 
+    @property
+    def upcast(self) -> bool:
+        """True when the record was stored at an older ``kind_version`` and ``data`` is
+        its upcast to the current shape."""
+        data = self.data
+        return isinstance(data, RecordData) and self.kind_version < data.kind_version
+
+    def data_json(self) -> Any:
+        """The data, JSON-ready, in the current shape of its kind: the stored JSON, or
+        for a record stored at an older ``kind_version`` its upcast (``raw`` keeps
+        the stored text, which the digest covers)."""
+        if self.upcast:
+            assert isinstance(self.data, RecordData)
+            return self.data.model_dump(mode="json")
+        return _loads(self.raw)
+
     def to_json_dict(self) -> dict[str, Any]:
-        """The record as the CLI's ``--json`` prints it."""
+        """The record as the CLI's ``--json`` prints it: ``data`` in the current shape,
+        ``kind_version`` the version it was stored at."""
         return {
             "position": self.position,
             "stream_id": self.stream_id,
@@ -263,7 +295,7 @@ class Recorded(NamedTuple):
             "run_id": self.run_id,
             "kind": self.kind,
             "kind_version": self.kind_version,
-            "data": _loads(self.raw),
+            "data": self.data_json(),
             "recorded_at": self.recorded_at.isoformat(),
         }
 

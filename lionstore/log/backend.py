@@ -17,7 +17,15 @@ from typing import Any
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import Recorded
 
-__all__ = ["AppendRequest", "CommitOutcome", "LogBackend", "ReadQuery", "RunInfo", "Durability"]
+__all__ = [
+    "AppendRequest",
+    "Checkpoint",
+    "CommitOutcome",
+    "LogBackend",
+    "ReadQuery",
+    "RunInfo",
+    "Durability",
+]
 
 Durability = str  # "normal" | "full"
 
@@ -72,6 +80,24 @@ class ReadQuery:
     until_us: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A stored projection snapshot, as read back.
+
+    ``digest`` is what was stored: the digest of the run's last record at or before
+    ``position`` when the snapshot was written. ``log_digest`` is that digest read
+    now (None: the run has no record there any more). They differ when the log
+    the snapshot was made from is not the log in the file.
+    """
+
+    name: str
+    position: int
+    digest: str
+    format_version: int
+    snapshot: str
+    log_digest: str | None
+
+
 class LogBackend(abc.ABC):
     """A database the Store can append to and read from."""
 
@@ -114,6 +140,28 @@ class LogBackend(abc.ABC):
         parent: RunInfo | None = None,
         forked_at: int | None = None,
     ) -> RunInfo: ...
+
+    # Checkpoints are optional: a backend without them reads none and writes none,
+    # and projections are then always folded from the start.
+
+    async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
+        """The snapshot stored for projection ``name`` of run ``run_no``, if any."""
+        return None
+
+    async def write_checkpoint(
+        self,
+        run_no: int,
+        name: str,
+        position: int,
+        format_version: int,
+        snapshot: str,
+        now_us: int,
+    ) -> bool:
+        """Store (replace) the snapshot of projection ``name`` covering run ``run_no``'s
+        records up to ``position``, fingerprinted with the digest of the run's last
+        record at or before ``position``, read in the same transaction. Returns
+        False when nothing was stored."""
+        return False
 
     @abc.abstractmethod
     async def close(self) -> None: ...

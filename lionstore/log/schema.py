@@ -35,7 +35,16 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "runs", "streams", "records", "head", "TABLE_NAMES", "VERSION_TABLE"]
+__all__ = [
+    "metadata",
+    "runs",
+    "streams",
+    "records",
+    "head",
+    "checkpoints",
+    "TABLE_NAMES",
+    "VERSION_TABLE",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -62,6 +71,9 @@ runs = Table(
     Column("started_at_us", BigInteger, nullable=False),
     Column("parent_run_no", Integer, ForeignKey("lionstore_runs.run_no"), nullable=True),
     Column("forked_at_position", BigInteger, nullable=True),
+    # The parent's id: still known after the parent run is deleted (parent_run_no,
+    # a foreign key, is then cleared). Added in 0002.
+    Column("parent_run_id", String(36), nullable=True),
 )
 
 streams = Table(
@@ -99,5 +111,20 @@ head = Table(
     Column("last_run_no", Integer, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
 )
+
+checkpoints = Table(
+    "lionstore_checkpoints",
+    metadata,
+    Column("run_no", Integer, ForeignKey("lionstore_runs.run_no"), primary_key=True),
+    Column("name", String(200), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("digest", String(32), nullable=False),
+    Column("format_version", Integer, nullable=False),
+    Column("snapshot", Text, nullable=False),
+    Column("written_at_us", BigInteger, nullable=False),
+)
+"""Projection snapshots (``lionstore.projections.snapshot``): a cache, never the truth.
+One row per run and projection name; ``digest`` is the digest of the record at
+``position``, so a snapshot of a log that has changed since is recognised."""
 
 TABLE_NAMES = frozenset(t.name for t in metadata.sorted_tables)

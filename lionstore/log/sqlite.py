@@ -48,7 +48,14 @@ from lionstore.errors import (
     StoreError,
     StoreLockedError,
 )
-from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
+from lionstore.log.backend import (
+    AppendRequest,
+    Checkpoint,
+    CommitOutcome,
+    LogBackend,
+    ReadQuery,
+    RunInfo,
+)
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 
 __all__ = ["SQLiteBackend", "SYNCHRONOUS", "translate_sqlite_error"]
@@ -712,8 +719,17 @@ class SQLiteBackend(LogBackend):
             run_no = last_run_no + 1
             conn.execute(
                 "INSERT INTO lionstore_runs (run_no, run_id, label, started_at_us,"
-                " parent_run_no, forked_at_position) VALUES (?, ?, ?, ?, ?, ?)",
-                (run_no, run_id, label, now_us, parent.run_no if parent else None, forked_at),
+                " parent_run_no, forked_at_position, parent_run_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_no,
+                    run_id,
+                    label,
+                    now_us,
+                    parent.run_no if parent else None,
+                    forked_at,
+                    parent.run_id if parent else None,
+                ),
             )
             # run.started is the first record of every run, a fork's too.
             stream_no = last_stream_no + 1
@@ -803,7 +819,8 @@ class SQLiteBackend(LogBackend):
 
     def _list_runs(self, conn: sqlite3.Connection) -> list[RunInfo]:
         rows = conn.execute(
-            "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id,"
+            "SELECT r.run_no, r.run_id, r.label, r.started_at_us,"
+            " COALESCE(p.run_id, r.parent_run_id),"
             " r.forked_at_position FROM lionstore_runs r"
             " LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no ORDER BY r.run_no"
         ).fetchall()
@@ -865,6 +882,108 @@ class SQLiteBackend(LogBackend):
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
             }
         return rows, self._run_ids
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
+        return await self._read(self._read_checkpoint, run_no, name)
+
+    @staticmethod
+    def _read_checkpoint(conn: sqlite3.Connection, run_no: int, name: str) -> Checkpoint | None:
+        row = conn.execute(
+            "SELECT c.position, c.digest, c.format_version, c.snapshot,"
+            " (SELECT r.digest FROM lionstore_records r WHERE r.run_no = c.run_no"
+            "  AND r.position <= c.position ORDER BY r.position DESC LIMIT 1)"
+            " FROM lionstore_checkpoints c WHERE c.run_no = ? AND c.name = ?",
+            (run_no, name),
+        ).fetchone()
+        if row is None:
+            return None
+        position, digest, format_version, snapshot, log_digest = row
+        return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
+
+    async def write_checkpoint(
+        self,
+        run_no: int,
+        name: str,
+        position: int,
+        format_version: int,
+        snapshot: str,
+        now_us: int,
+    ) -> bool:
+        return await self._write(
+            self._write_checkpoint, run_no, name, position, format_version, snapshot, now_us
+        )
+
+    def _write_checkpoint(
+        self,
+        conn: sqlite3.Connection,
+        run_no: int,
+        name: str,
+        position: int,
+        format_version: int,
+        snapshot: str,
+        now_us: int,
+        *,
+        wait: bool,
+    ) -> bool:
+        self._begin_immediate(conn, wait)
+        try:
+            row = conn.execute(
+                "SELECT digest FROM lionstore_records WHERE run_no = ? AND position <= ?"
+                " ORDER BY position DESC LIMIT 1",
+                (run_no, position),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "DELETE FROM lionstore_checkpoints WHERE run_no = ? AND name = ?",
+                    (run_no, name),
+                )
+                conn.execute(
+                    "INSERT INTO lionstore_checkpoints (run_no, name, position, digest,"
+                    " format_version, snapshot, written_at_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (run_no, name, position, row[0], format_version, snapshot, now_us),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return row is not None
+
+    # -- retention -------------------------------------------------------------------
+
+    async def delete_run(self, run_no: int) -> int | None:
+        """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one
+        transaction; forks of it lose the parent link but keep its id. Returns the
+        number of records removed (None: no such run). Positions are not reused."""
+        return await self._write(self._delete_run, run_no)
+
+    def _delete_run(self, conn: sqlite3.Connection, run_no: int, *, wait: bool) -> int | None:
+        self._begin_immediate(conn, wait)
+        try:
+            if conn.execute("SELECT 1 FROM lionstore_runs WHERE run_no = ?", (run_no,)).fetchone():
+                conn.execute(
+                    "UPDATE lionstore_runs SET parent_run_no = NULL WHERE parent_run_no = ?",
+                    (run_no,),
+                )
+                conn.execute("DELETE FROM lionstore_checkpoints WHERE run_no = ?", (run_no,))
+                removed = conn.execute(
+                    "DELETE FROM lionstore_records WHERE run_no = ?", (run_no,)
+                ).rowcount
+                conn.execute("DELETE FROM lionstore_streams WHERE run_no = ?", (run_no,))
+                conn.execute("DELETE FROM lionstore_runs WHERE run_no = ?", (run_no,))
+            else:
+                removed = None
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._forget_streams()
+        self._head = None
+        self._last_digest.pop(run_no, None)
+        return removed
 
     async def close(self) -> None:
         # The reader first: the last connection to close folds the WAL back into the

@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +50,7 @@ from lionstore.errors import (
     StorePathError,
 )
 from lionstore.log import migrate
-from lionstore.log.backend import AppendRequest, LogBackend, ReadQuery, RunInfo
+from lionstore.log.backend import AppendRequest, Checkpoint, LogBackend, ReadQuery, RunInfo
 
 __all__ = ["Store", "open", "Clock", "DURABILITY_LEVELS", "Subscription"]
 
@@ -139,8 +139,12 @@ class Store:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         durability: str = "normal",
         created_run: bool = False,
+        checkpoints: bool = True,
     ) -> None:
         self._backend = backend
+        self.checkpoints = checkpoints
+        self._close_hooks: list[Callable[[], Awaitable[object]]] = []
+        self._closing = False
         self._created_run = created_run
         self._published = 0
         self._run = run
@@ -475,6 +479,34 @@ class Store:
         source = self.run if run is None else await self.find_run(run)
         return await self._backend.create_run(label, self.now_us(), parent=source, forked_at=at)
 
+    # -- checkpoints -----------------------------------------------------------------
+
+    async def read_checkpoint(self, name: str) -> Checkpoint | None:
+        """The projection snapshot stored under ``name`` for this store's run, if any
+        (none when the store was opened with ``checkpoints=False``)."""
+        self._ensure_open()
+        if not self.checkpoints:
+            return None
+        return await self._backend.read_checkpoint(self.run.run_no, name)
+
+    async def write_checkpoint(
+        self, name: str, position: int, format_version: int, snapshot: str
+    ) -> bool:
+        """Store a snapshot of projection ``name`` covering this run's records up to
+        ``position``; False when not stored (checkpoints off, or nothing to cover)."""
+        if self._closed and not self._closing:
+            raise StoreClosedError("the store is closed")
+        if not self.checkpoints:
+            return False
+        return await self._backend.write_checkpoint(
+            self.run.run_no, name, position, format_version, snapshot, self.now_us()
+        )
+
+    def on_close(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Await ``hook()`` when the store closes, after the last append is committed
+        (repositories write their checkpoints there). A failing hook is logged."""
+        self._close_hooks.append(hook)
+
     # -- lifecycle -------------------------------------------------------------------
 
     def _ensure_open(self) -> None:
@@ -490,6 +522,15 @@ class Store:
             self._writer.queue.put_nowait(_STOP)
             self._writer.wake.set()
             await self._writer.task
+        self._closing = True
+        try:
+            for hook in self._close_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.warning("a lionstore close hook failed", exc_info=True)
+        finally:
+            self._closing = False
         for sub in list(self._subscribers):
             sub.close()
         await self._backend.close()
@@ -519,6 +560,11 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
     starts a run with that label, ``None`` starts a fresh run. ``readonly=True``
     attaches to ``run`` only if given, never creates anything, and refuses writes.
 
+    ``checkpoints`` (default True) lets repositories start from the projection
+    snapshots stored in the file and store new ones (see
+    ``lionstore.projections.snapshot``); False folds every projection from the
+    start and writes none.
+
     A new file gets the schema through Alembic. An existing file is checked
     without being changed: an older schema raises :class:`SchemaOutdatedError`
     unless ``upgrade=True``; a newer schema, a foreign database, or a damaged file
@@ -536,6 +582,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         clock: Clock | None = None,
         lock_timeout: float = 30.0,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        checkpoints: bool = True,
     ) -> None:
         if durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
@@ -555,6 +602,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         self._clock = clock or _utcnow
         self._lock_timeout = lock_timeout
         self._max_record_bytes = max_record_bytes
+        self._checkpoints = bool(checkpoints)
         self._store: Store | None = None
 
     def __await__(self) -> Any:
@@ -658,6 +706,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             max_record_bytes=self._max_record_bytes,
             durability=self._durability,
             created_run=created,
+            checkpoints=self._checkpoints,
         )
 
     async def _attach(self, backend: LogBackend) -> tuple[RunInfo | None, bool]:

@@ -27,6 +27,7 @@ from lionstore.domain.event_records import (
     ProcessorStarted,
 )
 from lionstore.domain.ids import IDType
+from lionstore.domain.lazy import LazyDict
 from lionstore.domain.pile import Pile
 from lionstore.domain.progression import Progression
 from lionstore.domain.records import Recorded
@@ -123,7 +124,11 @@ class ExecutorState:
         return event_id in self.versions
 
     def status(self, event_id: IDType) -> EventStatus:
-        return self.pile._items[event_id].status
+        items = self.pile._items
+        if isinstance(items, LazyDict):  # restored from a checkpoint: read, not built
+            status: EventStatus = items.tag(event_id)
+            return status
+        return items[event_id].status
 
     def pending_progression(self) -> Progression:
         return Progression(order=list(self.pending))._freeze("Executor.append / forward")
@@ -141,7 +146,10 @@ class ExecutorState:
         return min(times) if times else None
 
     def with_status(self, status: EventStatus) -> list[Event]:
-        return [e for e in self.pile._items.values() if e.status == status]
+        items = self.pile._items
+        if isinstance(items, LazyDict):  # restored from a checkpoint: only these built
+            return items.values_tagged(status)
+        return [e for e in items.values() if e.status == status]
 
     # -- the fold ----------------------------------------------------------------------
 

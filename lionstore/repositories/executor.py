@@ -30,6 +30,7 @@ from lionstore.domain.event_records import (
     EventQueued,
     EventRequeued,
     EventRetried,
+    duration_to_us,
 )
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.records import NewRecord, Recorded, encode_data
@@ -241,7 +242,7 @@ class ExecutorRepository(Repository):
                     data = EventFinished(
                         status="failed",
                         attempt=outcome.attempt,
-                        duration=outcome.duration,
+                        duration_us=duration_to_us(outcome.duration),
                         error=f"the outcome could not be recorded: {exc}",
                     )
                     text = encode_data(data, limit)
@@ -302,7 +303,7 @@ def _finished(outcome: Outcome) -> EventFinished:
     return EventFinished(
         status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
         attempt=outcome.attempt,
-        duration=outcome.duration,
+        duration_us=duration_to_us(outcome.duration),
         response=outcome.response,
         error=outcome.error,
         fields=outcome.fields,
