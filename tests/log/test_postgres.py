@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -194,7 +195,7 @@ def _pytest_without_server(tmp_path: Path, ci: str) -> subprocess.CompletedProce
 def test_without_postgres_the_tests_skip_and_say_so(tmp_path: Path) -> None:
     done = _pytest_without_server(tmp_path, ci="")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed, 1 skipped, 82 deselected" in done.stdout  # sqlite ran, postgres skipped
+    assert re.search(r"\b1 passed, 1 skipped, \d+ deselected", done.stdout)  # sqlite ran, postgres skipped
     assert "PostgreSQL tests skipped: no PostgreSQL binaries" in done.stdout
 
 
@@ -202,5 +203,5 @@ def test_without_postgres_the_tests_skip_and_say_so(tmp_path: Path) -> None:
 def test_under_ci_a_missing_server_fails_the_run(tmp_path: Path) -> None:
     done = _pytest_without_server(tmp_path, ci="true")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 passed, 82 deselected, 1 error" in done.stdout
+    assert re.search(r"\b1 passed, \d+ deselected, 1 error", done.stdout)
     assert "CI=true needs a PostgreSQL server" in done.stdout
