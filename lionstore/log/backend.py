@@ -164,4 +164,10 @@ class LogBackend(abc.ABC):
         return False
 
     @abc.abstractmethod
+    async def delete_run(self, run_no: int) -> int | None:
+        """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one
+        transaction; forks of it lose the parent link but keep its id. Returns the
+        number of records removed (None: no such run). Positions are not reused."""
+
+    @abc.abstractmethod
     async def close(self) -> None: ...

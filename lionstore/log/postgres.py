@@ -40,7 +40,14 @@ from typing import Any, TypeVar
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import ConcurrencyError, StoreError, StoreLockedError
-from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, ReadQuery, RunInfo
+from lionstore.log.backend import (
+    AppendRequest,
+    Checkpoint,
+    CommitOutcome,
+    LogBackend,
+    ReadQuery,
+    RunInfo,
+)
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
 
@@ -87,7 +94,8 @@ UPDATE lionstore_head SET last_position = $12, last_stream_no = $13, last_run_no
 WHERE id = 1
 """
 _SELECT_RUNS = (
-    "SELECT r.run_no, r.run_id, r.label, r.started_at_us, p.run_id, r.forked_at_position"
+    "SELECT r.run_no, r.run_id, r.label, r.started_at_us,"
+    " coalesce(p.run_id, r.parent_run_id), r.forked_at_position"
     " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
 )
 _MAX_CACHED_STREAMS = 100_000
@@ -503,13 +511,15 @@ class PostgresBackend(LogBackend):
             run_no = last_run_no + 1
             await conn.execute(
                 "INSERT INTO lionstore_runs (run_no, run_id, label, started_at_us,"
-                " parent_run_no, forked_at_position) VALUES ($1, $2, $3, $4, $5, $6)",
+                " parent_run_no, forked_at_position, parent_run_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 run_no,
                 str(new_id),
                 label,
                 now_us,
                 parent.run_no if parent else None,
                 forked_at,
+                str(parent.run_id) if parent else None,
             )
             # run.started is the first record of every run, a fork's too.
             rows = _Rows()
@@ -636,6 +646,88 @@ class PostgresBackend(LogBackend):
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
         return _decode_row(row, run_ids[row[7]])
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
+        pool = await self._readers()
+        row = await self._call(
+            lambda: pool.fetchrow(
+                "SELECT c.position, c.digest, c.format_version, c.snapshot,"
+                " (SELECT r.digest FROM lionstore_records r WHERE r.run_no = c.run_no"
+                "  AND r.position <= c.position ORDER BY r.position DESC LIMIT 1)"
+                " FROM lionstore_checkpoints c WHERE c.run_no = $1 AND c.name = $2",
+                run_no,
+                name,
+            )
+        )
+        if row is None:
+            return None
+        position, digest, format_version, snapshot, log_digest = row
+        return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
+
+    async def write_checkpoint(
+        self,
+        run_no: int,
+        name: str,
+        position: int,
+        format_version: int,
+        snapshot: str,
+        now_us: int,
+    ) -> bool:
+        async def body(conn: Any) -> bool:
+            digest = await conn.fetchval(
+                "SELECT digest FROM lionstore_records WHERE run_no = $1 AND position <= $2"
+                " ORDER BY position DESC LIMIT 1",
+                run_no,
+                position,
+            )
+            if digest is None:
+                return False
+            await conn.execute(
+                "INSERT INTO lionstore_checkpoints (run_no, name, position, digest,"
+                " format_version, snapshot, written_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (run_no, name) DO UPDATE SET position = excluded.position,"
+                " digest = excluded.digest, format_version = excluded.format_version,"
+                " snapshot = excluded.snapshot, written_at_us = excluded.written_at_us",
+                run_no,
+                name,
+                position,
+                digest,
+                format_version,
+                snapshot,
+                now_us,
+            )
+            return True
+
+        return await self._transaction(body)
+
+    # -- retention -------------------------------------------------------------------
+
+    async def delete_run(self, run_no: int) -> int | None:
+        """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one
+        transaction, holding the head lock like every write; forks of it lose the
+        parent link but keep its id. Returns the number of records removed (None: no
+        such run). Positions are not reused."""
+
+        async def body(conn: Any) -> int | None:
+            await conn.fetchrow(_LOCK_HEAD)
+            found = await conn.fetchval("SELECT 1 FROM lionstore_runs WHERE run_no = $1", run_no)
+            if found is None:
+                return None
+            await conn.execute(
+                "UPDATE lionstore_runs SET parent_run_no = NULL WHERE parent_run_no = $1", run_no
+            )
+            await conn.execute("DELETE FROM lionstore_checkpoints WHERE run_no = $1", run_no)
+            status = await conn.execute("DELETE FROM lionstore_records WHERE run_no = $1", run_no)
+            await conn.execute("DELETE FROM lionstore_streams WHERE run_no = $1", run_no)
+            await conn.execute("DELETE FROM lionstore_runs WHERE run_no = $1", run_no)
+            return int(status.rsplit(" ", 1)[-1])  # "DELETE n"
+
+        removed = await self._transaction(body)
+        self._forget()
+        self._run_ids = {}
+        return removed
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

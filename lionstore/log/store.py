@@ -617,14 +617,19 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             await self._store.close()
 
     async def _open(self) -> Store:
+        backend, shown = await self._open_backend()
+        return await self._attached_store(backend, shown)
+
+    async def _open_backend(self) -> tuple[LogBackend, str]:
+        """The checked (and, as asked, created or upgraded) database, attached to no run."""
         path = migrate.sqlite_path(self._target)
         if path is None:
             if self._target.startswith(("postgresql://", "postgresql+asyncpg://")):
                 return await self._open_postgres(self._target)
             raise StoreError(f"{self._target}: not a SQLite path or a postgresql+asyncpg:// URL")
-        return await self._open_sqlite(path)
+        return await self._open_sqlite(path), str(path)
 
-    async def _open_postgres(self, url: str) -> Store:
+    async def _open_postgres(self, url: str) -> tuple[LogBackend, str]:
         from lionstore.log.postgres import PostgresBackend, display_url, require_asyncpg
 
         require_asyncpg()
@@ -645,9 +650,9 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             lock_timeout=self._lock_timeout,
             readonly=self._readonly,
         )
-        return await self._attached_store(backend, shown)
+        return backend, shown
 
-    async def _open_sqlite(self, path: Path) -> Store:
+    async def _open_sqlite(self, path: Path) -> LogBackend:
         from lionstore.log.sqlite import SQLiteBackend
 
         state = migrate.inspect_sqlite_file(path)
@@ -682,13 +687,12 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
                     raise StoreError(f"{path}: cannot upgrade the schema ({reason})") from exc
             elif not os.access(path, os.W_OK):
                 raise StorePathError(f"{path}: the file is read-only (open with readonly=True)")
-        backend = SQLiteBackend(
+        return SQLiteBackend(
             path,
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             readonly=self._readonly,
         )
-        return await self._attached_store(backend, str(path))
 
     async def _attached_store(self, backend: LogBackend, target: str) -> Store:
         try:
@@ -732,3 +736,15 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             if found is None:
                 raise
             return found, False
+
+
+async def delete_run(target: str | os.PathLike[str], run_no: int) -> int | None:
+    """Delete run ``run_no`` whole from the database at ``target`` (a SQLite path or a
+    PostgreSQL URL), in one transaction; the number of records removed, or None when
+    there is no such run. The retention layer (``lionstore.replay.retention``) decides
+    whether a run may go; this only does it."""
+    backend, _ = await open(target)._open_backend()
+    try:
+        return await backend.delete_run(run_no)
+    finally:
+        await backend.close()

@@ -26,6 +26,7 @@ import lionstore
 from lionstore.errors import LionstoreError, RunNotFoundError
 from lionstore.log.backend import RunInfo
 from lionstore.log.digest import chain_start, record_digest
+from lionstore.log.store import delete_run as store_delete_run
 from lionstore.replay.state import rebuild
 
 __all__ = [
@@ -174,13 +175,7 @@ async def delete_run(
                     f"run {info.label or info.run_id} is not finished ({what}); archive it and "
                     "pass force=True (--force) to delete it anyway"
                 )
-    from lionstore.log.sqlite import SQLiteBackend
-
-    backend = SQLiteBackend(Path(path))
-    try:
-        removed = await backend.delete_run(info.run_no)
-    finally:
-        await backend.close()
+    removed = await store_delete_run(path, info.run_no)
     if removed is None:
         raise RunNotFoundError(f"no run with id or label {run!r}")
     return info, removed
