@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from lionstore.domain.element import Element, resolve_class
@@ -74,7 +75,7 @@ def raw_materializer(event_id: IDType, data: EventAppended) -> Event:
             "created_at": data.created_at,
             "metadata": data.metadata,
             "execution": _execution(EventStatus.PENDING),
-            "event_class": data.event_class,
+            "event_class": intern(data.event_class),  # one copy of each class name
             "fields": data.fields,
         },
     )
@@ -255,7 +256,8 @@ def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
         values = execution.__dict__
         values["status"] = status
         values["duration"] = data.duration
-        values["response"] = data.response
+        response = data.response
+        values["response"] = intern(response) if type(response) is str else response
         values["error"] = data.error
     else:
         _set_execution(event, _execution(status, data.duration, data.response, data.error))

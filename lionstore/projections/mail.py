@@ -49,13 +49,21 @@ class DeadLetter:
     position: int
 
 
-def mail_from_record(mail_id: IDType, data: MailSent | MailReceived, *, raw: bool = False) -> Mail:
+def mail_from_record(
+    mail_id: IDType,
+    data: MailSent | MailReceived,
+    *,
+    raw: bool = False,
+    ids: dict[IDType, IDType] | None = None,
+) -> Mail:
     """The Mail a ``mail.sent``/``mail.received`` record describes. With ``raw``, a
     pydantic item stays as its recorded JSON (its class named in the package's
-    metadata as ``item_class``) and no class is looked up."""
+    metadata as ``item_class``) and no class is looked up; ``ids`` then keeps one
+    object per sender and recipient id (a replay holds thousands of mails between a
+    few sources)."""
     p = data.package
     if raw and not (data.metadata and Element._lion_class_key in data.metadata):
-        return _raw_mail(mail_id, data)
+        return _raw_mail(mail_id, data, {} if ids is None else ids)
     package = Package(
         p.category,
         p.item if raw else item_from_json(p.item, p.item_class),
@@ -78,7 +86,7 @@ _MAIL_FIELDS = fields_set(Mail)
 _PACKAGE_FIELDS = fields_set(Package)
 
 
-def _raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
+def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, IDType]) -> Mail:
     """What the validated path of :func:`mail_from_record` builds, without validating
     again what decoding the record checked: ids (canonical IDTypes), times (floats),
     metadata (a dict without a class name). The checks a Package makes beyond its
@@ -93,7 +101,7 @@ def _raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
             "id": p.id,
             "created_at": p.created_at,
             "metadata": {"item_class": p.item_class} if p.item_class else {},
-            "category": validate_category(p.category),
+            "category": validate_category(p.category),  # a PackageCategory member
             "item": item,
             "request_source": p.request_source,
         },
@@ -105,8 +113,8 @@ def _raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
             "id": mail_id,
             "created_at": data.created_at,
             "metadata": data.metadata,
-            "sender": data.sender,
-            "recipient": data.recipient,
+            "sender": ids.setdefault(data.sender, data.sender),
+            "recipient": ids.setdefault(data.recipient, data.recipient),
             "package": package,
         },
     )

@@ -77,6 +77,10 @@ class RunProjection:
         self._owners: dict[Owner, ExecutorState | MailState] = {}
         self._executor_owner: dict[str, Owner] = {}
         self._router_owner: dict[str, Owner] = {}
+        self._ids: dict[IDType, IDType] = {}  # one object per sender/recipient id
+
+    def _raw_mail(self, mail_id: IDType, data: MailSent | MailReceived) -> Mail:
+        return mail_from_record(mail_id, data, raw=True, ids=self._ids)
 
     def executor(self, name: str) -> ExecutorState:
         state = self.executors.get(name)
@@ -89,7 +93,7 @@ class RunProjection:
     def router(self, name: str) -> MailState:
         state = self.routers.get(name)
         if state is None:
-            state = self.routers[name] = MailState(name, _raw_source, raw_mail)
+            state = self.routers[name] = MailState(name, _raw_source, self._raw_mail)
             owner = self._router_owner[name] = ("router", name)
             self._owners[owner] = state
         return state
