@@ -15,11 +15,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
 from lionstore.domain.mail_records import MailReceived, MailSent, SourceAdded, SourceDeleted
-from lionstore.domain.records import Recorded, UnknownRecord, decode_data
+from lionstore.domain.records import Recorded, UnknownRecord, decode_data, record_kinds
 from lionstore.log.backend import ReadQuery
 from lionstore.log.sqlite import SQLiteBackend
 from lionstore.log.store import Store, _to_us
@@ -131,28 +133,32 @@ class RunProjection:
             return
         state.fold(sid, version, position, data)
 
-    def _fold_page(self, rows: list[Any], last: dict[str, tuple[int, str, Any]]) -> None:
+    def _fold_page(self, rows: list[Any], kinds: dict[str, list[Any]]) -> None:
         """:meth:`fold` of a page of SQLite rows (``SQLiteBackend.read_rows``), decoding
         each as ``SQLiteBackend.decode_row`` does, without building a Recorded per row.
-        ``last`` holds, per shareable kind, the last (kind_version, JSON, data) decoded:
-        a record repeating that JSON gets the same (frozen) data without a decode."""
-        if not rows:
-            return
+        ``kinds`` holds what :func:`_kind_decoder` gives, per kind, across pages."""
         new_id = str.__new__
-        shareable = _SHAREABLE_KINDS
         routes = _ROUTES
         owner_of = self.owner_of
         owners = self._owners
         for row in rows:
             kind = row[3]
             text = row[5]
-            hit = last.get(kind)
-            if hit is not None and hit[1] == text and hit[0] == row[4]:
-                data = hit[2]
-            else:
+            decoder = kinds.get(kind)
+            if decoder is None:
+                decoder = kinds[kind] = _kind_decoder(kind)
+            if row[4] != decoder[0]:  # an older version, or a kind this code doesn't know
                 data = decode_data(kind, row[4], text)
-                if kind in shareable:
-                    last[kind] = (row[4], text, data)
+            elif text == decoder[3]:  # the shareable JSON decoded last time
+                data = decoder[4]
+            else:
+                try:
+                    data = decoder[1](text)
+                except ValidationError:
+                    data = decode_data(kind, row[4], text)  # its UnknownRecord
+                if decoder[2]:
+                    decoder[3] = text
+                    decoder[4] = data
             sid = new_id(IDType, row[1])
             route = routes.get(type(data))
             if route is None:
@@ -163,8 +169,9 @@ class RunProjection:
                     owners[owner].fold(sid, row[2], row[0], data)
             else:
                 self._enter(route, sid, row[2], row[0], data)
-        self.records += len(rows)
-        self.position = rows[-1][0]
+        if rows:
+            self.records += len(rows)
+            self.position = rows[-1][0]
 
     # -- summaries -----------------------------------------------------------------------
 
@@ -276,6 +283,25 @@ _SHAREABLE_KINDS = frozenset(
 )
 
 
+def _kind_decoder(kind: str) -> list[Any]:
+    """``[kind_version, validate_json, shareable, last JSON, its data]`` for a kind:
+    records at the current version are validated as ``decode_data`` validates them
+    (the record class's own validator; a failure goes to ``decode_data`` for its
+    UnknownRecord); the others go through ``decode_data`` (upcasters, unknown kinds).
+    A shareable kind's record whose JSON is the last one decoded gets the same data:
+    decoding is a function of (kind, kind_version, JSON) and the data is frozen."""
+    cls = record_kinds().get(kind)
+    if cls is None:
+        return [None, None, False, None, None]
+    return [
+        cls.kind_version,
+        cls.__pydantic_validator__.validate_json,
+        kind in _SHAREABLE_KINDS,
+        None,
+        None,
+    ]
+
+
 class _GCPause:
     """Python's cyclic garbage collector off while any rebuild runs.
 
@@ -359,14 +385,14 @@ async def _fold_rows(
         )
 
     fold_page = projection._fold_page
-    last: dict[str, tuple[int, str, Any]] = {}
+    kinds: dict[str, list[Any]] = {}
     mark = 10_000
     task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(0)
     try:
         while task is not None:
             rows, _ = await task
             task = fetch(rows[-1][0]) if len(rows) == page_size else None
-            fold_page(rows, last)
+            fold_page(rows, kinds)
             while progress is not None and projection.records >= mark:
                 progress(mark)
                 mark += 10_000
