@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -314,17 +315,20 @@ class _GCPause:
 
     depth = 0
     was_enabled = False
+    lock = threading.Lock()  # rebuilds may run on event loops in several threads
 
     def __enter__(self) -> None:
-        if _GCPause.depth == 0:
-            _GCPause.was_enabled = gc.isenabled()
-            gc.disable()
-        _GCPause.depth += 1
+        with _GCPause.lock:
+            if _GCPause.depth == 0:
+                _GCPause.was_enabled = gc.isenabled()
+                gc.disable()
+            _GCPause.depth += 1
 
     def __exit__(self, *exc: object) -> None:
-        _GCPause.depth -= 1
-        if _GCPause.depth == 0 and _GCPause.was_enabled:
-            gc.enable()
+        with _GCPause.lock:
+            _GCPause.depth -= 1
+            if _GCPause.depth == 0 and _GCPause.was_enabled:
+                gc.enable()
 
 
 async def rebuild(
