@@ -171,29 +171,35 @@ class ExecutorState:
 
     def fold(self, sid: IDType, version: int, position: int, data: Any) -> None:
         """Apply one record given by its parts (what :meth:`apply` takes from a Recorded)."""
-        step = _STEPS.get(type(data)) or _step_for(type(data))
+        step = _STEPS.get(type(data), _UNSEEN)
+        if step is _UNSEEN:
+            step = _step_for(type(data))
         if step is _appended:
-            if data.executor != self.name or sid in self.versions:
-                return
-            event = self.live.pop(sid, None)
-            if event is None:
-                event = self.materialize(sid, data)
-                # raw_materializer's unchecked events come with a fresh PENDING execution
-                if event.__pydantic_fields_set__ is not _RECORDED_FIELDS:
-                    _set_execution(event, _execution(EventStatus.PENDING))
-            else:
-                _set_execution(event, _execution(EventStatus.PENDING))
-            _items(self)[event.id] = event
-            self.pending[sid] = None
+            self._append(sid, version, position, data)
         elif step is _processor_started:
             if data.executor == self.name:
                 self.processors[data.owner] = data
                 self.position = position
+        elif sid in self.versions:
+            if step is not None:
+                step(self, sid, data)
+            self.versions[sid] = version
+            self.position = position
+        # else: another executor's event (or not an event record)
+
+    def _append(self, sid: IDType, version: int, position: int, data: EventAppended) -> None:
+        if data.executor != self.name or sid in self.versions:
             return
-        elif sid not in self.versions:
-            return  # another executor's event (or not an event record)
-        elif step is not None:
-            step(self, sid, data)
+        event = self.live.pop(sid, None)
+        if event is None:
+            event = self.materialize(sid, data)
+            # raw_materializer's unchecked events come with a fresh PENDING execution
+            if event.__pydantic_fields_set__ is not _RECORDED_FIELDS:
+                _set_execution(event, _execution(EventStatus.PENDING))
+        else:
+            _set_execution(event, _execution(EventStatus.PENDING))
+        _items(self)[event.id] = event
+        self.pending[sid] = None
         self.versions[sid] = version
         self.position = position
 
@@ -230,18 +236,24 @@ def _deferred(state: ExecutorState, sid: IDType, data: EventDeferred) -> None:
 
 
 def _claimed(state: ExecutorState, sid: IDType, data: EventClaimed) -> None:
-    event = _items(state)[sid]
+    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
     state.queue.pop(sid, None)
     state.pending.pop(sid, None)
-    state.not_before_us.pop(sid, None)
-    state.denials.pop(sid, None)  # the back-off starts afresh after a claim
+    if state.not_before_us:
+        state.not_before_us.pop(sid, None)
+    if state.denials:
+        state.denials.pop(sid, None)  # the back-off starts afresh after a claim
     state.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle)
     state.attempts[event.id] = data.attempt  # keyed by the event's own id object
-    _set_status(event, EventStatus.PROCESSING)
+    execution = event.execution
+    if execution.__pydantic_fields_set__ is _EXECUTION_FIELDS:
+        execution.__dict__["status"] = EventStatus.PROCESSING  # as in _set_status
+    else:
+        execution.status = EventStatus.PROCESSING
 
 
 def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
-    event = _items(state)[sid]
+    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
     state.claims.pop(sid, None)
     if data.fields:
         _set_fields(event, data.fields)
@@ -303,6 +315,7 @@ _BY_CLASS: tuple[tuple[type, _Step], ...] = (
     (EventRetried, _retried),
 )
 _STEPS: dict[type, _Step | None] = dict(_BY_CLASS)
+_UNSEEN: Any = object()
 
 
 def _step_for(cls: type) -> _Step | None:

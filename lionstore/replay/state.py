@@ -33,6 +33,7 @@ from lionstore.projections.mail import MailState, mail_from_record
 __all__ = ["RunProjection", "rebuild", "raw_mail"]
 
 Progress = Callable[[int], None]
+Fold = Callable[[IDType, int, int, Any], None]
 
 
 def raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
@@ -77,7 +78,7 @@ class RunProjection:
         self.records = 0
         self.unknown = 0
         # One owner tuple per executor or router, shared by all its streams.
-        self._owners: dict[Owner, ExecutorState | MailState] = {}
+        self._owners: dict[Owner, Fold] = {}  # owner -> its state's fold
         self._executor_owner: dict[str, Owner] = {}
         self._router_owner: dict[str, Owner] = {}
         self._ids: dict[IDType, IDType] = {}  # one object per sender/recipient id
@@ -90,7 +91,7 @@ class RunProjection:
         if state is None:
             state = self.executors[name] = ExecutorState(name, raw_materializer)
             owner = self._executor_owner[name] = ("executor", name)
-            self._owners[owner] = state
+            self._owners[owner] = state.fold
         return state
 
     def router(self, name: str) -> MailState:
@@ -98,7 +99,7 @@ class RunProjection:
         if state is None:
             state = self.routers[name] = MailState(name, _raw_source, self._raw_mail)
             owner = self._router_owner[name] = ("router", name)
-            self._owners[owner] = state
+            self._owners[owner] = state.fold
         return state
 
     def apply(self, record: Recorded) -> None:
@@ -114,7 +115,7 @@ class RunProjection:
         if route == _OTHER:
             owner = self.owner_of.get(sid)
             if owner is not None:
-                self._owners[owner].fold(sid, version, position, data)
+                self._owners[owner](sid, version, position, data)
         else:
             self._enter(route, sid, version, position, data)
 
@@ -148,8 +149,10 @@ class RunProjection:
             decoder = kinds.get(kind)
             if decoder is None:
                 decoder = kinds[kind] = _kind_decoder(kind)
+            route = decoder[5]  # the route of the kind's class
             if row[4] != decoder[0]:  # an older version, or a kind this code doesn't know
                 data = decode_data(kind, row[4], text)
+                route = None
             elif text == decoder[3]:  # the shareable JSON decoded last time
                 data = decoder[4]
             else:
@@ -157,17 +160,19 @@ class RunProjection:
                     data = decoder[1](text)
                 except ValidationError:
                     data = decode_data(kind, row[4], text)  # its UnknownRecord
+                    route = None
                 if decoder[2]:
                     decoder[3] = text
                     decoder[4] = data
-            sid = new_id(IDType, row[1])
-            route = routes.get(type(data))
             if route is None:
-                route = _route_for(type(data))
+                route = routes.get(type(data))
+                if route is None:
+                    route = _route_for(type(data))
+            sid = new_id(IDType, row[1])
             if route == _OTHER:  # the common case, inline
                 owner = owner_of.get(sid)
                 if owner is not None:
-                    owners[owner].fold(sid, row[2], row[0], data)
+                    owners[owner](sid, row[2], row[0], data)
             else:
                 self._enter(route, sid, row[2], row[0], data)
         if rows:
@@ -285,7 +290,7 @@ _SHAREABLE_KINDS = frozenset(
 
 
 def _kind_decoder(kind: str) -> list[Any]:
-    """``[kind_version, validate_json, shareable, last JSON, its data]`` for a kind:
+    """``[kind_version, validate_json, shareable, last JSON, its data, route]`` for a kind:
     records at the current version are validated as ``decode_data`` validates them
     (the record class's own validator; a failure goes to ``decode_data`` for its
     UnknownRecord); the others go through ``decode_data`` (upcasters, unknown kinds).
@@ -293,13 +298,15 @@ def _kind_decoder(kind: str) -> list[Any]:
     decoding is a function of (kind, kind_version, JSON) and the data is frozen."""
     cls = record_kinds().get(kind)
     if cls is None:
-        return [None, None, False, None, None]
+        return [None, None, False, None, None, None]
+    route = _ROUTES.get(cls)
     return [
         cls.kind_version,
         cls.__pydantic_validator__.validate_json,
         kind in _SHAREABLE_KINDS,
         None,
         None,
+        route if route is not None else _route_for(cls),
     ]
 
 
