@@ -69,6 +69,7 @@ import lionstore
 from lionstore import Event, Exchange, Executor, Processor, Source
 from lionstore.replay import rebuild
 
+_ROOT = str(Path(__file__).resolve().parent.parent) + "/"  # shortens paths in reports
 TARGET_RATIO = 0.50
 TARGET_PEAK_BYTES = 300 * 1000 * 1000  # "300 MB"
 RUN_LABEL = "bench"
@@ -343,7 +344,7 @@ def profile_memory(path: Path, top: int) -> None:
         ["allocated at", "MiB", "blocks", "bytes/record"],
         [
             [
-                f"{s.traceback[0].filename.split('site-packages/')[-1].split('/work/main/')[-1]}"
+                f"{s.traceback[0].filename.split('site-packages/')[-1].split(_ROOT)[-1]}"
                 f":{s.traceback[0].lineno}",
                 f"{s.size / (1 << 20):.1f}",
                 f"{s.count:,}",

@@ -10,6 +10,7 @@ never rewritten. Any RFC 4122 UUID is accepted; new ids are UUID4.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -61,7 +62,14 @@ class IDType(str):
         )
 
 
+# The canonical form itself (what every id read back from the log is): no need to go
+# through uuid.UUID, which would return the same text.
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _parse(text: str, original: Any) -> IDType:
+    if len(text) == 36 and _CANONICAL.fullmatch(text):
+        return str.__new__(IDType, text)
     if len(text) > _MAX_ID_INPUT:
         raise IDError(f"Invalid ID: a {len(text)}-character string is not a UUID.")
     try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
-from lionstore.domain.element import resolve_class
+from lionstore.domain.element import Element, resolve_class
 from lionstore.domain.event import Event, EventStatus, Execution
 from lionstore.domain.event_records import (
     EventAbandoned,
@@ -31,6 +32,7 @@ from lionstore.domain.lazy import LazyDict
 from lionstore.domain.pile import Pile
 from lionstore.domain.progression import Progression
 from lionstore.domain.records import Recorded
+from lionstore.projections._build import fields_set, unchecked
 
 __all__ = [
     "Claim",
@@ -52,12 +54,31 @@ class RecordedEvent(Event):
 
 
 def raw_materializer(event_id: IDType, data: EventAppended) -> Event:
-    return RecordedEvent(
-        id=event_id,
-        created_at=data.created_at,
-        metadata=data.metadata,
-        event_class=data.event_class,
-        fields=data.fields,
+    """A :class:`RecordedEvent` for an ``event.appended`` record."""
+    if data.metadata and Element._lion_class_key in data.metadata:
+        # Element's metadata check (it refuses a class mismatch) decides these.
+        return RecordedEvent(
+            id=event_id,
+            created_at=data.created_at,
+            metadata=data.metadata,
+            event_class=data.event_class,
+            fields=data.fields,
+        )
+    # No second validation: decoding EventAppended checked every value (created_at
+    # a float, metadata and fields dicts with str keys), the id is the stream's as
+    # the log holds it (what validation would pass through unchanged), and the
+    # projection never mutates these dicts (_set_fields replaces ``fields``).
+    return unchecked(
+        RecordedEvent,
+        _RECORDED_FIELDS,
+        {
+            "id": event_id,
+            "created_at": data.created_at,
+            "metadata": data.metadata,
+            "execution": _execution(EventStatus.PENDING),
+            "event_class": intern(data.event_class),  # one copy of each class name
+            "fields": data.fields,
+        },
     )
 
 
@@ -154,73 +175,191 @@ class ExecutorState:
     # -- the fold ----------------------------------------------------------------------
 
     def apply(self, record: Recorded) -> None:
-        data = record.data
-        sid = record.stream_id
-        if isinstance(data, EventAppended):
-            if data.executor != self.name or sid in self.versions:
-                return
-            event = self.live.pop(sid, None)
-            if event is None:
-                event = self.materialize(sid, data)
-            event.execution = _execution(EventStatus.PENDING)
-            self.pile._put(event)
-            self.pending[sid] = None
-        elif isinstance(data, ProcessorStarted):
+        self.fold(record.stream_id, record.stream_version, record.position, record.data)
+
+    def fold(self, sid: IDType, version: int, position: int, data: Any) -> None:
+        """Apply one record given by its parts (what :meth:`apply` takes from a Recorded)."""
+        step = _STEPS.get(type(data), _UNSEEN)
+        if step is _UNSEEN:
+            step = _step_for(type(data))
+        if step is _appended:
+            self._append(sid, version, position, data)
+        elif step is _processor_started:
             if data.executor == self.name:
                 self.processors[data.owner] = data
-                self.position = record.position
-            return
-        elif sid not in self.versions:
-            return  # another executor's event (or not an event record)
-        else:
-            self._apply_change(sid, data)
-        self.versions[sid] = record.stream_version
-        self.position = record.position
+                self.position = position
+        elif sid in self.versions:
+            if step is not None:
+                step(self, sid, data)
+            self.versions[sid] = version
+            self.position = position
+        # else: another executor's event (or not an event record)
 
-    def _apply_change(self, sid: IDType, data: Any) -> None:
-        event = self.pile._items[sid]
-        if isinstance(data, EventQueued):
-            self.pending.pop(sid, None)
-            self.queue[sid] = None
-        elif isinstance(data, EventDeferred):
-            self.not_before_us[sid] = data.retry_at_us
-            self.denials[sid] = data.denials
-        elif isinstance(data, EventClaimed):
-            self.queue.pop(sid, None)
-            self.pending.pop(sid, None)
-            self.not_before_us.pop(sid, None)
-            self.denials.pop(sid, None)  # the back-off starts afresh after a claim
-            self.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle)
-            self.attempts[sid] = data.attempt
-            event.execution.status = EventStatus.PROCESSING
-        elif isinstance(data, EventFinished):
-            self.claims.pop(sid, None)
-            if data.fields:
-                _set_fields(event, data.fields)
-            event.execution = _execution(
-                EventStatus(data.status), data.duration, data.response, data.error
-            )
-        elif isinstance(data, EventRequeued):
-            self.claims.pop(sid, None)
-            self.queue[sid] = None
-            event.execution.status = EventStatus.PENDING
-        elif isinstance(data, EventAbandoned):
-            self.claims.pop(sid, None)
-            event.execution = _execution(
-                EventStatus.FAILED,
-                error=f"{data.reason}: lease of {data.previous_owner} expired on attempt "
-                f"{data.attempt}",
-            )
-        elif isinstance(data, EventRetried):
-            self.pending[sid] = None
-            self.denials.pop(sid, None)
-            event.execution = _execution(EventStatus.PENDING)
+    def _append(self, sid: IDType, version: int, position: int, data: EventAppended) -> None:
+        if data.executor != self.name or sid in self.versions:
+            return
+        event = self.live.pop(sid, None)
+        if event is None:
+            event = self.materialize(sid, data)
+            # raw_materializer's unchecked events come with a fresh PENDING execution
+            if event.__pydantic_fields_set__ is not _RECORDED_FIELDS:
+                _set_execution(event, _execution(EventStatus.PENDING))
+        else:
+            _set_execution(event, _execution(EventStatus.PENDING))
+        _items(self)[event.id] = event
+        self.pending[sid] = None
+        self.versions[sid] = version
+        self.position = position
+
+
+# One function per record class, found by type(data) (isinstance chains cost more on a
+# replay of a million records); _step_for resolves other classes by isinstance, once.
+_Step = Callable[[ExecutorState, IDType, Any], None]
+
+
+def _items(state: ExecutorState) -> dict[IDType, Event]:
+    # Pile._items without pydantic's __getattr__ for private attributes (the dict is
+    # looked up afresh on each record: Pile methods may replace it).
+    private: dict[str, Any] = state.pile.__pydantic_private__  # type: ignore[assignment]
+    items: dict[IDType, Event] = private["_items"]
+    return items
+
+
+def _appended(state: ExecutorState, sid: IDType, data: Any) -> None:
+    raise AssertionError("handled in ExecutorState.fold")  # pragma: no cover
+
+
+def _processor_started(state: ExecutorState, sid: IDType, data: Any) -> None:
+    raise AssertionError("handled in ExecutorState.fold")  # pragma: no cover
+
+
+def _queued(state: ExecutorState, sid: IDType, data: EventQueued) -> None:
+    state.pending.pop(sid, None)
+    state.queue[sid] = None
+
+
+def _deferred(state: ExecutorState, sid: IDType, data: EventDeferred) -> None:
+    state.not_before_us[sid] = data.retry_at_us
+    state.denials[sid] = data.denials
+
+
+def _claimed(state: ExecutorState, sid: IDType, data: EventClaimed) -> None:
+    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
+    state.queue.pop(sid, None)
+    state.pending.pop(sid, None)
+    if state.not_before_us:
+        state.not_before_us.pop(sid, None)
+    if state.denials:
+        state.denials.pop(sid, None)  # the back-off starts afresh after a claim
+    state.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle)
+    state.attempts[event.id] = data.attempt  # keyed by the event's own id object
+    execution = event.execution
+    if execution.__pydantic_fields_set__ is _EXECUTION_FIELDS:
+        execution.__dict__["status"] = EventStatus.PROCESSING  # as in _set_status
+    else:
+        execution.status = EventStatus.PROCESSING
+
+
+def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
+    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
+    state.claims.pop(sid, None)
+    if data.fields:
+        _set_fields(event, data.fields)
+    status = _STATUS[data.status]
+    execution = event.execution
+    if (
+        event.__pydantic_fields_set__ is _RECORDED_FIELDS
+        and execution.__pydantic_fields_set__ is _EXECUTION_FIELDS
+    ):
+        # A replay's own event and execution (built unchecked by this module; no
+        # user code holds them): the outcome goes into it instead of a new one.
+        values = execution.__dict__
+        values["status"] = status
+        values["duration"] = data.duration
+        response = data.response
+        values["response"] = intern(response) if type(response) is str else response
+        values["error"] = data.error
+    else:
+        _set_execution(event, _execution(status, data.duration, data.response, data.error))
+
+
+def _requeued(state: ExecutorState, sid: IDType, data: EventRequeued) -> None:
+    event = _items(state)[sid]
+    state.claims.pop(sid, None)
+    state.queue[sid] = None
+    _set_status(event, EventStatus.PENDING)
+
+
+def _abandoned(state: ExecutorState, sid: IDType, data: EventAbandoned) -> None:
+    event = _items(state)[sid]
+    state.claims.pop(sid, None)
+    _set_execution(
+        event,
+        _execution(
+            EventStatus.FAILED,
+            error=f"{data.reason}: lease of {data.previous_owner} expired on attempt "
+            f"{data.attempt}",
+        ),
+    )
+
+
+def _retried(state: ExecutorState, sid: IDType, data: EventRetried) -> None:
+    event = _items(state)[sid]
+    state.pending[sid] = None
+    state.denials.pop(sid, None)
+    _set_execution(event, _execution(EventStatus.PENDING))
+
+
+# In the order the classes are tested (a subclass goes to its first base listed).
+_BY_CLASS: tuple[tuple[type, _Step], ...] = (
+    (EventAppended, _appended),
+    (ProcessorStarted, _processor_started),
+    (EventQueued, _queued),
+    (EventDeferred, _deferred),
+    (EventClaimed, _claimed),
+    (EventFinished, _finished),
+    (EventRequeued, _requeued),
+    (EventAbandoned, _abandoned),
+    (EventRetried, _retried),
+)
+_STEPS: dict[type, _Step | None] = dict(_BY_CLASS)
+_UNSEEN: Any = object()
+
+
+def _step_for(cls: type) -> _Step | None:
+    """The step of a class not seen yet (None: the record changes nothing but versions)."""
+    step = next((s for base, s in _BY_CLASS if issubclass(cls, base)), None)
+    _STEPS[cls] = step
+    return step
+
+
+_STATUS = {s.value: s for s in EventStatus}
+_EXECUTION_FIELDS = fields_set(Execution)
+_RECORDED_FIELDS = fields_set(RecordedEvent)
+
+
+def _set_execution(event: Event, execution: Execution) -> None:
+    if event.__pydantic_fields_set__ is _RECORDED_FIELDS:
+        # An unchecked RecordedEvent: what pydantic's assignment would do, directly.
+        event.__dict__["execution"] = execution
+    else:
+        event.execution = execution
+
+
+def _set_status(event: Event, status: EventStatus) -> None:
+    execution = event.execution
+    if execution.__pydantic_fields_set__ is _EXECUTION_FIELDS:
+        # One of _execution's: the value is an EventStatus, so validation would pass it.
+        execution.__dict__["status"] = status
+    else:
+        execution.status = status
 
 
 def _set_fields(event: Event, fields: dict[str, Any]) -> None:
     """Put recorded field values on an event, validated by its own class."""
     if isinstance(event, RecordedEvent):
-        event.fields.update(fields)
+        # A new dict: the old one may be a decoded record's own.
+        event.__dict__["fields"] = {**event.fields, **fields}
         return
     current = event.model_dump(exclude={"execution"})
     rebuilt = type(event).model_validate({**current, **fields})
@@ -235,6 +374,9 @@ def _execution(
     response: Any = None,
     error: str | None = None,
 ) -> Execution:
-    """An Execution from values a record already validated (validating them again
-    costs less than pydantic's model_construct)."""
-    return Execution(status=status, duration=duration, response=response, error=error)
+    """An Execution from values a record already validated (no second validation)."""
+    return unchecked(
+        Execution,
+        _EXECUTION_FIELDS,
+        {"status": status, "duration": duration, "response": response, "error": error},
+    )

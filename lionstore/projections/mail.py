@@ -13,7 +13,7 @@ from typing import Any
 
 from lionstore.domain.element import Element, resolve_class
 from lionstore.domain.ids import IDType
-from lionstore.domain.mail import Mail, Package, item_from_json
+from lionstore.domain.mail import Mail, Package, _check_json, item_from_json, validate_category
 from lionstore.domain.mail_records import (
     MailCollected,
     MailDeadLettered,
@@ -25,6 +25,7 @@ from lionstore.domain.mail_records import (
     SourceDeleted,
 )
 from lionstore.domain.records import Recorded
+from lionstore.projections._build import fields_set, unchecked
 
 __all__ = ["BoxState", "DeadLetter", "MailState", "SourceMaterializer", "mail_from_record"]
 
@@ -48,11 +49,21 @@ class DeadLetter:
     position: int
 
 
-def mail_from_record(mail_id: IDType, data: MailSent | MailReceived, *, raw: bool = False) -> Mail:
+def mail_from_record(
+    mail_id: IDType,
+    data: MailSent | MailReceived,
+    *,
+    raw: bool = False,
+    ids: dict[IDType, IDType] | None = None,
+) -> Mail:
     """The Mail a ``mail.sent``/``mail.received`` record describes. With ``raw``, a
     pydantic item stays as its recorded JSON (its class named in the package's
-    metadata as ``item_class``) and no class is looked up."""
+    metadata as ``item_class``) and no class is looked up; ``ids`` then keeps one
+    object per sender and recipient id (a replay holds thousands of mails between a
+    few sources)."""
     p = data.package
+    if raw and not (data.metadata and Element._lion_class_key in data.metadata):
+        return _raw_mail(mail_id, data, {} if ids is None else ids)
     package = Package(
         p.category,
         p.item if raw else item_from_json(p.item, p.item_class),
@@ -68,6 +79,44 @@ def mail_from_record(mail_id: IDType, data: MailSent | MailReceived, *, raw: boo
         sender=data.sender,
         recipient=data.recipient,
         package=package,
+    )
+
+
+_MAIL_FIELDS = fields_set(Mail)
+_PACKAGE_FIELDS = fields_set(Package)
+
+
+def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, IDType]) -> Mail:
+    """What the validated path of :func:`mail_from_record` builds, without validating
+    again what decoding the record checked: ids (canonical IDTypes), times (floats),
+    metadata (a dict without a class name). The checks a Package makes beyond its
+    recorded types (a known category, a JSON item) still run."""
+    p = data.package
+    item = p.item
+    _check_json(item)
+    package = unchecked(
+        Package,
+        _PACKAGE_FIELDS,
+        {
+            "id": p.id,
+            "created_at": p.created_at,
+            "metadata": {"item_class": p.item_class} if p.item_class else {},
+            "category": validate_category(p.category),  # a PackageCategory member
+            "item": item,
+            "request_source": p.request_source,
+        },
+    )
+    return unchecked(
+        Mail,
+        _MAIL_FIELDS,
+        {
+            "id": mail_id,
+            "created_at": data.created_at,
+            "metadata": data.metadata,
+            "sender": ids.setdefault(data.sender, data.sender),
+            "recipient": ids.setdefault(data.recipient, data.recipient),
+            "package": package,
+        },
     )
 
 
@@ -105,29 +154,33 @@ class MailState:
         return source_id in self.sources
 
     def apply(self, record: Recorded) -> None:
-        data = record.data
-        sid = record.stream_id
-        if isinstance(data, (SourceAdded, SourceDeleted)) and data.router != self.router:
-            # A source's stream is shared by every router it joins: follow its version,
-            # or this router's next append to it would expect a stale one forever.
-            self.versions[sid] = record.stream_version
-            return
-        if isinstance(data, SourceAdded):
-            source = self.live_sources.pop(sid, None)
-            if source is None:
-                source = self.sources.get(sid) or self.materialize_source(sid, data)
-            self.sources[sid] = source
-            self.deleted.discard(sid)
-            self.box(sid)
-        elif isinstance(data, SourceDeleted):
-            self.sources.pop(sid, None)
-            self.deleted.add(sid)
-        elif isinstance(data, (MailSent, MailReceived)):
+        self.fold(record.stream_id, record.stream_version, record.position, record.data)
+
+    def fold(self, sid: IDType, version: int, position: int, data: Any) -> None:
+        """Apply one record given by its parts (what :meth:`apply` takes from a Recorded)."""
+        step = _STEPS.get(type(data)) or _step_for(type(data))
+        if step is _SOURCE_ADDED or step is _SOURCE_DELETED:
+            if data.router != self.router:
+                # A source's stream is shared by every router it joins: follow its
+                # version, or this router's next append to it would expect a stale one.
+                self.versions[sid] = version
+                return
+            if step is _SOURCE_ADDED:
+                source = self.live_sources.pop(sid, None)
+                if source is None:
+                    source = self.sources.get(sid) or self.materialize_source(sid, data)
+                self.sources[sid] = source
+                self.deleted.discard(sid)
+                self.box(sid)
+            else:
+                self.sources.pop(sid, None)
+                self.deleted.add(sid)
+        elif step is _SENT or step is _RECEIVED:
             if data.router != self.router or sid in self.where:
                 return
             mail = self.live_mail.pop(sid, None) or self.materialize_mail(sid, data)
             self.mails[sid] = mail
-            if isinstance(data, MailSent):
+            if step is _SENT:
                 box = self.box(mail.sender)
                 box.outs[sid] = None
                 box.mails[sid] = mail
@@ -135,11 +188,12 @@ class MailState:
             else:
                 self._into_inbox(mail)
         elif sid in self.where:
-            self._move(sid, data, record.position)
+            if step is not None:
+                self._move(self.mails[sid], step, data, position)
         else:
             return
-        self.versions[sid] = record.stream_version
-        self.position = record.position
+        self.versions[sid] = version
+        self.position = position
 
     def _into_inbox(self, mail: Mail) -> None:
         box = self.box(mail.recipient)
@@ -169,22 +223,20 @@ class MailState:
                     del box.ins[mail.sender]
             box.mails.pop(mail.id, None)
 
-    def _move(self, sid: IDType, data: Any, position: int) -> None:
-        mail = self.mails[sid]
-        if isinstance(data, MailCollected):
-            self._leave(mail)
-            self.buffer.setdefault(mail.recipient, {})[sid] = None
-            self.where[sid] = "buffer"
-        elif isinstance(data, MailDelivered):
-            self._leave(mail)
+    def _move(self, mail: Mail, step: str, data: Any, position: int) -> None:
+        # Keys are the mail's own id object (the one its mail.sent record brought).
+        self._leave(mail)
+        mid = mail.id
+        if step is _COLLECTED:
+            self.buffer.setdefault(mail.recipient, {})[mid] = None
+            self.where[mid] = "buffer"
+        elif step is _DELIVERED:
             self._into_inbox(mail)
-        elif isinstance(data, MailDeadLettered):
-            self._leave(mail)
-            self.where[sid] = "dead"
-            self.dead[sid] = DeadLetter(mail, data.reason, data.stage, position)
-        elif isinstance(data, MailExcluded):
-            self._leave(mail)
-            self.where[sid] = "gone"
+        elif step is _DEAD_LETTERED:
+            self.where[mid] = "dead"
+            self.dead[mid] = DeadLetter(mail, data.reason, data.stage, position)
+        else:
+            self.where[mid] = "gone"
 
     # -- queries -------------------------------------------------------------------------
 
@@ -214,6 +266,35 @@ class MailState:
                 if self.mails[mail_id].recipient == source_id:
                     found.append((mail_id, "recipient_deleted", "outbox"))
         return found
+
+
+# What each record class does, found by type(data); _step_for resolves other classes
+# by isinstance (in this order), once.
+_SOURCE_ADDED = "source_added"
+_SOURCE_DELETED = "source_deleted"
+_SENT = "sent"
+_RECEIVED = "received"
+_COLLECTED = "collected"
+_DELIVERED = "delivered"
+_DEAD_LETTERED = "dead_lettered"
+_EXCLUDED = "excluded"
+_BY_CLASS: tuple[tuple[type, str], ...] = (
+    (SourceAdded, _SOURCE_ADDED),
+    (SourceDeleted, _SOURCE_DELETED),
+    (MailSent, _SENT),
+    (MailReceived, _RECEIVED),
+    (MailCollected, _COLLECTED),
+    (MailDelivered, _DELIVERED),
+    (MailDeadLettered, _DEAD_LETTERED),
+    (MailExcluded, _EXCLUDED),
+)
+_STEPS: dict[type, str | None] = dict(_BY_CLASS)
+
+
+def _step_for(cls: type) -> str | None:
+    step = next((s for base, s in _BY_CLASS if issubclass(cls, base)), None)
+    _STEPS[cls] = step
+    return step
 
 
 def element_source_materializer(

@@ -8,16 +8,24 @@ the file is imported or executed.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import gc
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from pydantic import ValidationError
 
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
 from lionstore.domain.mail_records import MailReceived, MailSent, SourceAdded, SourceDeleted
-from lionstore.domain.records import Recorded, UnknownRecord
-from lionstore.log.store import Store
+from lionstore.domain.records import Recorded, UnknownRecord, decode_data, record_kinds
+from lionstore.log.backend import ReadQuery
+from lionstore.log.sqlite import SQLiteBackend
+from lionstore.log.store import Store, _to_us
 from lionstore.mail.source import Source
 from lionstore.projections.executor import ExecutorState, RecordedEvent, raw_materializer
 from lionstore.projections.mail import MailState, mail_from_record
@@ -25,6 +33,7 @@ from lionstore.projections.mail import MailState, mail_from_record
 __all__ = ["RunProjection", "rebuild", "raw_mail"]
 
 Progress = Callable[[int], None]
+Fold = Callable[[IDType, int, int, Any], None]
 
 
 def raw_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
@@ -36,54 +45,139 @@ def _raw_source(source_id: IDType, data: SourceAdded) -> Any:
     return Source(id=source_id, metadata={"source_class": data.source_class})
 
 
+Owner = tuple[str, str]  # ("executor" | "router", name)
+_UNKNOWN, _APPENDED, _PROCESSOR, _MAIL_ENTRY, _OTHER = range(5)
+# How RunProjection routes each record class, in isinstance order; other classes are
+# resolved once by isinstance and remembered (type() lookups cost less than the chain).
+_ROUTE_BY_CLASS: tuple[tuple[type, int], ...] = (
+    (UnknownRecord, _UNKNOWN),
+    (EventAppended, _APPENDED),
+    (ProcessorStarted, _PROCESSOR),
+    (SourceAdded, _MAIL_ENTRY),
+    (SourceDeleted, _MAIL_ENTRY),
+    (MailSent, _MAIL_ENTRY),
+    (MailReceived, _MAIL_ENTRY),
+)
+_ROUTES: dict[type, int] = dict(_ROUTE_BY_CLASS)
+
+
+def _route_for(cls: type) -> int:
+    route = next((r for base, r in _ROUTE_BY_CLASS if issubclass(cls, base)), _OTHER)
+    _ROUTES[cls] = route
+    return route
+
+
 class RunProjection:
     """All executors and mail routers of one run, folded from its records."""
 
     def __init__(self) -> None:
         self.executors: dict[str, ExecutorState] = {}
         self.routers: dict[str, MailState] = {}
-        self.owner_of: dict[IDType, tuple[str, str]] = {}  # stream -> (kind of owner, name)
+        self.owner_of: dict[IDType, Owner] = {}  # stream -> (kind of owner, name)
         self.position = 0
         self.records = 0
         self.unknown = 0
+        # One owner tuple per executor or router, shared by all its streams.
+        self._owners: dict[Owner, Fold] = {}  # owner -> its state's fold
+        self._executor_owner: dict[str, Owner] = {}
+        self._router_owner: dict[str, Owner] = {}
+        self._ids: dict[IDType, IDType] = {}  # one object per sender/recipient id
+
+    def _raw_mail(self, mail_id: IDType, data: MailSent | MailReceived) -> Mail:
+        return mail_from_record(mail_id, data, raw=True, ids=self._ids)
 
     def executor(self, name: str) -> ExecutorState:
         state = self.executors.get(name)
         if state is None:
             state = self.executors[name] = ExecutorState(name, raw_materializer)
+            owner = self._executor_owner[name] = ("executor", name)
+            self._owners[owner] = state.fold
         return state
 
     def router(self, name: str) -> MailState:
         state = self.routers.get(name)
         if state is None:
-            state = self.routers[name] = MailState(name, _raw_source, raw_mail)
+            state = self.routers[name] = MailState(name, _raw_source, self._raw_mail)
+            owner = self._router_owner[name] = ("router", name)
+            self._owners[owner] = state.fold
         return state
 
     def apply(self, record: Recorded) -> None:
+        self.fold(record.stream_id, record.stream_version, record.position, record.data)
+
+    def fold(self, sid: IDType, version: int, position: int, data: Any) -> None:
+        """Apply one record given by its parts (what :meth:`apply` takes from a Recorded)."""
         self.records += 1
-        self.position = record.position
-        data = record.data
-        if isinstance(data, UnknownRecord):
+        self.position = position
+        route = _ROUTES.get(type(data))
+        if route is None:
+            route = _route_for(type(data))
+        if route == _OTHER:
+            owner = self.owner_of.get(sid)
+            if owner is not None:
+                self._owners[owner](sid, version, position, data)
+        else:
+            self._enter(route, sid, version, position, data)
+
+    def _enter(self, route: int, sid: IDType, version: int, position: int, data: Any) -> None:
+        """A record naming its executor or router (or an unknown one)."""
+        state: ExecutorState | MailState
+        if route == _APPENDED:
+            state = self.executor(data.executor)
+            self.owner_of.setdefault(sid, self._executor_owner[data.executor])
+        elif route == _MAIL_ENTRY:
+            state = self.router(data.router)
+            self.owner_of.setdefault(sid, self._router_owner[data.router])
+        elif route == _PROCESSOR:
+            state = self.executor(data.executor)
+        else:
             self.unknown += 1
             return
-        sid = record.stream_id
-        if isinstance(data, EventAppended):
-            self.owner_of.setdefault(sid, ("executor", data.executor))
-            self.executor(data.executor).apply(record)
-        elif isinstance(data, ProcessorStarted):
-            self.executor(data.executor).apply(record)
-        elif isinstance(data, (SourceAdded, SourceDeleted, MailSent, MailReceived)):
-            self.owner_of.setdefault(sid, ("router", data.router))
-            self.router(data.router).apply(record)
-        else:
-            owner = self.owner_of.get(sid)
-            if owner is None:
-                return
-            kind, name = owner
-            if kind == "executor":
-                self.executors[name].apply(record)
+        state.fold(sid, version, position, data)
+
+    def _fold_page(self, rows: list[Any], kinds: dict[str, list[Any]]) -> None:
+        """:meth:`fold` of a page of SQLite rows (``SQLiteBackend.read_rows``), decoding
+        each as ``SQLiteBackend.decode_row`` does, without building a Recorded per row.
+        ``kinds`` holds what :func:`_kind_decoder` gives, per kind, across pages."""
+        new_id = str.__new__
+        routes = _ROUTES
+        owner_of = self.owner_of
+        owners = self._owners
+        for row in rows:
+            kind = row[3]
+            text = row[5]
+            decoder = kinds.get(kind)
+            if decoder is None:
+                decoder = kinds[kind] = _kind_decoder(kind)
+            route = decoder[5]  # the route of the kind's class
+            if row[4] != decoder[0]:  # an older version, or a kind this code doesn't know
+                data = decode_data(kind, row[4], text)
+                route = None
+            elif text == decoder[3]:  # the shareable JSON decoded last time
+                data = decoder[4]
             else:
-                self.routers[name].apply(record)
+                try:
+                    data = decoder[1](text)
+                except ValidationError:
+                    data = decode_data(kind, row[4], text)  # its UnknownRecord
+                    route = None
+                if decoder[2]:
+                    decoder[3] = text
+                    decoder[4] = data
+            if route is None:
+                route = routes.get(type(data))
+                if route is None:
+                    route = _route_for(type(data))
+            sid = new_id(IDType, row[1])
+            if route == _OTHER:  # the common case, inline
+                owner = owner_of.get(sid)
+                if owner is not None:
+                    owners[owner](sid, row[2], row[0], data)
+            else:
+                self._enter(route, sid, row[2], row[0], data)
+        if rows:
+            self.records += len(rows)
+            self.position = rows[-1][0]
 
     # -- summaries -----------------------------------------------------------------------
 
@@ -173,6 +267,77 @@ def _router_summary(state: MailState) -> dict[str, Any]:
     }
 
 
+# Record kinds whose decoded data may be shared by several records with the same JSON:
+# the fold keeps nothing mutable from them (event.appended, event.finished, mail.sent,
+# mail.received and source.added hand dicts or responses to the objects it builds).
+_SHAREABLE_KINDS = frozenset(
+    {
+        "event.queued",
+        "event.deferred",
+        "event.claimed",
+        "event.requeued",
+        "event.abandoned",
+        "event.retried",
+        "processor.started",
+        "mail.collected",
+        "mail.delivered",
+        "mail.dead_lettered",
+        "mail.excluded",
+        "source.deleted",
+        "run.started",
+    }
+)
+
+
+def _kind_decoder(kind: str) -> list[Any]:
+    """``[kind_version, validate_json, shareable, last JSON, its data, route]`` for a kind:
+    records at the current version are validated as ``decode_data`` validates them
+    (the record class's own validator; a failure goes to ``decode_data`` for its
+    UnknownRecord); the others go through ``decode_data`` (upcasters, unknown kinds).
+    A shareable kind's record whose JSON is the last one decoded gets the same data:
+    decoding is a function of (kind, kind_version, JSON) and the data is frozen."""
+    cls = record_kinds().get(kind)
+    if cls is None:
+        return [None, None, False, None, None, None]
+    route = _ROUTES.get(cls)
+    return [
+        cls.kind_version,
+        cls.__pydantic_validator__.validate_json,
+        kind in _SHAREABLE_KINDS,
+        None,
+        None,
+        route if route is not None else _route_for(cls),
+    ]
+
+
+class _GCPause:
+    """Python's cyclic garbage collector off while any rebuild runs.
+
+    A rebuild allocates hundreds of thousands of long-lived objects (the projection)
+    and almost no cyclic garbage; each full collection during it walks the growing
+    projection again and frees nothing (about a third of a million-record rebuild
+    went there). Cyclic garbage made meanwhile, by this or other tasks, is collected
+    as usual once the last rebuild ends. Reference counting frees the rest at once.
+    """
+
+    depth = 0
+    was_enabled = False
+    lock = threading.Lock()  # rebuilds may run on event loops in several threads
+
+    def __enter__(self) -> None:
+        with _GCPause.lock:
+            if _GCPause.depth == 0:
+                _GCPause.was_enabled = gc.isenabled()
+                gc.disable()
+            _GCPause.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with _GCPause.lock:
+            _GCPause.depth -= 1
+            if _GCPause.depth == 0 and _GCPause.was_enabled:
+                gc.enable()
+
+
 async def rebuild(
     store: Store,
     *,
@@ -184,17 +349,64 @@ async def rebuild(
 ) -> RunProjection:
     """The state of a run at position ``at`` (inclusive) or time ``until``; the end
     by default. ``run`` is an id or label (default: the store's run)."""
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
     projection = RunProjection()
-    apply = projection.apply
-    count = 0
-    async for record in await store.read(
-        run=run if run is not None else True,
-        upto=at,
-        until=until,
-        page_size=page_size,
-    ):
-        apply(record)
-        count += 1
-        if progress is not None and count % 10_000 == 0:
-            progress(count)
+    with _GCPause():
+        if isinstance(store._backend, SQLiteBackend):
+            await _fold_rows(store, projection, run, at, until, progress, page_size)
+            return projection
+        fold = projection.apply
+        count = 0
+        async for record in await store.read(
+            run=run if run is not None else True,
+            upto=at,
+            until=until,
+            page_size=page_size,
+        ):
+            fold(record)
+            count += 1
+            if progress is not None and count % 10_000 == 0:
+                progress(count)
     return projection
+
+
+async def _fold_rows(
+    store: Store,
+    projection: RunProjection,
+    run: str | None,
+    at: int | None,
+    until: datetime | None,
+    progress: Progress | None,
+    page_size: int,
+) -> None:
+    """rebuild on SQLite: fold the backend's rows a page at a time, decoding each as
+    ``SQLiteBackend.decode_row`` does, but without building a Recorded per row, and
+    decoding a shareable record whose JSON repeats the previous one of its kind once.
+    The next page is fetched on the reader thread while this one is folded."""
+    store._ensure_open()
+    backend = store._backend
+    run_no = store.run.run_no if run is None else (await store.find_run(run)).run_no
+    until_us = _to_us(until) if until is not None else None
+    query = ReadQuery(run_no=run_no, upto=at, until_us=until_us)
+
+    def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
+        return asyncio.ensure_future(
+            backend.read_rows(dataclasses.replace(query, after=after), page_size)
+        )
+
+    fold_page = projection._fold_page
+    kinds: dict[str, list[Any]] = {}
+    mark = 10_000
+    task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(0)
+    try:
+        while task is not None:
+            rows, _ = await task
+            task = fetch(rows[-1][0]) if len(rows) == page_size else None
+            fold_page(rows, kinds)
+            while progress is not None and projection.records >= mark:
+                progress(mark)
+                mark += 10_000
+    finally:
+        if task is not None:
+            task.cancel()
