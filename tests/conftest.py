@@ -3,6 +3,7 @@ backend (PostgreSQL) joins the whole suite by adding one parameter here."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -123,3 +124,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _PG_SKIPPED:
         terminalreporter.write_line(_PG_SKIPPED[0], yellow=True, bold=True)
+
+
+@pytest.fixture(autouse=True)
+def _collector_left_on() -> Iterator[None]:
+    """lionstore pauses Python's cyclic GC around bulk work; a test after which the
+    collector is still off found a pause that was never given back."""
+    was_enabled = gc.isenabled()
+    yield
+    if was_enabled and not gc.isenabled():
+        gc.enable()
+        pytest.fail("the cyclic garbage collector was left disabled")

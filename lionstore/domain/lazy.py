@@ -17,9 +17,10 @@ build.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
+
+from lionstore._gcpause import gc_paused
 
 __all__ = ["LazyDict"]
 
@@ -94,15 +95,9 @@ class LazyDict(dict[K, V]):
     def _build_each(self, pending: list[tuple[K, Any]]) -> None:
         # Many objects that all live on and no garbage cycles: the cyclic collector
         # would only re-walk them (as in a snapshot restore), so it is paused.
-        paused = len(pending) > 1000 and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused(len(pending)):
             for key, value in pending:
                 self._built(key, value)
-        finally:
-            if paused:
-                gc.enable()
 
     # -- tags --------------------------------------------------------------------------
 

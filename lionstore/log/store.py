@@ -460,7 +460,10 @@ class Store:
         return await self._backend.list_runs()
 
     async def find_run(self, ref: str) -> RunInfo:
+        """The run whose id or label is ``ref`` (RunNotFoundError if none)."""
         self._ensure_open()
+        if not isinstance(ref, str):
+            raise TypeError(f"a run is named by its id or label (a str), not {type(ref).__name__}")
         found = await self._backend.find_run(ref)
         if found is None:
             raise RunNotFoundError(f"no run with id or label {ref!r}")

@@ -41,7 +41,6 @@ ignore it and fold the log from the start.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 from collections.abc import Callable
@@ -49,6 +48,7 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.element import class_path
 from lionstore.domain.event import Event, EventStatus, Execution
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
@@ -205,16 +205,11 @@ def load_state(empty: ExecutorState | MailState, text: str) -> None:
     # Restoring allocates many objects that all live on and none that are garbage
     # cycles: the cyclic collector would only re-walk them (measured: about half the
     # restore time of a large pile). Paused here, and back as it was afterwards.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused():
         if isinstance(empty, ExecutorState):
             _load_executor(empty, body, lines)
         else:
             _load_mail(empty, body, lines)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _ids(value: Any) -> list[IDType]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
@@ -310,34 +309,6 @@ def _kind_decoder(kind: str) -> list[Any]:
     ]
 
 
-class _GCPause:
-    """Python's cyclic garbage collector off while any rebuild runs.
-
-    A rebuild allocates hundreds of thousands of long-lived objects (the projection)
-    and almost no cyclic garbage; each full collection during it walks the growing
-    projection again and frees nothing (about a third of a million-record rebuild
-    went there). Cyclic garbage made meanwhile, by this or other tasks, is collected
-    as usual once the last rebuild ends. Reference counting frees the rest at once.
-    """
-
-    depth = 0
-    was_enabled = False
-    lock = threading.Lock()  # rebuilds may run on event loops in several threads
-
-    def __enter__(self) -> None:
-        with _GCPause.lock:
-            if _GCPause.depth == 0:
-                _GCPause.was_enabled = gc.isenabled()
-                gc.disable()
-            _GCPause.depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with _GCPause.lock:
-            _GCPause.depth -= 1
-            if _GCPause.depth == 0 and _GCPause.was_enabled:
-                gc.enable()
-
-
 async def rebuild(
     store: Store,
     *,
@@ -352,7 +323,9 @@ async def rebuild(
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
     projection = RunProjection()
-    with _GCPause():
+    # A rebuild allocates hundreds of thousands of long-lived objects and almost no
+    # cyclic garbage: full collections would only re-walk the growing projection.
+    with gc_paused():
         if isinstance(store._backend, SQLiteBackend):
             await _fold_rows(store, projection, run, at, until, progress, page_size)
             return projection

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sqlite3
 from typing import Any
 
+from dbtools import execute, query
 from pydantic import BaseModel
 from replay_scenarios import Recording
 
@@ -159,17 +159,16 @@ def test_rebuilt_objects_equal_what_validation_builds(recording: Recording) -> N
 def test_a_record_edited_into_garbage_is_unknown_on_both_paths(recording: Recording) -> None:
     """The decode cache never lets a record skip validation: an event.queued whose
     JSON repeats nothing valid is an UnknownRecord, as on the record-by-record path."""
-    conn = sqlite3.connect(recording.path)
-    with conn:
-        (position,) = conn.execute(
-            "SELECT position FROM lionstore_records WHERE kind = 'event.queued'"
-            " ORDER BY position LIMIT 1"
-        ).fetchone()
-        conn.execute(
-            "UPDATE lionstore_records SET data = '{\"owner\": 7}' WHERE position = ?",
-            (position,),
-        )
-    conn.close()
+    [(position,)] = query(
+        recording.path,
+        "SELECT position FROM lionstore_records WHERE kind = 'event.queued'"
+        " ORDER BY position LIMIT 1",
+    )
+    execute(
+        recording.path,
+        "UPDATE lionstore_records SET data = '{\"owner\": 7}' WHERE position = ?",
+        position,
+    )
     fast, slow = asyncio.run(_both(recording))
     assert fast.unknown == slow.unknown == 1
     assert _everything(fast) == _everything(slow)
