@@ -22,8 +22,7 @@ def collector_enabled() -> Iterator[None]:
     try:
         yield
     finally:
-        if not was:
-            gc.disable()
+        (gc.enable if was else gc.disable)()
 
 
 def test_pauses_nest_and_restore(collector_enabled: None) -> None:
