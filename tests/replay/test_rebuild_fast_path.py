@@ -10,6 +10,7 @@ import gc
 import sqlite3
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 from replay_scenarios import Recording
 
@@ -159,6 +160,8 @@ def test_rebuilt_objects_equal_what_validation_builds(recording: Recording) -> N
 def test_a_record_edited_into_garbage_is_unknown_on_both_paths(recording: Recording) -> None:
     """The decode cache never lets a record skip validation: an event.queued whose
     JSON repeats nothing valid is an UnknownRecord, as on the record-by-record path."""
+    if "://" in str(recording.path):
+        pytest.skip("edits the SQLite file directly; the fast path is SQLite's")
     conn = sqlite3.connect(recording.path)
     with conn:
         (position,) = conn.execute(
