@@ -35,6 +35,7 @@ __all__ = [
     "round_order",
     "rss_bytes",
     "maxrss_bytes",
+    "peak_rss_bytes",
     "summary",
     "git_state",
     "loadavg1",
@@ -213,6 +214,20 @@ def maxrss_bytes() -> int:
     """Peak RSS of the process so far (``ru_maxrss``; KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak RSS of this process image: ``VmHWM`` of /proc/self/status on Linux, else
+    ``ru_maxrss``. Linux carries ``ru_maxrss`` over ``exec`` (a subprocess started by a
+    big parent reports at least the parent's RSS at the fork), ``VmHWM`` starts afresh."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return maxrss_bytes()
 
 
 class RssSampler:

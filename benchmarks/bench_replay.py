@@ -19,7 +19,7 @@ Every round then measures, back to back in a rotating order:
   ``json.loads`` of every data column. **The comparator for the target.**
 
 and then the peak memory of a rebuild in a fresh subprocess that does nothing
-else (``ru_maxrss``, plus RSS sampled every 10 ms), so that nothing the parent
+else (its peak RSS, ``VmHWM``, plus RSS sampled every 10 ms), so that nothing the parent
 allocated earlier hides it.
 
 Targets (issue 5, Speed): rebuild >= 50% of the raw rows/s (per-round ratio,
@@ -58,7 +58,7 @@ from _common import (
     git_state,
     loadavg1,
     machine_line,
-    maxrss_bytes,
+    peak_rss_bytes,
     print_table,
     round_order,
     rss_bytes,
@@ -251,7 +251,7 @@ async def _child(path: Path) -> dict[str, Any]:
     try:
         gc.collect()
         before = rss_bytes()
-        maxrss_before = maxrss_bytes()
+        maxrss_before = peak_rss_bytes()
         with RssSampler() as rss, Stopwatch() as sw:
             projection = await rebuild(store)
         records = projection.records
@@ -266,7 +266,7 @@ async def _child(path: Path) -> dict[str, Any]:
         "maxrss_before": maxrss_before,
         "rss_peak_sampled": rss.peak,
         "rss_held": held,
-        "maxrss": maxrss_bytes(),
+        "maxrss": peak_rss_bytes(),
     }
 
 
@@ -446,7 +446,7 @@ def report(res: Results, built: Built, rounds: int, mem: list[dict[str, Any]]) -
             ["measure", "value", "target", "verdict"],
             [
                 [
-                    "ru_maxrss of the process (peak; the figure the target is checked on)",
+                    "peak RSS of the process, VmHWM (the figure the target is checked on)",
                     col("maxrss"),
                     f"< {TARGET_PEAK_BYTES / 1e6:.0f} MB ({fmt_mib(TARGET_PEAK_BYTES)})",
                     peak_verdict,
@@ -481,7 +481,7 @@ def report(res: Results, built: Built, rounds: int, mem: list[dict[str, Any]]) -
     if mem:
         rows.append(
             [
-                "peak memory of the rebuild (max ru_maxrss over subprocess runs)",
+                "peak memory of the rebuild (max VmHWM over subprocess runs)",
                 fmt_mib(max(m["maxrss"] for m in mem)),
                 f"< {TARGET_PEAK_BYTES / 1e6:.0f} MB",
                 peak_verdict,
@@ -575,7 +575,7 @@ async def run_benchmark(args: argparse.Namespace, path: Path, n: int, rounds: in
             mem.append(m)
             print(
                 f"  round {r + 1}/{rounds} {'memory':<10} {time.perf_counter() - t:6.2f} s "
-                f"(ru_maxrss {fmt_mib(m['maxrss'])})",
+                f"(peak RSS {fmt_mib(m['maxrss'])})",
                 flush=True,
             )
         print(f"round {r + 1} done at {time.perf_counter() - started:.0f} s", flush=True)

@@ -18,7 +18,7 @@ build.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from lionstore._gcpause import gc_paused
 
@@ -73,6 +73,17 @@ class LazyDict(dict[K, V]):
             raise
         dict.__setitem__(self, key, built)
         return built
+
+    @property
+    def raw_type(self) -> type:
+        """The type of the values kept raw."""
+        return self._raw_type
+
+    def set_raw(self, key: K, raw: Any) -> None:
+        """Store ``raw`` (of ``raw_type``) for ``key``, to be built when read."""
+        if type(raw) is not self._raw_type:
+            raise TypeError(f"a raw value must be a {self._raw_type.__name__}")
+        dict.__setitem__(cast(dict[K, Any], self), key, raw)
 
     def raw(self, key: K) -> Any:
         """The stored value, raw or built, without building it (KeyError if absent)."""

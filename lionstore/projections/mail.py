@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lionstore.domain.element import Element, resolve_class
 from lionstore.domain.ids import IDType
+from lionstore.domain.lazy import LazyDict
 from lionstore.domain.mail import Mail, Package, _check_json, item_from_json, validate_category
 from lionstore.domain.mail_records import (
     MailCollected,
@@ -27,7 +28,14 @@ from lionstore.domain.mail_records import (
 from lionstore.domain.records import Recorded
 from lionstore.projections._build import fields_set, unchecked
 
-__all__ = ["BoxState", "DeadLetter", "MailState", "SourceMaterializer", "mail_from_record"]
+__all__ = [
+    "BoxState",
+    "DeadLetter",
+    "MailState",
+    "SourceMaterializer",
+    "compact_delivered",
+    "mail_from_record",
+]
 
 SourceMaterializer = Callable[[IDType, SourceAdded], Any]
 
@@ -94,16 +102,37 @@ def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, 
     p = data.package
     item = p.item
     _check_json(item)
+    return _unchecked_mail(
+        (
+            mail_id,
+            data.created_at,
+            data.metadata,
+            ids.setdefault(data.sender, data.sender),
+            ids.setdefault(data.recipient, data.recipient),
+            p.id,
+            p.created_at,
+            p.item_class,
+            validate_category(p.category),  # a PackageCategory member
+            item,
+            p.request_source,
+        )
+    )
+
+
+def _unchecked_mail(parts: tuple[Any, ...]) -> Mail:
+    """An unchecked Mail and Package from :func:`_mail_parts`' values."""
+    mail_id, created_at, metadata, sender, recipient = parts[:5]
+    package_id, package_created_at, item_class, category, item, request_source = parts[5:]
     package = unchecked(
         Package,
         _PACKAGE_FIELDS,
         {
-            "id": p.id,
-            "created_at": p.created_at,
-            "metadata": {"item_class": p.item_class} if p.item_class else {},
-            "category": validate_category(p.category),  # a PackageCategory member
+            "id": package_id,
+            "created_at": package_created_at,
+            "metadata": {"item_class": item_class} if item_class else {},
+            "category": category,
             "item": item,
-            "request_source": p.request_source,
+            "request_source": request_source,
         },
     )
     return unchecked(
@@ -111,13 +140,59 @@ def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, 
         _MAIL_FIELDS,
         {
             "id": mail_id,
-            "created_at": data.created_at,
-            "metadata": data.metadata,
-            "sender": ids.setdefault(data.sender, data.sender),
-            "recipient": ids.setdefault(data.recipient, data.recipient),
+            "created_at": created_at,
+            "metadata": {} if metadata is None else metadata,
+            "sender": sender,
+            "recipient": recipient,
             "package": package,
         },
     )
+
+
+def _mail_parts(mail: Mail) -> tuple[Any, ...] | None:
+    """A replay's unchecked mail as a tuple :func:`_unchecked_mail` rebuilds it from
+    (None for any other mail)."""
+    package = mail.package
+    if (
+        mail.__pydantic_fields_set__ is not _MAIL_FIELDS
+        or package.__pydantic_fields_set__ is not _PACKAGE_FIELDS
+    ):
+        return None
+    meta = package.metadata
+    if meta and meta.keys() != {"item_class"}:
+        return None
+    return (
+        mail.id,
+        mail.created_at,
+        mail.metadata or None,
+        mail.sender,
+        mail.recipient,
+        package.id,
+        package.created_at,
+        meta["item_class"] if meta else None,
+        package.category,
+        package.item,
+        package.request_source,
+    )
+
+
+class _CompactMails(LazyDict[IDType, Mail]):
+    """A replay's mails: those in an inbox kept as tuples, built when read."""
+
+    __slots__ = ()
+
+
+def _build_mail(key: IDType, raw: tuple[Any, ...]) -> Mail:
+    return _unchecked_mail(raw)
+
+
+def compact_delivered(state: MailState) -> None:
+    """Have a replay's ``state`` (empty) keep each mail that reaches an inbox as a tuple
+    of its values, a fraction of the memory of the Mail and Package models, building
+    the Mail on first read (from ``state.mails`` or its mailbox: the same object)."""
+    if state.versions:
+        raise ValueError("compact_delivered needs an empty state")
+    state.mails = _CompactMails((), _build_mail, tuple)
 
 
 class MailState:
@@ -148,6 +223,13 @@ class MailState:
         box = self.boxes.get(source_id)
         if box is None:
             box = self.boxes[source_id] = BoxState()
+            if type(self.mails) is _CompactMails:
+                mails = self.mails
+
+                def from_mails(mail_id: IDType, raw: tuple[Any, ...]) -> Mail:
+                    return mails[mail_id]  # one object, whichever dict it is read from
+
+                box.mails = LazyDict((), from_mails, tuple)
         return box
 
     def is_active(self, source_id: IDType) -> bool:
@@ -200,6 +282,11 @@ class MailState:
         box.ins.setdefault(mail.sender, {})[mail.id] = None
         box.mails[mail.id] = mail
         self.where[mail.id] = "inbox"
+        if type(self.mails) is _CompactMails:
+            parts = _mail_parts(mail)
+            if parts is not None:  # the same tuple in both: either read builds it
+                self.mails.set_raw(mail.id, parts)
+                cast(LazyDict[IDType, Mail], box.mails).set_raw(mail.id, parts)
 
     def _leave(self, mail: Mail) -> None:
         """Take the mail out of wherever it is now."""

@@ -160,7 +160,10 @@ def snapshot_ready(state: ExecutorState | MailState) -> bool:
 
 
 def _stored(items: dict[IDType, Any]) -> Any:
-    """The (id, value) pairs as stored: a lazy dict's unread values stay raw."""
+    """The (id, value) pairs as stored: a lazy dict's unread values stay raw (only
+    snapshot lines; a replay's compact values are built)."""
+    if isinstance(items, LazyDict) and items.raw_type is not str:
+        items.build_all()
     return dict.items(items)
 
 

@@ -26,8 +26,13 @@ from lionstore.log.backend import ReadQuery
 from lionstore.log.sqlite import SQLiteBackend
 from lionstore.log.store import Store, _to_us
 from lionstore.mail.source import Source
-from lionstore.projections.executor import ExecutorState, RecordedEvent, raw_materializer
-from lionstore.projections.mail import MailState, mail_from_record
+from lionstore.projections.executor import (
+    ExecutorState,
+    RecordedEvent,
+    compact_finished,
+    raw_materializer,
+)
+from lionstore.projections.mail import MailState, compact_delivered, mail_from_record
 
 __all__ = ["RunProjection", "rebuild", "raw_mail"]
 
@@ -89,6 +94,7 @@ class RunProjection:
         state = self.executors.get(name)
         if state is None:
             state = self.executors[name] = ExecutorState(name, raw_materializer)
+            compact_finished(state)
             owner = self._executor_owner[name] = ("executor", name)
             self._owners[owner] = state.fold
         return state
@@ -97,6 +103,7 @@ class RunProjection:
         state = self.routers.get(name)
         if state is None:
             state = self.routers[name] = MailState(name, _raw_source, self._raw_mail)
+            compact_delivered(state)
             owner = self._router_owner[name] = ("router", name)
             self._owners[owner] = state.fold
         return state
@@ -194,8 +201,8 @@ class RunProjection:
         """Events by status and mail by state, over every executor and router."""
         events: dict[str, int] = {}
         for state in self.executors.values():
-            for event in state.pile:
-                key = event.status.value
+            for event_id in state.pile._items:  # statuses read without building events
+                key = state.status(event_id).value
                 events[key] = events.get(key, 0) + 1
         mail: dict[str, int] = {}
         for router in self.routers.values():
