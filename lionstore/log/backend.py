@@ -98,6 +98,29 @@ class Checkpoint:
     log_digest: str | None
 
 
+# The SQL the backends share for checkpoints; ``{0}``, ``{1}`` are each backend's
+# parameter markers (``?`` for SQLite, ``$1``, ``$2`` for PostgreSQL).
+READ_CHECKPOINT_SQL = (
+    "SELECT c.position, c.digest, c.format_version, c.snapshot,"
+    " (SELECT r.digest FROM lionstore_records r WHERE r.run_no = c.run_no"
+    "  AND r.position <= c.position ORDER BY r.position DESC LIMIT 1)"
+    " FROM lionstore_checkpoints c WHERE c.run_no = {0} AND c.name = {1}"
+)
+# The digest a new checkpoint of run {0} covering position {1} is fingerprinted with.
+CHECKPOINT_DIGEST_SQL = (
+    "SELECT digest FROM lionstore_records WHERE run_no = {0} AND position <= {1}"
+    " ORDER BY position DESC LIMIT 1"
+)
+
+
+def checkpoint_from_row(name: str, row: Sequence[Any] | None) -> Checkpoint | None:
+    """A :class:`Checkpoint` from a row of :data:`READ_CHECKPOINT_SQL` (None: no row)."""
+    if row is None:
+        return None
+    position, digest, format_version, snapshot, log_digest = row
+    return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
+
+
 class LogBackend(abc.ABC):
     """A database the Store can append to and read from."""
 

@@ -41,12 +41,15 @@ from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import ConcurrencyError, StoreError, StoreLockedError
 from lionstore.log.backend import (
+    CHECKPOINT_DIGEST_SQL,
+    READ_CHECKPOINT_SQL,
     AppendRequest,
     Checkpoint,
     CommitOutcome,
     LogBackend,
     ReadQuery,
     RunInfo,
+    checkpoint_from_row,
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
@@ -652,19 +655,9 @@ class PostgresBackend(LogBackend):
     async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
         pool = await self._readers()
         row = await self._call(
-            lambda: pool.fetchrow(
-                "SELECT c.position, c.digest, c.format_version, c.snapshot,"
-                " (SELECT r.digest FROM lionstore_records r WHERE r.run_no = c.run_no"
-                "  AND r.position <= c.position ORDER BY r.position DESC LIMIT 1)"
-                " FROM lionstore_checkpoints c WHERE c.run_no = $1 AND c.name = $2",
-                run_no,
-                name,
-            )
+            lambda: pool.fetchrow(READ_CHECKPOINT_SQL.format("$1", "$2"), run_no, name)
         )
-        if row is None:
-            return None
-        position, digest, format_version, snapshot, log_digest = row
-        return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
+        return checkpoint_from_row(name, row)
 
     async def write_checkpoint(
         self,
@@ -676,12 +669,7 @@ class PostgresBackend(LogBackend):
         now_us: int,
     ) -> bool:
         async def body(conn: Any) -> bool:
-            digest = await conn.fetchval(
-                "SELECT digest FROM lionstore_records WHERE run_no = $1 AND position <= $2"
-                " ORDER BY position DESC LIMIT 1",
-                run_no,
-                position,
-            )
+            digest = await conn.fetchval(CHECKPOINT_DIGEST_SQL.format("$1", "$2"), run_no, position)
             if digest is None:
                 return False
             await conn.execute(

@@ -49,12 +49,15 @@ from lionstore.errors import (
     StoreLockedError,
 )
 from lionstore.log.backend import (
+    CHECKPOINT_DIGEST_SQL,
+    READ_CHECKPOINT_SQL,
     AppendRequest,
     Checkpoint,
     CommitOutcome,
     LogBackend,
     ReadQuery,
     RunInfo,
+    checkpoint_from_row,
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 
@@ -890,17 +893,8 @@ class SQLiteBackend(LogBackend):
 
     @staticmethod
     def _read_checkpoint(conn: sqlite3.Connection, run_no: int, name: str) -> Checkpoint | None:
-        row = conn.execute(
-            "SELECT c.position, c.digest, c.format_version, c.snapshot,"
-            " (SELECT r.digest FROM lionstore_records r WHERE r.run_no = c.run_no"
-            "  AND r.position <= c.position ORDER BY r.position DESC LIMIT 1)"
-            " FROM lionstore_checkpoints c WHERE c.run_no = ? AND c.name = ?",
-            (run_no, name),
-        ).fetchone()
-        if row is None:
-            return None
-        position, digest, format_version, snapshot, log_digest = row
-        return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
+        row = conn.execute(READ_CHECKPOINT_SQL.format("?", "?"), (run_no, name)).fetchone()
+        return checkpoint_from_row(name, row)
 
     async def write_checkpoint(
         self,
@@ -930,9 +924,7 @@ class SQLiteBackend(LogBackend):
         self._begin_immediate(conn, wait)
         try:
             row = conn.execute(
-                "SELECT digest FROM lionstore_records WHERE run_no = ? AND position <= ?"
-                " ORDER BY position DESC LIMIT 1",
-                (run_no, position),
+                CHECKPOINT_DIGEST_SQL.format("?", "?"), (run_no, position)
             ).fetchone()
             if row is not None:
                 conn.execute(
