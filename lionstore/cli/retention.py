@@ -28,7 +28,7 @@ def register(
         ),
         parents=[common],
     )
-    parser.add_argument("path", metavar="PATH", help="a lionstore database file")
+    parser.add_argument("path", metavar="PATH", help="a SQLite file path or a PostgreSQL URL")
     parser.add_argument("--run", type=run_ref, metavar="R", required=True, help="the run")
     parser.add_argument("--to", metavar="FILE", required=True, help="the archive to write")
     parser.set_defaults(handler=_archive_command)
@@ -53,7 +53,7 @@ def register(
         ),
         parents=[common],
     )
-    delete.add_argument("path", metavar="PATH", help="a lionstore database file")
+    delete.add_argument("path", metavar="PATH", help="a SQLite file path or a PostgreSQL URL")
     delete.add_argument("--run", type=run_ref, metavar="R", required=True, help="the run")
     delete.add_argument("--force", action="store_true", help="delete an unfinished run too")
     delete.set_defaults(handler=_delete_command)
