@@ -22,11 +22,16 @@ from typing import Any, TypeVar, cast
 
 from lionstore._gcpause import gc_paused
 
-__all__ = ["LazyDict"]
+__all__ = ["LazyDict", "set_raw_unchecked"]
 
 K = TypeVar("K")
 V = TypeVar("V")
 _MISSING: Any = object()
+
+
+set_raw_unchecked: Callable[[dict[Any, Any], Any, Any], None] = dict.__setitem__
+"""``LazyDict.set_raw(d, key, raw)`` without its type check: for a replay's fold, which
+stores only values of the dict's ``raw_type`` and does so a million times a run."""
 
 
 def _no_tag(value: Any) -> Any:

@@ -61,7 +61,7 @@ from lionstore.log.backend import (
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 
-__all__ = ["SQLiteBackend", "SYNCHRONOUS", "translate_sqlite_error"]
+__all__ = ["RunScan", "SQLiteBackend", "SYNCHRONOUS", "translate_sqlite_error"]
 
 T = TypeVar("T")
 
@@ -213,6 +213,29 @@ class _Thread:
             self._calls.put(None)
             self._thread.join()
             self._thread = None
+
+
+def _record_filter(query: ReadQuery) -> tuple[str, list[Any]]:
+    """The WHERE condition (records ``r`` joined to streams ``s``) and parameters of a
+    read."""
+    where = ["r.position > ?"]
+    params: list[Any] = [query.after]
+    if query.run_no is not None:
+        where.append("r.run_no = ?")
+        params.append(query.run_no)
+    if query.upto is not None:
+        where.append("r.position <= ?")
+        params.append(query.upto)
+    if query.until_us is not None:
+        where.append("r.recorded_at_us <= ?")
+        params.append(query.until_us)
+    if query.stream_id is not None:
+        where.append("s.stream_id = ?")
+        params.append(query.stream_id)
+    if query.kinds:
+        where.append(f"r.kind IN ({','.join('?' * len(query.kinds))})")
+        params.extend(query.kinds)
+    return " AND ".join(where), params
 
 
 def _decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
@@ -857,24 +880,8 @@ class SQLiteBackend(LogBackend):
     def _read_rows(
         self, conn: sqlite3.Connection, query: ReadQuery, limit: int
     ) -> tuple[list[Any], dict[int, IDType]]:
-        where = ["r.position > ?"]
-        params: list[Any] = [query.after]
-        if query.run_no is not None:
-            where.append("r.run_no = ?")
-            params.append(query.run_no)
-        if query.upto is not None:
-            where.append("r.position <= ?")
-            params.append(query.upto)
-        if query.until_us is not None:
-            where.append("r.recorded_at_us <= ?")
-            params.append(query.until_us)
-        if query.stream_id is not None:
-            where.append("s.stream_id = ?")
-            params.append(query.stream_id)
-        if query.kinds:
-            where.append(f"r.kind IN ({','.join('?' * len(query.kinds))})")
-            params.extend(query.kinds)
-        sql = f"{_SELECT_RECORDS} WHERE {' AND '.join(where)} ORDER BY r.position LIMIT ?"
+        where, params = _record_filter(query)
+        sql = f"{_SELECT_RECORDS} WHERE {where} ORDER BY r.position LIMIT ?"
         params.append(limit)
         rows = conn.execute(sql, params).fetchall()
         if not rows:
@@ -885,6 +892,16 @@ class SQLiteBackend(LogBackend):
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
             }
         return rows, self._run_ids
+
+    def scan_run(self, query: ReadQuery, page_size: int) -> RunScan:
+        """A bulk scan of one run's records for a fold on the calling thread (see
+        :class:`RunScan`). ``query.run_no`` is required; ``upto`` and ``until_us``
+        bound it, ``after`` must be 0 (a scan starts at the run's first record)."""
+        if query.run_no is None or query.after or query.stream_id is not None or query.kinds:
+            raise ValueError("scan_run reads one whole run from its start")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        return RunScan(self, query, page_size)
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -982,3 +999,84 @@ class SQLiteBackend(LogBackend):
         # database file and removes the -wal and -shm files.
         await self._reader.close()
         await self._writer.close()
+
+
+# A scan row: (position, stream_no, stream_version, kind, kind_version, data, stream_id
+# or None). The stream's text id comes only with its version 1 record (every stream
+# belongs to one run and starts there); RunScan.stream_id finds any other.
+_SCAN_RECORDS = (
+    "SELECT r.position, r.stream_no, r.stream_version, r.kind, r.kind_version, r.data,"
+    " CASE WHEN r.stream_version = 1 THEN s.stream_id END FROM lionstore_records r"
+    " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+)
+
+
+class RunScan:
+    """One run's records in position order, a page of plain rows at a time, read on
+    the calling thread through a connection of the scan's own.
+
+    This is the read under ``lionstore.replay.rebuild``, which folds a whole run and
+    does nothing else meanwhile. Going through the reader thread cost it more than
+    it saved: sqlite3 gives up the GIL for every row it steps, and a thread that
+    wants it back while the event loop thread is folding waits out the interpreter's
+    switch interval (5 ms), so a read ahead on the reader thread advanced a row per
+    switch and the fold mostly waited for pages anyway, plus a thread hop per page.
+    One statement, fetched in pages, also reads one snapshot of the file (WAL): the
+    scan sees the run as it was when it began, however long the fold takes.
+
+    Rows carry ``stream_no`` (an integer the fold maps to its stream id once per
+    stream) rather than the 36-character id on every row, and none of the columns a
+    fold never reads (time, run, digest): the fetch costs about 0.7 of the full
+    record row's. Use it as a context manager; it closes its connection on exit.
+    """
+
+    def __init__(self, backend: SQLiteBackend, query: ReadQuery, page_size: int) -> None:
+        self._label = backend._label
+        self._page_size = page_size
+        where, self._params = _record_filter(query)
+        self._sql = f"{_SCAN_RECORDS} WHERE {where} ORDER BY r.position"
+        try:
+            self._conn: sqlite3.Connection | None = backend._connect_reader()
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+        self._cursor: sqlite3.Cursor | None = None
+
+    def __enter__(self) -> RunScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+            self._cursor = None
+
+    def next_page(self) -> list[Any]:
+        """The next page of rows; an empty list at the end."""
+        if self._conn is None:
+            raise StoreError(f"{self._label}: the scan is closed")
+        try:
+            if self._cursor is None:
+                self._cursor = self._conn.execute(self._sql, self._params)
+            rows: list[Any] = self._cursor.fetchmany(self._page_size)
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+        return rows
+
+    def stream_id(self, stream_no: int) -> IDType:
+        """The id of a stream a page gave no text id for."""
+        if self._conn is None:
+            raise StoreError(f"{self._label}: the scan is closed")
+        try:
+            row = self._conn.execute(
+                "SELECT stream_id FROM lionstore_streams WHERE stream_no = ?", (stream_no,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+        if row is None:
+            raise CorruptDatabaseError(
+                f"{self._label}: a record names stream {stream_no}, which is missing"
+            )
+        return str.__new__(IDType, row[0])

@@ -29,6 +29,7 @@ from lionstore.domain.event_records import (
 )
 from lionstore.domain.ids import IDType
 from lionstore.domain.lazy import LazyDict
+from lionstore.domain.lazy import set_raw_unchecked as _set_raw
 from lionstore.domain.pile import Pile
 from lionstore.domain.progression import Progression
 from lionstore.domain.records import Recorded
@@ -199,6 +200,19 @@ class ExecutorState:
     def _append(self, sid: IDType, version: int, position: int, data: EventAppended) -> None:
         if data.executor != self.name or sid in self.versions:
             return
+        items = _items(self)
+        if (
+            type(items) is _CompactEvents
+            and self.materialize is raw_materializer
+            and not self.live
+            and not (data.metadata and Element._lion_class_key in data.metadata)
+        ):
+            # What raw_materializer would build, kept as its values (see compact_finished).
+            _set_raw(items, sid, _pending_values(sid, data))
+            self.pending[sid] = None
+            self.versions[sid] = version
+            self.position = position
+            return
         event = self.live.pop(sid, None)
         if event is None:
             event = self.materialize(sid, data)
@@ -245,7 +259,8 @@ def _deferred(state: ExecutorState, sid: IDType, data: EventDeferred) -> None:
 
 
 def _claimed(state: ExecutorState, sid: IDType, data: EventClaimed) -> None:
-    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
+    items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
+    event = dict.__getitem__(items, sid)  # a compact pile's values stay as they are
     state.queue.pop(sid, None)
     state.pending.pop(sid, None)
     if state.not_before_us:
@@ -253,7 +268,11 @@ def _claimed(state: ExecutorState, sid: IDType, data: EventClaimed) -> None:
     if state.denials:
         state.denials.pop(sid, None)  # the back-off starts afresh after a claim
     state.claims[sid] = Claim(data.owner, data.attempt, data.lease_expires_us, data.cycle)
-    state.attempts[event.id] = data.attempt  # keyed by the event's own id object
+    if type(event) is tuple:  # a compact pile's: (id, ..., status, outcome...)
+        state.attempts[event[0]] = data.attempt  # keyed by the event's own id object
+        _set_raw(items, sid, (*event[:5], EventStatus.PROCESSING, *event[6:]))
+        return
+    state.attempts[event.id] = data.attempt
     execution = event.execution
     if execution.__pydantic_fields_set__ is _EXECUTION_FIELDS:
         execution.__dict__["status"] = EventStatus.PROCESSING  # as in _set_status
@@ -262,8 +281,22 @@ def _claimed(state: ExecutorState, sid: IDType, data: EventClaimed) -> None:
 
 
 def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
-    event = state.pile.__pydantic_private__["_items"][sid]  # type: ignore[index]
+    items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
+    event = dict.__getitem__(items, sid)
     state.claims.pop(sid, None)
+    if type(event) is tuple:  # a compact pile's: the outcome goes into a new tuple
+        fields = event[4]
+        if data.fields:
+            fields = {**fields, **data.fields} if fields else dict(data.fields)
+        response = data.response
+        if type(response) is str:
+            response = intern(response)
+        _set_raw(
+            items,
+            sid,
+            (*event[:4], fields, _STATUS[data.status], data.duration, response, data.error),
+        )
+        return
     if data.fields:
         _set_fields(event, data.fields)
     status = _STATUS[data.status]
@@ -277,10 +310,10 @@ def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
         response = data.response
         if type(response) is str:
             response = intern(response)
-        items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
         if type(items) is _CompactEvents:
             # Kept as a tuple until read (see compact_finished); keyed as before.
-            items.set_raw(
+            _set_raw(
+                items,
                 sid,
                 (
                     event.id,
@@ -404,9 +437,24 @@ def _execution(
 
 
 class _CompactEvents(LazyDict[IDType, Event]):
-    """A replay's pile: finished events kept as tuples, built when read."""
+    """A replay's pile: events kept as tuples of their values, built when read."""
 
     __slots__ = ()
+
+
+def _pending_values(sid: IDType, data: EventAppended) -> tuple[Any, ...]:
+    """A compact pile's values for a new event (what _build_finished builds from)."""
+    return (
+        sid,
+        data.created_at,
+        data.metadata or None,
+        intern(data.event_class),
+        data.fields or None,
+        EventStatus.PENDING,
+        None,
+        None,
+        None,
+    )
 
 
 def _build_finished(key: IDType, raw: tuple[Any, ...]) -> Event:
@@ -436,9 +484,12 @@ def _compact_status(raw: tuple[Any, ...]) -> EventStatus:
 
 def compact_finished(state: ExecutorState) -> None:
     """Have a replay's ``state`` (empty, folding with :func:`raw_materializer`) keep each
-    finished event as a tuple of its values, about a fifth of the memory of the
-    RecordedEvent and Execution models, building the model on first read (every read
-    of the pile returns models; statuses are read without building)."""
+    event as a tuple of its values, about a fifth of the memory of the RecordedEvent
+    and Execution models, building the model on first read (every read of the pile
+    returns models; statuses are read without building). The fold changes an unread
+    event by replacing its tuple (claimed, finished) and builds it only for the rare
+    records that change a model in place (requeued, abandoned, retried); an event
+    whose metadata names a class is built at once, as ``raw_materializer`` decides."""
     if state.versions or state.materialize is not raw_materializer:
         raise ValueError("compact_finished needs an empty state folding raw_materializer")
     state.pile._items = _CompactEvents(

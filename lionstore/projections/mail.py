@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from lionstore.domain.element import Element, resolve_class
 from lionstore.domain.ids import IDType
 from lionstore.domain.lazy import LazyDict
+from lionstore.domain.lazy import set_raw_unchecked as _set_raw
 from lionstore.domain.mail import Mail, Package, _check_json, item_from_json, validate_category
 from lionstore.domain.mail_records import (
     MailCollected,
@@ -99,23 +100,29 @@ def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, 
     again what decoding the record checked: ids (canonical IDTypes), times (floats),
     metadata (a dict without a class name). The checks a Package makes beyond its
     recorded types (a known category, a JSON item) still run."""
+    return _unchecked_mail(raw_mail_parts(mail_id, data, ids))
+
+
+def raw_mail_parts(
+    mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, IDType]
+) -> tuple[Any, ...]:
+    """The values :func:`_unchecked_mail` builds the raw Mail of a record from (for a
+    record whose metadata names no class), checked as :func:`_raw_mail` says."""
     p = data.package
     item = p.item
     _check_json(item)
-    return _unchecked_mail(
-        (
-            mail_id,
-            data.created_at,
-            data.metadata,
-            ids.setdefault(data.sender, data.sender),
-            ids.setdefault(data.recipient, data.recipient),
-            p.id,
-            p.created_at,
-            p.item_class,
-            validate_category(p.category),  # a PackageCategory member
-            item,
-            p.request_source,
-        )
+    return (
+        mail_id,
+        data.created_at,
+        data.metadata or None,
+        ids.setdefault(data.sender, data.sender),
+        ids.setdefault(data.recipient, data.recipient),
+        p.id,
+        p.created_at,
+        p.item_class,
+        validate_category(p.category),  # a PackageCategory member
+        item,
+        p.request_source,
     )
 
 
@@ -176,6 +183,13 @@ def _mail_parts(mail: Mail) -> tuple[Any, ...] | None:
     )
 
 
+def _ends(mail: Mail | tuple[Any, ...]) -> tuple[IDType, IDType, IDType]:
+    """(id, sender, recipient) of a mail or of its compact values (not built)."""
+    if isinstance(mail, tuple):
+        return mail[0], mail[3], mail[4]
+    return mail.id, mail.sender, mail.recipient
+
+
 class _CompactMails(LazyDict[IDType, Mail]):
     """A replay's mails: those in an inbox kept as tuples, built when read."""
 
@@ -186,13 +200,22 @@ def _build_mail(key: IDType, raw: tuple[Any, ...]) -> Mail:
     return _unchecked_mail(raw)
 
 
-def compact_delivered(state: MailState) -> None:
+def compact_delivered(
+    state: MailState,
+    parts: Callable[[IDType, MailSent | MailReceived], tuple[Any, ...] | None] | None = None,
+) -> None:
     """Have a replay's ``state`` (empty) keep each mail that reaches an inbox as a tuple
     of its values, a fraction of the memory of the Mail and Package models, building
-    the Mail on first read (from ``state.mails`` or its mailbox: the same object)."""
+    the Mail on first read (from ``state.mails`` or its mailbox: the same object).
+
+    With ``parts`` (the values of a recorded mail, as :func:`raw_mail_parts` gives them,
+    or None for one to materialize), every mail is kept so from its ``mail.sent`` or
+    ``mail.received`` record on, and the fold moves it between places by its ids
+    without building it."""
     if state.versions:
         raise ValueError("compact_delivered needs an empty state")
     state.mails = _CompactMails((), _build_mail, tuple)
+    state.compact_parts = parts
 
 
 class MailState:
@@ -217,6 +240,9 @@ class MailState:
         self.versions: dict[IDType, int] = {}
         self.live_sources: dict[IDType, Any] = {}
         self.live_mail: dict[IDType, Mail] = {}
+        self.compact_parts: (
+            Callable[[IDType, MailSent | MailReceived], tuple[Any, ...] | None] | None
+        ) = None  # see compact_delivered
         self.position = 0
 
     def box(self, source_id: IDType) -> BoxState:
@@ -260,68 +286,81 @@ class MailState:
         elif step is _SENT or step is _RECEIVED:
             if data.router != self.router or sid in self.where:
                 return
-            mail = self.live_mail.pop(sid, None) or self.materialize_mail(sid, data)
-            self.mails[sid] = mail
+            parts = None
+            if self.compact_parts is not None and not self.live_mail:
+                parts = self.compact_parts(sid, data)
+            mail: Mail | tuple[Any, ...]
+            if parts is None:
+                mail = self.live_mail.pop(sid, None) or self.materialize_mail(sid, data)
+                self.mails[sid] = mail
+                sender = mail.sender
+            else:
+                mail = parts
+                _set_raw(self.mails, sid, parts)
+                sender = parts[3]
             if step is _SENT:
-                box = self.box(mail.sender)
+                box = self.box(sender)
                 box.outs[sid] = None
-                box.mails[sid] = mail
+                _set_raw(box.mails, sid, mail)  # the Mail or its compact values
                 self.where[sid] = "outbox"
             else:
                 self._into_inbox(mail)
         elif sid in self.where:
             if step is not None:
-                self._move(self.mails[sid], step, data, position)
+                self._move(sid, step, data, position)
         else:
             return
         self.versions[sid] = version
         self.position = position
 
-    def _into_inbox(self, mail: Mail) -> None:
-        box = self.box(mail.recipient)
-        box.ins.setdefault(mail.sender, {})[mail.id] = None
-        box.mails[mail.id] = mail
-        self.where[mail.id] = "inbox"
+    def _into_inbox(self, mail: Mail | tuple[Any, ...]) -> None:
+        mid, sender, recipient = _ends(mail)
+        box = self.box(recipient)
+        box.ins.setdefault(sender, {})[mid] = None
+        self.where[mid] = "inbox"
         if type(self.mails) is _CompactMails:
-            parts = _mail_parts(mail)
+            parts = mail if isinstance(mail, tuple) else _mail_parts(mail)
             if parts is not None:  # the same tuple in both: either read builds it
-                self.mails.set_raw(mail.id, parts)
-                cast(LazyDict[IDType, Mail], box.mails).set_raw(mail.id, parts)
+                _set_raw(self.mails, mid, parts)
+                _set_raw(box.mails, mid, parts)
+                return
+        _set_raw(box.mails, mid, mail)  # a Mail (compact values went above)
 
-    def _leave(self, mail: Mail) -> None:
-        """Take the mail out of wherever it is now."""
-        place = self.where.get(mail.id)
+    def _leave(self, mid: IDType, sender: IDType, recipient: IDType) -> None:
+        """Take the mail out of wherever it is now (unread mail stays unbuilt)."""
+        place = self.where.get(mid)
         if place == "outbox":
-            box = self.boxes[mail.sender]
-            box.outs.pop(mail.id, None)
-            box.mails.pop(mail.id, None)
+            box = self.boxes[sender]
+            box.outs.pop(mid, None)
+            dict.pop(box.mails, mid, None)
         elif place == "buffer":
-            queue = self.buffer.get(mail.recipient)
+            queue = self.buffer.get(recipient)
             if queue is not None:
-                queue.pop(mail.id, None)
+                queue.pop(mid, None)
                 if not queue:
-                    del self.buffer[mail.recipient]
+                    del self.buffer[recipient]
         elif place == "inbox":
-            box = self.boxes[mail.recipient]
-            queue = box.ins.get(mail.sender)
+            box = self.boxes[recipient]
+            queue = box.ins.get(sender)
             if queue is not None:
-                queue.pop(mail.id, None)
+                queue.pop(mid, None)
                 if not queue:
-                    del box.ins[mail.sender]
-            box.mails.pop(mail.id, None)
+                    del box.ins[sender]
+            dict.pop(box.mails, mid, None)
 
-    def _move(self, mail: Mail, step: str, data: Any, position: int) -> None:
+    def _move(self, sid: IDType, step: str, data: Any, position: int) -> None:
         # Keys are the mail's own id object (the one its mail.sent record brought).
-        self._leave(mail)
-        mid = mail.id
+        mail = dict.__getitem__(self.mails, sid)  # a compact mail stays unbuilt
+        mid, sender, recipient = _ends(mail)
+        self._leave(mid, sender, recipient)
         if step is _COLLECTED:
-            self.buffer.setdefault(mail.recipient, {})[mid] = None
+            self.buffer.setdefault(recipient, {})[mid] = None
             self.where[mid] = "buffer"
         elif step is _DELIVERED:
             self._into_inbox(mail)
         elif step is _DEAD_LETTERED:
             self.where[mid] = "dead"
-            self.dead[mid] = DeadLetter(mail, data.reason, data.stage, position)
+            self.dead[mid] = DeadLetter(self.mails[mid], data.reason, data.stage, position)
         else:
             self.where[mid] = "gone"
 

@@ -9,7 +9,6 @@ the file is imported or executed.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lionstore._gcpause import gc_paused
+from lionstore.domain.element import Element
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
@@ -32,7 +32,12 @@ from lionstore.projections.executor import (
     compact_finished,
     raw_materializer,
 )
-from lionstore.projections.mail import MailState, compact_delivered, mail_from_record
+from lionstore.projections.mail import (
+    MailState,
+    compact_delivered,
+    mail_from_record,
+    raw_mail_parts,
+)
 
 __all__ = ["RunProjection", "rebuild", "raw_mail"]
 
@@ -90,6 +95,11 @@ class RunProjection:
     def _raw_mail(self, mail_id: IDType, data: MailSent | MailReceived) -> Mail:
         return mail_from_record(mail_id, data, raw=True, ids=self._ids)
 
+    def _raw_parts(self, mail_id: IDType, data: MailSent | MailReceived) -> tuple[Any, ...] | None:
+        if data.metadata and Element._lion_class_key in data.metadata:
+            return None  # built now: its metadata is checked against the class it names
+        return raw_mail_parts(mail_id, data, self._ids)
+
     def executor(self, name: str) -> ExecutorState:
         state = self.executors.get(name)
         if state is None:
@@ -103,7 +113,7 @@ class RunProjection:
         state = self.routers.get(name)
         if state is None:
             state = self.routers[name] = MailState(name, _raw_source, self._raw_mail)
-            compact_delivered(state)
+            compact_delivered(state, self._raw_parts)
             owner = self._router_owner[name] = ("router", name)
             self._owners[owner] = state.fold
         return state
@@ -141,10 +151,18 @@ class RunProjection:
             return
         state.fold(sid, version, position, data)
 
-    def _fold_page(self, rows: list[Any], kinds: dict[str, list[Any]]) -> None:
-        """:meth:`fold` of a page of SQLite rows (``SQLiteBackend.read_rows``), decoding
-        each as ``SQLiteBackend.decode_row`` does, without building a Recorded per row.
-        ``kinds`` holds what :func:`_kind_decoder` gives, per kind, across pages."""
+    def _fold_page(
+        self,
+        rows: list[Any],
+        kinds: dict[str, list[Any]],
+        ids: dict[int, IDType],
+        stream_id: Callable[[int], IDType],
+    ) -> None:
+        """:meth:`fold` of a page of :class:`~lionstore.log.sqlite.RunScan` rows,
+        decoding each as ``SQLiteBackend.decode_row`` does, without building a
+        Recorded per row. ``kinds`` holds what :func:`_kind_decoder` gives, per kind,
+        and ``ids`` one stream id object per stream number, across pages;
+        ``stream_id`` finds the id of a stream whose row did not bring it."""
         new_id = str.__new__
         routes = _ROUTES
         owner_of = self.owner_of
@@ -174,7 +192,10 @@ class RunProjection:
                 route = routes.get(type(data))
                 if route is None:
                     route = _route_for(type(data))
-            sid = new_id(IDType, row[1])
+            sid = ids.get(row[1])
+            if sid is None:
+                first = row[6]
+                sid = ids[row[1]] = stream_id(row[1]) if first is None else new_id(IDType, first)
             if route == _OTHER:  # the common case, inline
                 owner = owner_of.get(sid)
                 if owner is not None:
@@ -360,33 +381,25 @@ async def _fold_rows(
     progress: Progress | None,
     page_size: int,
 ) -> None:
-    """rebuild on SQLite: fold the backend's rows a page at a time, decoding each as
-    ``SQLiteBackend.decode_row`` does, but without building a Recorded per row, and
-    decoding a shareable record whose JSON repeats the previous one of its kind once.
-    The next page is fetched on the reader thread while this one is folded."""
+    """rebuild on SQLite: fold a :class:`~lionstore.log.sqlite.RunScan` of the run a
+    page at a time on this thread, decoding each row as ``SQLiteBackend.decode_row``
+    does, but without building a Recorded per row, and decoding a shareable record
+    whose JSON repeats the previous one of its kind once. Other tasks on the loop
+    run between pages."""
     store._ensure_open()
     backend = store._backend
+    assert isinstance(backend, SQLiteBackend)
     run_no = store.run.run_no if run is None else (await store.find_run(run)).run_no
     until_us = _to_us(until) if until is not None else None
     query = ReadQuery(run_no=run_no, upto=at, until_us=until_us)
-
-    def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
-        return asyncio.ensure_future(
-            backend.read_rows(dataclasses.replace(query, after=after), page_size)
-        )
-
     fold_page = projection._fold_page
     kinds: dict[str, list[Any]] = {}
+    ids: dict[int, IDType] = {}
     mark = 10_000
-    task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(0)
-    try:
-        while task is not None:
-            rows, _ = await task
-            task = fetch(rows[-1][0]) if len(rows) == page_size else None
-            fold_page(rows, kinds)
+    with backend.scan_run(query, page_size) as scan:
+        while rows := scan.next_page():
+            fold_page(rows, kinds, ids, scan.stream_id)
             while progress is not None and projection.records >= mark:
                 progress(mark)
                 mark += 10_000
-    finally:
-        if task is not None:
-            task.cancel()
+            await asyncio.sleep(0)  # a page at a time, the loop's other tasks between
