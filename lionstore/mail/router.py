@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
+from lionstore._loop import Stoppable
 from lionstore.domain.element import Element, class_path
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.mail import Mail, Package
@@ -32,7 +33,7 @@ def _as_list(sources: Any) -> list[Any]:
     return [sources]
 
 
-class MailRouter:
+class MailRouter(Stoppable):
     """Routes mail among registered sources; everything it does is recorded."""
 
     def __init__(self, sources: Any = None, *, store: Store, name: str | None = None) -> None:
@@ -50,8 +51,7 @@ class MailRouter:
         for source in self._initial:
             self._bind(source)
         self._ready = not self._initial and store.run_is_fresh
-        self._stop_requested = False
-        self._wakeup: asyncio.Event | None = None
+        Stoppable.__init__(self)
         self.execution_mode = False
 
     # -- sources -------------------------------------------------------------------------
@@ -228,15 +228,3 @@ class MailRouter:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=refresh_time)
         finally:
             self.execution_mode = False
-
-    async def stop(self) -> None:
-        """Stop the :meth:`execute` loop after its current sweep (sticky until start)."""
-        self._stop_requested = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def start(self) -> None:
-        self._stop_requested = False
-
-    def is_stopped(self) -> bool:
-        return self._stop_requested

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from lionstore._loop import Stoppable
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
@@ -78,7 +79,7 @@ class QueueView:
         return f"QueueView(size={self.qsize()})"
 
 
-class Processor:
+class Processor(Stoppable):
     """Processes queued events in capacity-limited batches (cycles)."""
 
     event_type: ClassVar[type[Event]] = Event
@@ -117,13 +118,12 @@ class Processor:
         self.max_backoff = float(max_backoff)
         self._available_capacity = self.queue_capacity
         self._execution_mode = False
-        self._stop_requested = False
+        Stoppable.__init__(self)
         self._repo: ExecutorRepository | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{IDType.create()[:8]}"
         self._cycle = 0
         self._cycle_lock: asyncio.Lock | None = None
         self._in_flight: set[IDType] = set()
-        self._wakeup: asyncio.Event | None = None
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -225,19 +225,6 @@ class Processor:
             await self.process()
             if state.position == before:  # nothing to do yet: wait for a change or a deadline
                 await self._wait_for_change(self._seconds_until_next(state))
-
-    async def stop(self) -> None:
-        """Ask the ``execute`` loop to stop (sticky until ``start``)."""
-        self._stop_requested = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def start(self) -> None:
-        """Clear a stop request."""
-        self._stop_requested = False
-
-    def is_stopped(self) -> bool:
-        return self._stop_requested
 
     async def request_permission(self, **kwargs: Any) -> bool:
         """Override to rate-limit or gate events; a denial defers the event."""
