@@ -12,7 +12,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import Recorded
@@ -24,6 +25,7 @@ __all__ = [
     "LogBackend",
     "ReadQuery",
     "RunInfo",
+    "RunScan",
     "Durability",
 ]
 
@@ -121,6 +123,55 @@ def checkpoint_from_row(name: str, row: Sequence[Any] | None) -> Checkpoint | No
     return Checkpoint(name, position, digest, format_version, snapshot, log_digest)
 
 
+class RunScan(abc.ABC):
+    """One run's records in position order, a page of plain rows at a time, all read
+    from one snapshot of the database: records committed while a scan runs are not in
+    it. What ``lionstore.replay.rebuild`` folds; an async context manager.
+
+    A row is ``(position, stream_no, stream_version, kind, kind_version, data,
+    stream_id)``: the stream by its number, which a fold maps to one id object per
+    stream, and its text id at least on the stream's first record (None elsewhere is
+    allowed); :meth:`stream_id` finds the id of a stream whose rows brought none.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Start the scan: its snapshot is taken here (``async with`` calls it;
+        :meth:`next_page` too, if it was not)."""
+
+    @abc.abstractmethod
+    async def next_page(self) -> list[Any]:
+        """The next page of rows; an empty list at the end."""
+
+    @abc.abstractmethod
+    def stream_id(self, stream_no: int) -> IDType:
+        """The id of a stream none of whose rows so far brought it."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """End the scan and give back what it holds; calling it again does nothing."""
+
+
+def check_scan(query: ReadQuery, page_size: int) -> None:
+    """Refuse a scan other than of one whole run from its start."""
+    if query.run_no is None or query.after or query.stream_id is not None or query.kinds:
+        raise ValueError("scan_run reads one whole run from its start")
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+
+
 class LogBackend(abc.ABC):
     """A database the Store can append to and read from."""
 
@@ -144,6 +195,11 @@ class LogBackend(abc.ABC):
 
     @abc.abstractmethod
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded: ...
+
+    @abc.abstractmethod
+    def scan_run(self, query: ReadQuery, page_size: int) -> RunScan:
+        """A :class:`RunScan` of run ``query.run_no`` from its start, bounded by
+        ``query.upto`` and ``query.until_us`` (see :func:`check_scan`)."""
 
     @abc.abstractmethod
     async def head_position(self) -> int: ...

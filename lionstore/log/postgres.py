@@ -39,7 +39,12 @@ from typing import Any, TypeVar
 
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
-from lionstore.errors import ConcurrencyError, StoreError, StoreLockedError
+from lionstore.errors import (
+    ConcurrencyError,
+    CorruptDatabaseError,
+    StoreError,
+    StoreLockedError,
+)
 from lionstore.log.backend import (
     CHECKPOINT_DIGEST_SQL,
     READ_CHECKPOINT_SQL,
@@ -49,12 +54,14 @@ from lionstore.log.backend import (
     LogBackend,
     ReadQuery,
     RunInfo,
+    RunScan,
+    check_scan,
     checkpoint_from_row,
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
 
-__all__ = ["PostgresBackend", "asyncpg_dsn", "display_url", "require_asyncpg"]
+__all__ = ["PostgresBackend", "PostgresRunScan", "asyncpg_dsn", "display_url", "require_asyncpg"]
 
 T = TypeVar("T")
 
@@ -650,6 +657,10 @@ class PostgresBackend(LogBackend):
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
         return _decode_row(row, run_ids[row[7]])
 
+    def scan_run(self, query: ReadQuery, page_size: int) -> PostgresRunScan:
+        check_scan(query, page_size)
+        return PostgresRunScan(self, query, page_size)
+
     # -- checkpoints -----------------------------------------------------------------
 
     async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
@@ -723,4 +734,83 @@ class PostgresBackend(LogBackend):
         if conn is not None and not conn.is_closed():
             await conn.close()
         if pool is not None:
-            await pool.close()
+            # pool.close() waits for every acquired connection to come back: one held
+            # by a scan nobody closed would make this wait forever.
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self._lock_timeout)
+            except TimeoutError:
+                pool.terminate()
+
+
+class PostgresRunScan(RunScan):
+    """A :class:`RunScan` on one pooled read connection: a read-only REPEATABLE READ
+    transaction (one snapshot for the whole scan) and a server-side cursor fetched a
+    page at a time. Every row brings its stream's text id: the look-up a row without
+    one would need is a round trip the fold cannot wait for, and the join is made
+    for the row anyway."""
+
+    def __init__(self, backend: PostgresBackend, query: ReadQuery, page_size: int) -> None:
+        self._backend = backend
+        self._page_size = page_size
+        where = ["r.run_no = $1"]
+        params: list[Any] = [query.run_no]
+        for condition, value in (
+            ("r.position <= ${}", query.upto),
+            ("r.recorded_at_us <= ${}", query.until_us),
+        ):
+            if value is not None:
+                params.append(value)
+                where.append(condition.format(len(params)))
+        self._sql = (
+            "SELECT r.position, r.stream_no, r.stream_version, r.kind, r.kind_version,"
+            f" r.data, s.stream_id{_FROM} WHERE {' AND '.join(where)} ORDER BY r.position"
+        )
+        self._params = params
+        self._pool: Any = None
+        self._conn: Any = None
+        self._transaction: Any = None
+        self._cursor: Any = None
+        self._closed = False
+
+    async def open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self._backend._label}: the scan is closed")
+        if self._conn is not None:
+            return
+        backend = self._backend
+        self._pool = await backend._readers()
+        self._conn = await backend._call(self._pool.acquire)
+
+        async def begin() -> None:
+            self._transaction = self._conn.transaction(isolation="repeatable_read", readonly=True)
+            await self._transaction.start()
+            self._cursor = await self._conn.cursor(self._sql, *self._params)
+
+        try:
+            await backend._call(begin)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def next_page(self) -> list[Any]:
+        if self._cursor is None:
+            await self.open()
+        rows: list[Any] = await self._backend._call(lambda: self._cursor.fetch(self._page_size))
+        return rows
+
+    def stream_id(self, stream_no: int) -> IDType:
+        raise CorruptDatabaseError(
+            f"{self._backend._label}: a record of stream {stream_no} came without its id"
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn, self._cursor = self._conn, None, None
+        if conn is None:
+            return
+        try:
+            if self._transaction is not None and not conn.is_closed():
+                await self._transaction.rollback()
+        finally:
+            self._transaction = None
+            await self._pool.release(conn)

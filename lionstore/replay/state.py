@@ -23,7 +23,6 @@ from lionstore.domain.mail import Mail
 from lionstore.domain.mail_records import MailReceived, MailSent, SourceAdded, SourceDeleted
 from lionstore.domain.records import Recorded, UnknownRecord, decode_data, record_kinds
 from lionstore.log.backend import ReadQuery
-from lionstore.log.sqlite import SQLiteBackend
 from lionstore.log.store import Store, _to_us
 from lionstore.mail.source import Source
 from lionstore.projections.executor import (
@@ -158,7 +157,7 @@ class RunProjection:
         ids: dict[int, IDType],
         stream_id: Callable[[int], IDType],
     ) -> None:
-        """:meth:`fold` of a page of :class:`~lionstore.log.sqlite.RunScan` rows,
+        """:meth:`fold` of a page of :class:`~lionstore.log.backend.RunScan` rows,
         decoding each as ``SQLiteBackend.decode_row`` does, without building a
         Recorded per row. ``kinds`` holds what :func:`_kind_decoder` gives, per kind,
         and ``ids`` one stream id object per stream number, across pages;
@@ -354,21 +353,7 @@ async def rebuild(
     # A rebuild allocates hundreds of thousands of long-lived objects and almost no
     # cyclic garbage: full collections would only re-walk the growing projection.
     with gc_paused():
-        if isinstance(store._backend, SQLiteBackend):
-            await _fold_rows(store, projection, run, at, until, progress, page_size)
-            return projection
-        fold = projection.apply
-        count = 0
-        async for record in await store.read(
-            run=run if run is not None else True,
-            upto=at,
-            until=until,
-            page_size=page_size,
-        ):
-            fold(record)
-            count += 1
-            if progress is not None and count % 10_000 == 0:
-                progress(count)
+        await _fold_rows(store, projection, run, at, until, progress, page_size)
     return projection
 
 
@@ -381,14 +366,11 @@ async def _fold_rows(
     progress: Progress | None,
     page_size: int,
 ) -> None:
-    """rebuild on SQLite: fold a :class:`~lionstore.log.sqlite.RunScan` of the run a
-    page at a time on this thread, decoding each row as ``SQLiteBackend.decode_row``
-    does, but without building a Recorded per row, and decoding a shareable record
-    whose JSON repeats the previous one of its kind once. Other tasks on the loop
-    run between pages."""
+    """Fold the backend's :class:`~lionstore.log.backend.RunScan` of the run a page at
+    a time, decoding each row as ``decode_row`` does, but without building a Recorded
+    per row, and decoding a shareable record whose JSON repeats the previous one of
+    its kind once. Other tasks on the loop run between pages."""
     store._ensure_open()
-    backend = store._backend
-    assert isinstance(backend, SQLiteBackend)
     run_no = store.run.run_no if run is None else (await store.find_run(run)).run_no
     until_us = _to_us(until) if until is not None else None
     query = ReadQuery(run_no=run_no, upto=at, until_us=until_us)
@@ -396,8 +378,8 @@ async def _fold_rows(
     kinds: dict[str, list[Any]] = {}
     ids: dict[int, IDType] = {}
     mark = 10_000
-    with backend.scan_run(query, page_size) as scan:
-        while rows := scan.next_page():
+    async with store._backend.scan_run(query, page_size) as scan:
+        while rows := await scan.next_page():
             fold_page(rows, kinds, ids, scan.stream_id)
             while progress is not None and projection.records >= mark:
                 progress(mark)

@@ -3,6 +3,7 @@ fixture-file tests beside this one are SQLite-only, these run on PostgreSQL too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from dbtools import execute, query
 
 import lionstore
-from lionstore.errors import RunNotFoundError
+from lionstore.errors import LionstoreError, RunNotFoundError
+from lionstore.log.backend import ReadQuery
 from lionstore.replay import verify
 from lionstore.replay.retention import delete_run
 
@@ -104,3 +106,51 @@ async def test_deleting_a_run_leaves_the_others_whole(
 class _Note(lionstore.RecordData):
     kind = "test.backend_conformance.note"
     text: str
+
+
+async def test_a_run_scan_gives_the_run_in_pages_then_closes(
+    open_store: Callable[..., Any],
+) -> None:
+    """``LogBackend.scan_run``, what rebuild folds: the run's records in position order
+    as plain rows, a page at a time, each stream's id on its first record at least;
+    bounded by position and time; nothing after it is closed."""
+    await run_chores(open_store, "scanned", 7)
+    await run_chores(open_store, "other", 2)
+    async with open_store(run="scanned", readonly=True) as store:
+        records = [r async for r in await store.read(run="scanned")]
+        backend = store._backend
+        run_no = store.run.run_no
+        pages = []
+        async with backend.scan_run(ReadQuery(run_no=run_no), 4) as scan:
+            while page := await scan.next_page():
+                pages.append(page)
+        assert [len(p) for p in pages[:-1]] == [4] * (len(pages) - 1)
+        rows = [row for page in pages for row in page]
+        assert [r[0] for r in rows] == [r.position for r in records]
+        assert [(r[2], r[3], r[4], r[5]) for r in rows] == [
+            (r.stream_version, r.kind, r.kind_version, r.raw) for r in records
+        ]
+        ids: dict[int, str] = {}
+        for row, record in zip(rows, records, strict=True):
+            if row[6] is not None:
+                ids.setdefault(row[1], row[6])
+            assert ids[row[1]] == record.stream_id
+        middle = records[len(records) // 2]
+        async with backend.scan_run(ReadQuery(run_no=run_no, upto=middle.position), 100) as scan:
+            assert [r[0] for r in await scan.next_page()] == [
+                r.position for r in records if r.position <= middle.position
+            ]
+        with pytest.raises(LionstoreError):
+            await scan.next_page()
+        await scan.close()  # again: nothing happens
+
+
+async def test_a_scan_left_open_does_not_keep_the_store_from_closing(
+    open_store: Callable[..., Any],
+) -> None:
+    await run_chores(open_store, "left", 2)
+    store = await open_store(run="left", readonly=True, lock_timeout=1.0)
+    scan = store._backend.scan_run(ReadQuery(run_no=store.run.run_no), 10)
+    await scan.open()
+    assert await scan.next_page()
+    await asyncio.wait_for(store.close(), timeout=30)
