@@ -284,57 +284,49 @@ def _finished(state: ExecutorState, sid: IDType, data: EventFinished) -> None:
     items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
     event = dict.__getitem__(items, sid)
     state.claims.pop(sid, None)
+    replays_own = type(event) is not tuple and _replays_own(event)
+    if replays_own and type(items) is _CompactEvents:
+        # Built because something read it: kept as a tuple again (keyed as before).
+        event = (
+            event.id,
+            event.created_at,
+            event.metadata or None,
+            event.event_class,
+            event.fields or None,
+        )
     if type(event) is tuple:  # a compact pile's: the outcome goes into a new tuple
         fields = event[4]
         if data.fields:
             fields = {**fields, **data.fields} if fields else dict(data.fields)
-        response = data.response
-        if type(response) is str:
-            response = intern(response)
-        _set_raw(
-            items,
-            sid,
-            (*event[:4], fields, _STATUS[data.status], data.duration, response, data.error),
-        )
+        outcome = (_STATUS[data.status], data.duration, _interned(data.response), data.error)
+        _set_raw(items, sid, (*event[:4], fields, *outcome))
         return
     if data.fields:
         _set_fields(event, data.fields)
     status = _STATUS[data.status]
-    execution = event.execution
-    if (
-        event.__pydantic_fields_set__ is _RECORDED_FIELDS
-        and execution.__pydantic_fields_set__ is _EXECUTION_FIELDS
-    ):
+    if replays_own:
         # A replay's own event and execution (built unchecked by this module; no
         # user code holds them): the outcome goes into it instead of a new one.
-        response = data.response
-        if type(response) is str:
-            response = intern(response)
-        if type(items) is _CompactEvents:
-            # Kept as a tuple until read (see compact_finished); keyed as before.
-            _set_raw(
-                items,
-                sid,
-                (
-                    event.id,
-                    event.created_at,
-                    event.metadata or None,
-                    event.event_class,
-                    event.fields or None,
-                    status,
-                    data.duration,
-                    response,
-                    data.error,
-                ),
-            )
-            return
-        values = execution.__dict__
+        values = event.execution.__dict__
         values["status"] = status
         values["duration"] = data.duration
-        values["response"] = response
+        values["response"] = _interned(data.response)
         values["error"] = data.error
     else:
         _set_execution(event, _execution(status, data.duration, data.response, data.error))
+
+
+def _replays_own(event: Event) -> bool:
+    """Whether the event and its execution were built unchecked by this module."""
+    return (
+        event.__pydantic_fields_set__ is _RECORDED_FIELDS
+        and event.execution.__pydantic_fields_set__ is _EXECUTION_FIELDS
+    )
+
+
+def _interned(response: Any) -> Any:
+    """One copy of each string response (a replay holds thousands of equal ones)."""
+    return intern(response) if type(response) is str else response
 
 
 def _requeued(state: ExecutorState, sid: IDType, data: EventRequeued) -> None:
@@ -443,7 +435,7 @@ class _CompactEvents(LazyDict[IDType, Event]):
 
 
 def _pending_values(sid: IDType, data: EventAppended) -> tuple[Any, ...]:
-    """A compact pile's values for a new event (what _build_finished builds from)."""
+    """A compact pile's values for a new event (what _build_event builds from)."""
     return (
         sid,
         data.created_at,
@@ -457,7 +449,7 @@ def _pending_values(sid: IDType, data: EventAppended) -> tuple[Any, ...]:
     )
 
 
-def _build_finished(key: IDType, raw: tuple[Any, ...]) -> Event:
+def _build_event(key: IDType, raw: tuple[Any, ...]) -> Event:
     eid, created_at, metadata, event_class, fields, status, duration, response, error = raw
     return unchecked(
         RecordedEvent,
@@ -493,5 +485,5 @@ def compact_finished(state: ExecutorState) -> None:
     if state.versions or state.materialize is not raw_materializer:
         raise ValueError("compact_finished needs an empty state folding raw_materializer")
     state.pile._items = _CompactEvents(
-        (), _build_finished, tuple, tag=_built_status, raw_tag=_compact_status
+        (), _build_event, tuple, tag=_built_status, raw_tag=_compact_status
     )

@@ -70,9 +70,11 @@ def mail_from_record(
     metadata as ``item_class``) and no class is looked up; ``ids`` then keeps one
     object per sender and recipient id (a replay holds thousands of mails between a
     few sources)."""
+    if raw:
+        parts = raw_mail_parts(mail_id, data, {} if ids is None else ids)
+        if parts is not None:
+            return _unchecked_mail(parts)
     p = data.package
-    if raw and not (data.metadata and Element._lion_class_key in data.metadata):
-        return _raw_mail(mail_id, data, {} if ids is None else ids)
     package = Package(
         p.category,
         p.item if raw else item_from_json(p.item, p.item_class),
@@ -95,19 +97,17 @@ _MAIL_FIELDS = fields_set(Mail)
 _PACKAGE_FIELDS = fields_set(Package)
 
 
-def _raw_mail(mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, IDType]) -> Mail:
-    """What the validated path of :func:`mail_from_record` builds, without validating
-    again what decoding the record checked: ids (canonical IDTypes), times (floats),
-    metadata (a dict without a class name). The checks a Package makes beyond its
-    recorded types (a known category, a JSON item) still run."""
-    return _unchecked_mail(raw_mail_parts(mail_id, data, ids))
-
-
 def raw_mail_parts(
     mail_id: IDType, data: MailSent | MailReceived, ids: dict[IDType, IDType]
-) -> tuple[Any, ...]:
-    """The values :func:`_unchecked_mail` builds the raw Mail of a record from (for a
-    record whose metadata names no class), checked as :func:`_raw_mail` says."""
+) -> tuple[Any, ...] | None:
+    """The values :func:`_unchecked_mail` builds a record's raw Mail from: what the
+    validated path of :func:`mail_from_record` builds, without validating again what
+    decoding the record checked (ids are canonical IDTypes, times floats, metadata a
+    dict). The checks a Package makes beyond its recorded types (a known category, a
+    JSON item) still run. None for a record whose metadata names a class: that Mail
+    is built through validation, which checks the name against the class."""
+    if data.metadata and Element._lion_class_key in data.metadata:
+        return None
     p = data.package
     item = p.item
     _check_json(item)

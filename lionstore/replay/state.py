@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from lionstore._gcpause import gc_paused
-from lionstore.domain.element import Element
 from lionstore.domain.event_records import EventAppended, ProcessorStarted
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
@@ -95,8 +94,6 @@ class RunProjection:
         return mail_from_record(mail_id, data, raw=True, ids=self._ids)
 
     def _raw_parts(self, mail_id: IDType, data: MailSent | MailReceived) -> tuple[Any, ...] | None:
-        if data.metadata and Element._lion_class_key in data.metadata:
-            return None  # built now: its metadata is checked against the class it names
         return raw_mail_parts(mail_id, data, self._ids)
 
     def executor(self, name: str) -> ExecutorState:
