@@ -22,6 +22,7 @@ from lionstore.errors import (
     ItemNotFoundError,
     LionstoreError,
     MailError,
+    NoStoreError,
     NotALionstoreDatabaseError,
     ProcessorNotStartedError,
     ReadOnlyProjectionError,
@@ -38,7 +39,7 @@ from lionstore.errors import (
     UnknownSourceError,
 )
 from lionstore.log.backend import RunInfo
-from lionstore.log.store import DURABILITY_LEVELS, Store, open
+from lionstore.log.store import DURABILITY_LEVELS, Store, current_store, open
 from lionstore.mail.exchange import Exchange
 from lionstore.mail.mailbox import Mailbox
 from lionstore.mail.manager import MailManager
@@ -74,6 +75,7 @@ __all__ = [
     "ItemNotFoundError",
     "LionstoreError",
     "MailError",
+    "NoStoreError",
     "NewRecord",
     "NotALionstoreDatabaseError",
     "ProcessorNotStartedError",
@@ -95,6 +97,7 @@ __all__ = [
     "UnknownRecord",
     "UnknownSourceError",
     "__version__",
+    "current_store",
     "open",
     "to_id",
 ]

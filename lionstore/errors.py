@@ -119,6 +119,11 @@ class SchemaTooNewError(StoreError):
     """The file was written by a newer lionstore than this one."""
 
 
+class NoStoreError(StoreError, TypeError):
+    """A class that records to a store was created with no ``store=`` outside any
+    ``async with lionstore.open(...)`` block (no ambient store)."""
+
+
 class RunNotFoundError(StoreError, LookupError):
     """No run with that id or label exists in the store."""
 

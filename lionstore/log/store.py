@@ -23,6 +23,7 @@ Reads
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import os
@@ -44,6 +45,7 @@ from lionstore.domain.records import (
 )
 from lionstore.errors import (
     LionstoreError,
+    NoStoreError,
     RunNotFoundError,
     StoreClosedError,
     StoreError,
@@ -52,7 +54,15 @@ from lionstore.errors import (
 from lionstore.log import migrate
 from lionstore.log.backend import AppendRequest, Checkpoint, LogBackend, ReadQuery, RunInfo
 
-__all__ = ["Store", "open", "Clock", "DURABILITY_LEVELS", "Subscription"]
+__all__ = [
+    "Store",
+    "open",
+    "Clock",
+    "DURABILITY_LEVELS",
+    "Subscription",
+    "current_store",
+    "resolve_store",
+]
 
 log = logging.getLogger("lionstore.store")
 
@@ -71,6 +81,40 @@ DURABILITY_LEVELS = ("normal", "full")
 
 _MAX_GROUP_RECORDS = 50_000
 _STOP = object()
+
+
+# The ambient store. ``async with lionstore.open(...) as store:`` (and ``async with
+# store:``) makes ``store`` current for the code inside the block, so lionagi code
+# that builds ``Executor(config)`` or ``Exchange(sources)`` with no ``store=`` ports
+# by being wrapped in one ``async with``. A context variable, not a global: each
+# asyncio task sees the store of the block it was created in, so two stores open in
+# one process (two tests, two runs) never see each other's.
+_current: contextvars.ContextVar[Store | None] = contextvars.ContextVar(
+    "lionstore_current_store", default=None
+)
+
+
+def current_store() -> Store | None:
+    """The store of the innermost ``async with lionstore.open(...)`` block around the
+    caller, or None outside any (a closed store is never current)."""
+    store = _current.get()
+    return store if store is not None and not store.closed else None
+
+
+def resolve_store(store: Store | None, who: str) -> Store:
+    """``store`` if given, else the ambient store; ``who`` names the class the user
+    called, for the error raised when there is neither."""
+    if store is None:
+        store = current_store()
+        if store is None:
+            raise NoStoreError(
+                f"{who} needs a store: create it inside `async with lionstore.open(PATH) as "
+                f"store:` (it then uses that store), or pass store=..."
+            )
+        return store
+    if not isinstance(store, Store):
+        raise TypeError(f"store must be a lionstore Store, not {type(store).__name__}")
+    return store
 
 
 def _utcnow() -> datetime:
@@ -156,6 +200,7 @@ class Store:
         self._subscribers: list[Subscription] = []
         self._writer = _Writer()
         self._closed = False
+        self._ambient: list[contextvars.Token[Store | None]] = []
 
     # -- identity --------------------------------------------------------------------
 
@@ -539,10 +584,15 @@ class Store:
         await self._backend.close()
 
     async def __aenter__(self) -> Store:
+        self._ambient.append(_current.set(self))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        try:
+            await self.close()
+        finally:
+            if self._ambient:
+                _current.reset(self._ambient.pop())
 
 
 def _as_store_error(exc: BaseException) -> BaseException:
@@ -613,11 +663,11 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
 
     async def __aenter__(self) -> Store:
         self._store = await self._open()
-        return self._store
+        return await self._store.__aenter__()
 
     async def __aexit__(self, *exc: object) -> None:
         if self._store is not None:
-            await self._store.close()
+            await self._store.__aexit__(*exc)
 
     async def _open(self) -> Store:
         backend, shown = await self._open_backend()

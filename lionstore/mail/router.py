@@ -13,7 +13,7 @@ from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.mail import Mail, Package
 from lionstore.domain.pile import Pile
 from lionstore.errors import UnknownSourceError
-from lionstore.log.store import Store
+from lionstore.log.store import Store, resolve_store
 from lionstore.mail.mailbox import Mailbox
 from lionstore.mail.source import Source
 from lionstore.projections.mail import DeadLetter, element_source_materializer
@@ -36,9 +36,10 @@ def _as_list(sources: Any) -> list[Any]:
 class MailRouter(Stoppable):
     """Routes mail among registered sources; everything it does is recorded."""
 
-    def __init__(self, sources: Any = None, *, store: Store, name: str | None = None) -> None:
-        if not isinstance(store, Store):
-            raise TypeError(f"store must be a lionstore Store, not {type(store).__name__}")
+    def __init__(
+        self, sources: Any = None, *, store: Store | None = None, name: str | None = None
+    ) -> None:
+        store = resolve_store(store, type(self).__name__)
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError("name must be a non-empty string")
         self.name = name or class_path(type(self))

@@ -28,7 +28,7 @@ from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.pile import Pile
 from lionstore.domain.progression import Progression
 from lionstore.errors import IDError, ProcessorNotStartedError
-from lionstore.log.store import Store
+from lionstore.log.store import Store, resolve_store
 from lionstore.processing.processor import Processor
 from lionstore.projections.executor import class_materializer
 from lionstore.repositories.executor import ExecutorRepository
@@ -46,11 +46,10 @@ class Executor:
         processor_config: dict[str, Any] | None = None,
         strict_event_type: bool = False,
         *,
-        store: Store,
+        store: Store | None = None,
         name: str | None = None,
     ) -> None:
-        if not isinstance(store, Store):
-            raise TypeError(f"store must be a lionstore Store, not {type(store).__name__}")
+        store = resolve_store(store, type(self).__name__)
         if processor_config is not None and not isinstance(processor_config, dict):
             raise TypeError("processor_config must be a dict")
         if name is not None and (not isinstance(name, str) or not name):

@@ -413,8 +413,7 @@ async def test_exchange_construction(store: lionstore.Store) -> None:
     assert empty.name == "lionstore.mail.exchange.Exchange"
     with pytest.raises(TypeError):
         Exchange(store="file.db")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        Exchange([Source()])  # type: ignore[call-arg]  # store is required
+    assert Exchange([Source()]).store is store  # no store=: the ambient store of the fixture
     with pytest.raises(ValueError):
         Exchange(store=store, name="")
 
@@ -648,8 +647,8 @@ REQUIRED = object()
     ("member", "params"),
     [
         (Package.__init__, {"category": None, "item": None, "request_source": None}),
-        (Exchange.__init__, {"sources": None, "store": "KW", "name": None}),
-        (MailManager.__init__, {"sources": None, "store": "KW", "name": None}),
+        (Exchange.__init__, {"sources": None, "store": "KW-None", "name": None}),
+        (MailManager.__init__, {"sources": None, "store": "KW-None", "name": None}),
         (
             Exchange.create_mail,
             dict.fromkeys(["sender", "recipient", "category", "item"], REQUIRED)
@@ -670,9 +669,9 @@ def test_signatures_follow_the_seed(member: Any, params: dict[str, Any]) -> None
     for name, default in params.items():
         assert name in found, name
         param = found[name]
-        if default == "KW":
+        if default == "KW-None":  # keyword-only, defaulting to the ambient store
             assert param.kind is inspect.Parameter.KEYWORD_ONLY
-            assert param.default is inspect.Parameter.empty
+            assert param.default is None
         elif default is REQUIRED:
             assert param.default is inspect.Parameter.empty, name
         else:
