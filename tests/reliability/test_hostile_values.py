@@ -183,7 +183,7 @@ CASES: list[Case] = [
         BAD_ARG,
     ),
     # -- Exchange --------------------------------------------------------------------
-    ("Exchange(store=None)", lambda w: Exchange(store=None), (TypeError,)),  # type: ignore[arg-type]
+    ("Exchange(store=object())", lambda w: Exchange(store=object()), (TypeError,)),  # type: ignore[arg-type]
     ("Exchange(sources=[object])", lambda w: Exchange([object()], store=w.store), (TypeError,)),
     ("Exchange(name='')", lambda w: Exchange(store=w.store, name=""), (ValueError,)),
     ("exchange.add_source(object)", lambda w: w.exchange.add_source(object()), (TypeError,)),
