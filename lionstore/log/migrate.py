@@ -44,6 +44,7 @@ __all__ = [
     "check_migratable",
     "create_sqlite",
     "current_revision",
+    "file_state",
     "downgrade",
     "head_revision",
     "inspect_postgres",
@@ -52,7 +53,6 @@ __all__ = [
     "make_async_engine",
     "readonly_uri",
     "require_async_url",
-    "require_no_writer",
     "script_location",
     "sqlite_path",
     "to_url",
@@ -443,8 +443,9 @@ def readonly_uri(path: Path) -> tuple[str, bool]:
     done only for a file of our own in a directory we may write, so that no file is
     left behind that the owner cannot write (another user's ``-shm`` breaks the
     owner's next write). Otherwise, with no ``-wal``, everything committed is in the
-    main file and it is read ``immutable`` (no lock, no side file): a writer that
-    starts meanwhile is caught by :func:`require_no_writer`. A ``-wal`` without its
+    main file and it is read ``immutable`` (no lock, no side file); nothing then tells
+    SQLite about a writer that starts, so the reader compares :func:`file_state`
+    before each read and opens again when it changed. A ``-wal`` without its
     ``-shm`` that we may not create holds committed records SQLite cannot read
     without building the index: StorePathError says so.
     """
@@ -469,11 +470,11 @@ def readonly_uri(path: Path) -> tuple[str, bool]:
     return f"{base}?mode=ro&immutable=1", True
 
 
-def require_no_writer(path: Path) -> None:
-    """Between reads of a file opened ``immutable``: refuse to go on once a writer has
-    started on it (its records would be missed, or torn by a checkpoint)."""
-    if Path(f"{path}-wal").exists():
-        raise StoreError(
-            f"{path}: another process started writing to the file while it was read "
-            "without write access; run the command again to read it consistently"
-        )
+def file_state(path: Path) -> tuple[bool, int, int, int]:
+    """What tells a reader of an ``immutable`` file that it changed: whether a ``-wal``
+    exists (a writer has the file open) and the main file's inode, size and mtime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (True, 0, 0, 0)
+    return (Path(f"{path}-wal").exists(), st.st_ino, st.st_size, st.st_mtime_ns)

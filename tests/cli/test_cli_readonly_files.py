@@ -25,7 +25,6 @@ import pytest
 from cli_scenarios import write_work_run
 
 import lionstore
-from lionstore.errors import StoreError
 from lionstore.log import migrate
 
 if TYPE_CHECKING:
@@ -209,24 +208,40 @@ def test_a_wal_of_committed_records_without_its_index_is_refused_clearly(
     assert json.loads(owner.stdout)["label"] == "renamed"
 
 
-def test_an_immutable_reader_stops_when_a_writer_starts(
+def test_an_immutable_reader_sees_a_writer_that_starts_later(
     shared_dir: Path, note_kind: type[CliNote]
 ) -> None:
-    """Read without a -shm (another user's file), nothing tells a reader about a
-    writer: before each read it looks for the -wal a writer creates, and stops."""
+    """Read without a -shm (another user's file), nothing tells SQLite about a writer:
+    before each read the reader looks at the file and, once a writer has started,
+    opens again through the writer's -wal, so its committed records are read."""
     path = shared_dir / "other.db"
     asyncio.run(_append_as_owner(path, note_kind))
     _give_to_nobody(shared_dir)
     uri, immutable = migrate.readonly_uri(path)
     assert immutable and uri.endswith("?mode=ro&immutable=1")
 
+    async def texts(store: lionstore.Store) -> list[str]:
+        records = await store.read(run="owner", kinds=["test.cli.note"])
+        return [record.data.text async for record in records]
+
     async def scenario() -> None:
         async with lionstore.open(path, readonly=True) as reader:
-            assert [info.label for info in await reader.runs()] == ["owner"]
-            async with lionstore.open(path, run="owner") as writer:  # root writes meanwhile
+            assert await texts(reader) == ["mine"]
+            # a writer comes and goes between two reads: no -wal left, the file changed
+            async with lionstore.open(path, run="owner") as writer:
+                await writer.append([(lionstore.IDType.create(), note_kind(text="early"))])
+            assert side_files(shared_dir) == []
+            assert await texts(reader) == ["mine", "early"]
+            async with lionstore.open(path, run="owner") as writer:  # a writer stays
                 await writer.append([(lionstore.IDType.create(), note_kind(text="late"))])
-                with pytest.raises(StoreError, match="another process started writing"):
-                    await reader.runs()
+                assert side_files(shared_dir) == ["other.db-shm", "other.db-wal"]
+                assert await texts(reader) == ["mine", "early", "late"]  # from the -wal
+            async with lionstore.open(path, run="owner") as writer:  # and another
+                await writer.append([(lionstore.IDType.create(), note_kind(text="later"))])
+            assert await texts(reader) == ["mine", "early", "late", "later"]
+        # the writer's side files, which SQLite gives the file's owner: nothing of root's
+        for name in side_files(shared_dir):
+            assert (shared_dir / name).stat().st_uid == _nobody()[0], name
 
     asyncio.run(scenario())
 
