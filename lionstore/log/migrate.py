@@ -463,7 +463,7 @@ def readonly_uri(path: Path) -> tuple[str, bool]:
         return f"{base}?mode=ro", False
     if has_wal and wal.stat().st_size > 0:
         raise StorePathError(
-            f"{path}: its write-ahead log {wal.name} holds committed records, which SQLite "
+            f"{path}: its write-ahead log {wal.name} may hold committed records, which SQLite "
             f"cannot read without creating {shm.name} in {parent}; read it as the owner "
             "of the file, or after the owner has opened it once"
         )
