@@ -58,7 +58,8 @@ def register(
         "export",
         help="write a run's records as JSON lines",
         description=(
-            "Write every record of run R as one JSON object per line: position, stream_id, "
+            "Write every record of run R (default: the newest run) as one JSON object per "
+            "line: position, stream_id, "
             "stream_version, run_id, kind, kind_version, data, recorded_at and digest. "
             "Read-only."
         ),
@@ -66,7 +67,7 @@ def register(
     )
     parser.add_argument("path", metavar="PATH", help="a lionstore database file")
     parser.add_argument(
-        "--run", type=run_ref, metavar="R", required=True, help="the run (id or label)"
+        "--run", type=run_ref, metavar="R", help="the run (id or label); default: the newest"
     )
     parser.add_argument(
         "--output", "-o", metavar="FILE", help="write to FILE instead of standard output"

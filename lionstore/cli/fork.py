@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import lionstore
-from lionstore.cli._common import describe_run, non_negative, resolve_run, run_label, run_ref
+from lionstore.cli._common import (
+    describe_run,
+    non_negative,
+    require_position_in_run,
+    resolve_run,
+    run_label,
+    run_ref,
+)
 from lionstore.cli._output import print_json_line
 from lionstore.errors import StoreError
 from lionstore.log.backend import RunInfo
@@ -47,9 +54,11 @@ async def fork_run(
     path: str | os.PathLike[str], *, run: str, at: int, label: str | None = None
 ) -> ForkResult:
     """Fork run ``run`` (id or label) of the database at ``path`` at position ``at``
-    into a new run labelled ``label`` (unlabelled if None)."""
+    into a new run labelled ``label`` (unlabelled if None). ``at`` must be one of the
+    run's positions: :class:`PositionOutOfRangeError` names its range otherwise."""
     async with lionstore.open(path, readonly=True) as store:
         source = await resolve_run(store, run)
+        await require_position_in_run(store, source, at)
         if label is not None:
             taken = [info for info in await store.runs() if info.label == label]
             if taken:

@@ -17,8 +17,10 @@ from typing import Any
 import lionstore
 from lionstore.cli._common import (
     describe_run,
+    fork_origin,
     non_negative,
     parse_time,
+    require_position_in_run,
     resolve_run,
     run_ref,
     short_id,
@@ -49,14 +51,18 @@ class RunState:
     at: int | None
     until: datetime | None
     projection: RunProjection
+    origin: str | None = None  # "forked from LABEL at position P" for a fork
+    newest_of: int | None = None  # the number of runs, when none was named (the newest)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """What ``lionstore show --json`` prints: the run, the bound asked for, and
-        :meth:`RunProjection.summary` (``position``, ``records``, ``executors``,
-        ``routers``, ``unknown_records``)."""
+        """What ``lionstore show --json`` prints: the run (with the run it was forked
+        from, if any), the bound asked for, and :meth:`RunProjection.summary`
+        (``position``, ``records``, ``executors``, ``routers``, ``unknown_records``)."""
         return {
             "run_id": self.run.run_id,
             "label": self.run.label,
+            "parent_run_id": self.run.parent_run_id,
+            "forked_at_position": self.run.forked_at_position,
             "at": self.at,
             "time": self.until.isoformat() if self.until is not None else None,
             **self.projection.summary(),
@@ -73,11 +79,17 @@ async def show_run(
 ) -> RunState:
     """Rebuild run ``run`` (id or label; default: the newest run) of the database at
     ``path`` up to position ``at`` or time ``until`` (both inclusive; default: its
-    end). Read-only; needs none of the run's classes."""
+    end). ``at`` must be a position of that run (a fork's records have positions of
+    their own, after its parent's): :class:`PositionOutOfRangeError` names the run's
+    range otherwise. Read-only; needs none of the run's classes."""
     async with lionstore.open(path, readonly=True) as store:
         info = await resolve_run(store, run)
+        if at is not None:
+            await require_position_in_run(store, info, at)
+        runs = await store.runs()
         projection = await rebuild(store, run=info.run_id, at=at, until=until, progress=progress)
-    return RunState(info, at, until, projection)
+    newest_of = len(runs) if run is None else None
+    return RunState(info, at, until, projection, fork_origin(info, runs), newest_of)
 
 
 # -- the human rendering -------------------------------------------------------------------
@@ -210,10 +222,16 @@ def format_state(state: RunState, *, width: int | None = None) -> list[str]:
         where = f"up to {format_time(state.until)} UTC"
     else:
         where = "at its end"
+    origin = f", {state.origin}," if state.origin else ""
     lines = [
-        f"run {describe_run(state.run)} {where}: {summary['records']} records, "
+        f"run {describe_run(state.run)}{origin} {where}: {summary['records']} records, "
         f"last position {summary['position']}"
     ]
+    if state.newest_of is not None and state.newest_of > 1:
+        lines.append(
+            f"  (the newest of {state.newest_of} runs; `lionstore runs` lists them, "
+            "--run chooses another)"
+        )
     if summary["unknown_records"]:
         lines.append(
             f"  ({summary['unknown_records']} records of kinds this lionstore does not know; "
@@ -252,7 +270,11 @@ def register(
     )
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument(
-        "--at", type=non_negative, metavar="P", help="the state right after position P"
+        "--at",
+        type=non_negative,
+        metavar="P",
+        help="the state right after position P, one of the run's positions (a fork's "
+        "records have positions of their own: see `lionstore log --run R`)",
     )
     bound.add_argument(
         "--time",

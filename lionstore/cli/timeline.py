@@ -47,7 +47,8 @@ def register(
         "timeline",
         help="draw a run: sources as lanes with mail arrows, events as bars",
         description=(
-            "Draw run R: sources as lanes with an arrow per mail (a cross for a dead "
+            "Draw run R (default: the newest run): sources as lanes with an arrow per mail "
+            "(a cross for a dead "
             "letter), events as bars from their append to their outcome. --format mermaid "
             "writes Markdown with Mermaid diagrams; --format html a self-contained page "
             "with SVG. Read-only."
@@ -56,7 +57,7 @@ def register(
     )
     parser.add_argument("path", metavar="PATH", help="a lionstore database file")
     parser.add_argument(
-        "--run", type=run_ref, metavar="R", required=True, help="the run (id or label)"
+        "--run", type=run_ref, metavar="R", help="the run (id or label); default: the newest"
     )
     parser.add_argument(
         "--format",

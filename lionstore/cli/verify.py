@@ -95,7 +95,7 @@ def register(
     )
     parser.add_argument("path", metavar="PATH", help="a lionstore database file")
     parser.add_argument(
-        "--run", type=run_ref, metavar="R", required=True, help="the run (id or label)"
+        "--run", type=run_ref, metavar="R", help="the run (id or label); default: the newest"
     )
     parser.add_argument(
         "--json",

@@ -1,8 +1,9 @@
 """Schema management: Alembic driven from code, and the checks made when a file is opened.
 
-The Alembic scripts live inside the package (``lionstore/migrations``) so that
-they ship in the wheel and resolve the same way from a checkout, an editable
-install or a plain install: ``script_location = lionstore:migrations``.
+The Alembic scripts live in the top-level ``migrations/`` folder of the checkout
+(beside ``lionstore/`` and ``alembic.ini``). The wheel ships them as
+``lionstore/_migrations``; :func:`script_location` finds them in either place, so a
+checkout, an editable install and a plain install migrate the same way.
 """
 
 from __future__ import annotations
@@ -40,14 +41,19 @@ from lionstore.log.schema import TABLE_NAMES, VERSION_TABLE
 __all__ = [
     "FileState",
     "alembic_config",
+    "check_migratable",
     "create_sqlite",
     "current_revision",
+    "file_state",
     "downgrade",
     "head_revision",
     "inspect_postgres",
     "inspect_sqlite_file",
     "is_url",
     "make_async_engine",
+    "readonly_uri",
+    "require_async_url",
+    "script_location",
     "sqlite_path",
     "to_url",
     "upgrade",
@@ -125,9 +131,32 @@ def make_async_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
+@functools.cache
+def script_location() -> str:
+    """The folder holding lionstore's Alembic environment and versions.
+
+    An installed wheel has them in ``lionstore/_migrations``; a checkout (or an
+    editable install of one) in ``migrations/`` beside ``lionstore/`` and
+    ``alembic.ini``. The wheel's copy wins: a folder named ``migrations`` beside an
+    installed package in site-packages belongs to something else.
+    """
+    package = Path(__file__).resolve().parent.parent
+    shipped = package / "_migrations"
+    if (shipped / "env.py").is_file():
+        return str(shipped)
+    checkout = package.parent
+    if (checkout / "alembic.ini").is_file() and (checkout / "migrations" / "env.py").is_file():
+        return str(checkout / "migrations")
+    raise StoreError(
+        f"lionstore's migration scripts are missing (looked in {shipped} and "
+        f"{checkout / 'migrations'}); reinstall lionstore"
+    )
+
+
 def alembic_config() -> Config:
+    """An Alembic config for lionstore's scripts, with no ini file and no URL."""
     cfg = Config()
-    cfg.set_main_option("script_location", "lionstore:migrations")
+    cfg.set_main_option("script_location", script_location())
     cfg.set_main_option("path_separator", "os")
     return cfg
 
@@ -282,7 +311,8 @@ def inspect_sqlite_file(path: Path) -> FileState:
     if header != SQLITE_HEADER:
         raise NotALionstoreDatabaseError(f"{path}: not a SQLite database")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        uri, _ = readonly_uri(path)
+        conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
         raise CorruptDatabaseError(f"{path}: cannot be opened ({exc})") from exc
     try:
@@ -346,3 +376,105 @@ async def inspect_postgres(url: str, shown: str) -> FileState:
     finally:
         await conn.close()
     return _classify(shown, tables, revision, f"{shown}: a PostgreSQL database (schema)")
+
+
+# -- the ``alembic`` command from a checkout ---------------------------------------------
+
+_ASYNC_SCHEMES = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+pysqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+}
+
+
+def require_async_url(url: str) -> None:
+    """Refuse a synchronous driver URL (``sqlite:///x.db``), naming the URL to use.
+
+    lionstore runs its migrations through asyncio drivers (aiosqlite, asyncpg).
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in _ASYNC_SCHEMES:
+        instead = f"{_ASYNC_SCHEMES[scheme]}://{rest}"
+        with contextlib.suppress(Exception):  # never echo a password
+            from sqlalchemy.engine import make_url
+
+            instead = make_url(instead).render_as_string(hide_password=True)
+        raise StoreError(
+            f"{scheme}:// uses a synchronous driver; lionstore migrates through asyncio "
+            f"drivers: use {instead}"
+        )
+
+
+def check_migratable(url: str) -> None:
+    """Refuse, before anything is written, what ``lionstore db upgrade`` refuses: a
+    database lionstore did not create, a damaged file, one written by a newer
+    lionstore, a file in a missing directory. A missing file or an empty database is
+    fine (the upgrade creates the schema).
+
+    Raises the :class:`StoreError` subclass ``lionstore.open`` would raise.
+    """
+    require_async_url(url)
+    path = sqlite_path(url)
+    if path is not None:
+        state = inspect_sqlite_file(path)
+    elif url.startswith("postgresql"):
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+        state = asyncio.run(inspect_postgres(url, shown))
+    else:
+        raise StoreError(f"{url.split('://', 1)[0]}://: lionstore runs on SQLite and PostgreSQL")
+    if state.status == "newer":
+        state.require_current(upgrade_allowed=True)
+
+
+# -- reading a file one may not write ------------------------------------------------------
+
+
+def readonly_uri(path: Path) -> tuple[str, bool]:
+    """How to open ``path`` for reading without writing a byte, even where no file may
+    be created: the SQLite URI and whether it is ``immutable``.
+
+    In WAL mode a reader needs the ``-shm`` index (and the ``-wal`` file) of the
+    database. When both exist, ``mode=ro`` reads them (SQLite maps a ``-shm`` it may
+    not write read-only). When they do not, ``mode=ro`` would create them: that is
+    done only for a file of our own in a directory we may write, so that no file is
+    left behind that the owner cannot write (another user's ``-shm`` breaks the
+    owner's next write). Otherwise, with no ``-wal``, everything committed is in the
+    main file and it is read ``immutable`` (no lock, no side file); nothing then tells
+    SQLite about a writer that starts, so the reader compares :func:`file_state`
+    before each read and opens again when it changed. A ``-wal`` without its
+    ``-shm`` that we may not create holds committed records SQLite cannot read
+    without building the index: StorePathError says so.
+    """
+    base = path.resolve().as_uri()
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    has_wal, has_shm = wal.exists(), shm.exists()
+    if has_wal and has_shm:
+        return f"{base}?mode=ro", False
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        ours = path.stat().st_uid == os.geteuid()
+    except OSError:
+        ours = False
+    if ours and os.access(parent, os.W_OK):
+        return f"{base}?mode=ro", False
+    if has_wal and wal.stat().st_size > 0:
+        raise StorePathError(
+            f"{path}: its write-ahead log {wal.name} may hold committed records, which SQLite "
+            f"cannot read without creating {shm.name} in {parent}; read it as the owner "
+            "of the file, or after the owner has opened it once"
+        )
+    return f"{base}?mode=ro&immutable=1", True
+
+
+def file_state(path: Path) -> tuple[bool, int, int, int]:
+    """What tells a reader of an ``immutable`` file that it changed: whether a ``-wal``
+    exists (a writer has the file open) and the main file's inode, size and mtime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (True, 0, 0, 0)
+    return (Path(f"{path}-wal").exists(), st.st_ino, st.st_size, st.st_mtime_ns)

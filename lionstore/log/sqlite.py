@@ -62,6 +62,7 @@ from lionstore.log.backend import (
     checkpoint_from_row,
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
+from lionstore.log.migrate import file_state, readonly_uri
 
 __all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "translate_sqlite_error"]
 
@@ -272,6 +273,8 @@ class SQLiteBackend(LogBackend):
         self._synchronous = SYNCHRONOUS[durability]
         self._timeout = lock_timeout
         self._readonly = readonly
+        self._immutable = False  # read without locks or -shm (see migrate.readonly_uri)
+        self._file_state: tuple[bool, int, int, int] | None = None
         self._writer = _Thread("lionstore-writer", self._connect_writer)
         self._inline = durability == "normal"
         # PRAGMA data_version changes only when *another* connection commits; while it
@@ -310,6 +313,9 @@ class SQLiteBackend(LogBackend):
 
     def _connect_reader(self) -> sqlite3.Connection:
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        if self._readonly:  # may be a directory or a file we must not write: see there
+            uri, self._immutable = readonly_uri(self.path)
+            self._file_state = file_state(self.path) if self._immutable else None
         conn = sqlite3.connect(uri, uri=True, timeout=self._timeout, isolation_level=None)
         conn.execute("PRAGMA query_only=ON")
         return conn
@@ -353,6 +359,12 @@ class SQLiteBackend(LogBackend):
             delay = min(delay * 2, 0.05)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._immutable and file_state(self.path) != self._file_state:
+            # A writer started (or came and went): an immutable connection would not
+            # see its records, or see them torn. Open again, through its -wal if any.
+            stale, self._reader = self._reader, _Thread("lionstore-reader", self._connect_reader)
+            self._immutable = False
+            await stale.close()
         try:
             return await self._reader.run(fn, *args)
         except sqlite3.Error as exc:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
     """A ``show --json`` state without what differs between a fork and its source: the
     run, the bound asked for and positions (a fork's copies get new positions)."""
-    state = {k: v for k, v in state.items() if k not in ("run_id", "label", "at", "position")}
+    skip = ("run_id", "label", "parent_run_id", "forked_at_position", "at", "position")
+    state = {k: v for k, v in state.items() if k not in skip}
     for router in state["routers"].values():
         for letter in router["dead_letters"]:
             letter.pop("position")

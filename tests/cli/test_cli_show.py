@@ -29,6 +29,8 @@ def test_show_json_structure(cli: Cli, work_db: WorkDb) -> None:
     assert set(state) == {
         "run_id",
         "label",
+        "parent_run_id",
+        "forked_at_position",
         "at",
         "time",
         "position",

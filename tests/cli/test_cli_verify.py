@@ -137,10 +137,10 @@ def test_a_changed_capacity_rule_is_caught(
     assert actual["stream_id"] == work_db.events[1]
 
 
-def test_verify_needs_a_run(cli: Cli, work_db: WorkDb) -> None:
-    result = cli("verify", work_db.path)
-    assert result.code == 2
-    assert "--run" in result.err
+def test_verify_without_run_verifies_the_newest(cli: Cli, work_db: WorkDb) -> None:
+    result = cli("verify", work_db.path)  # as `show` does: the newest run
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"OK: run work ({work_db.run_id}) verified: ")
     missing = cli("verify", work_db.path, "--run", "nope")
     assert missing.code == 1
     assert missing.err == "lionstore: error: no run with id or label 'nope'\n"

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 import lionstore
+from lionstore.errors import StoreError
 from lionstore.log import migrate
 from lionstore.log.schema import TABLE_NAMES, VERSION_TABLE, metadata
 
@@ -173,3 +175,71 @@ async def test_alembic_offline_sql(tmp_path: Path) -> None:
     for table in TABLE_NAMES:
         assert f"CREATE TABLE {table}" in done.stdout
     assert not (tmp_path / "never-created.db").exists()
+
+
+def _foreign_file(path: Path) -> bytes:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('ada')")
+        conn.commit()
+    finally:
+        conn.close()
+    return path.read_bytes()
+
+
+async def test_alembic_command_refuses_another_applications_file(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    before = _foreign_file(path)
+    url = f"sqlite+aiosqlite:///{path}"
+    done = await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head")
+    assert done.returncode != 0  # the alembic command prints FAILED lines on stdout
+    last = done.stdout.strip().splitlines()[-1]
+    assert last == f"FAILED: {path}: a SQLite database that lionstore did not create"
+    assert "Traceback" not in done.stderr
+    assert path.read_bytes() == before  # not a byte written
+    assert tables(path) == {"users"}
+
+
+async def test_alembic_command_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    await migrate.upgrade(path)
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'ffff'")
+        conn.commit()
+    finally:
+        conn.close()
+    url = f"sqlite+aiosqlite:///{path}"
+    done = await asyncio.to_thread(_alembic, "-x", f"url={url}", "upgrade", "head")
+    assert done.returncode != 0
+    assert "written by a newer lionstore" in done.stdout.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+    assert version_rows(path) == [("ffff",)]
+
+
+async def test_alembic_command_gives_one_line_for_a_sync_url(tmp_path: Path) -> None:
+    path = tmp_path / "sync.db"
+    done = await asyncio.to_thread(_alembic, "-x", f"url=sqlite:///{path}", "upgrade", "head")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        "FAILED: sqlite:// uses a synchronous driver; lionstore migrates through asyncio "
+        f"drivers: use sqlite+aiosqlite:///{path}"
+    )
+    assert not path.exists()
+
+
+def test_a_sync_postgres_url_is_refused_without_its_password() -> None:
+    with pytest.raises(StoreError, match="use postgresql\\+asyncpg://u:\\*\\*\\*@h/db") as info:
+        migrate.require_async_url("postgresql://u:secret@h/db")
+    assert "secret" not in str(info.value)
+    migrate.require_async_url("postgresql+asyncpg://u:secret@h/db")  # accepted
+
+
+def test_the_scripts_live_in_the_top_level_migrations_folder() -> None:
+    location = Path(migrate.script_location())
+    assert location == ROOT / "migrations"
+    assert (location / "env.py").is_file()
+    assert not (ROOT / "lionstore" / "migrations").exists()
+    assert "script_location = %(here)s/migrations" in (ROOT / "alembic.ini").read_text()

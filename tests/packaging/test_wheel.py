@@ -1,7 +1,9 @@
 """The built wheel works on its own: migrations ship inside it.
 
-Builds the wheel, installs it into a fresh virtual environment, and from another
-directory creates, checks and appends to a database with that installation only.
+Builds the wheel, installs it (not editable) into a fresh virtual environment, and
+from another directory creates, checks, upgrades and appends to databases with that
+installation only. The checkout keeps its Alembic scripts in the top-level
+``migrations/``; the wheel carries them as ``lionstore/_migrations``.
 Needs PyPI (for hatchling and the dependencies); skipped only when PyPI cannot be
 reached.
 """
@@ -24,10 +26,24 @@ REQUIRED_IN_WHEEL = [
     "lionstore/__init__.py",
     "lionstore/py.typed",
     "lionstore/cli/__init__.py",
-    "lionstore/migrations/env.py",
-    "lionstore/migrations/script.py.mako",
-    "lionstore/migrations/versions/0001_initial.py",
+    "lionstore/_migrations/env.py",
+    "lionstore/_migrations/script.py.mako",
+    *(
+        f"lionstore/_migrations/versions/{script.name}"
+        for script in sorted((REPO / "migrations" / "versions").glob("*.py"))
+    ),
 ]
+
+# A database at the first schema revision, then brought to head by the installed
+# lionstore's `db upgrade` (the shipped versions/ scripts must run from the wheel).
+OLD_SCHEMA_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from lionstore.log import migrate
+    asyncio.run(migrate.upgrade(sys.argv[1], "0001"))
+    print(migrate.script_location())
+    """
+)
 
 APPEND_SCRIPT = textwrap.dedent(
     """
@@ -102,7 +118,7 @@ def test_wheel_installs_and_ships_its_migrations(tmp_path: Path) -> None:
         names = set(archive.namelist())
     missing = [name for name in REQUIRED_IN_WHEEL if name not in names]
     assert not missing, f"not in the wheel: {missing}"
-    assert not any(name.startswith("tests/") for name in names)
+    assert not any(name.startswith(("tests/", "migrations/")) for name in names)
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
@@ -115,6 +131,17 @@ def test_wheel_installs_and_ships_its_migrations(tmp_path: Path) -> None:
     assert "created a lionstore database" in upgraded.stdout
     checked = run(script, "db", "check", "tmp/x.db", cwd=elsewhere)
     assert "at head" in checked.stdout
+
+    # An older file, upgraded from another directory by the installed scripts alone.
+    made = run(python, "-c", OLD_SCHEMA_SCRIPT, "tmp/old.db", cwd=elsewhere)
+    location = Path(made.stdout.strip())
+    assert location.parts[-2:] == ("lionstore", "_migrations"), location
+    assert location.is_relative_to(env_dir) and not location.is_relative_to(REPO)
+    current = run(script, "db", "current", "tmp/old.db", cwd=elsewhere)
+    assert current.stdout.startswith("0001 (outdated")
+    upgraded_old = run(script, "db", "upgrade", "tmp/old.db", cwd=elsewhere)
+    assert "upgraded 0001 -> " in upgraded_old.stdout
+    assert "at head" in run(script, "db", "check", "tmp/old.db", cwd=elsewhere).stdout
 
     appended = run(python, "-c", APPEND_SCRIPT, "tmp/x.db", cwd=elsewhere)
     module_file, summary = appended.stdout.strip().splitlines()

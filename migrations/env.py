@@ -3,7 +3,10 @@
 One env.py serves three callers:
 
 * ``alembic upgrade head`` from a checkout (``alembic.ini`` at the top names this
-  folder; the database comes from ``-x url=...``, ``$LIONSTORE_URL`` or the ini);
+  folder; the database comes from ``-x url=...``, ``$LIONSTORE_URL`` or the ini).
+  Before anything is written it makes the checks ``lionstore db upgrade`` makes: a
+  database lionstore did not create, a damaged one or one of a newer lionstore is
+  refused, and so is a synchronous URL (``sqlite:///...``), each with one line;
 * lionstore itself (``lionstore.log.migrate``), which passes a live synchronous
   ``Connection`` in ``config.attributes["connection"]``;
 * tests passing an ``AsyncEngine`` or an engine-like object.
@@ -15,11 +18,13 @@ import asyncio
 import os
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lionstore.log.migrate import make_async_engine
+from lionstore.errors import LionstoreError
+from lionstore.log.migrate import check_migratable, make_async_engine
 from lionstore.log.schema import VERSION_TABLE, metadata
 
 config = context.config
@@ -64,8 +69,13 @@ def _url() -> str:
 
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
-    if connectable is None:
-        connectable = make_async_engine(_url(), poolclass=pool.NullPool)
+    if connectable is None:  # the alembic command: check the target as lionstore does
+        url = _url()
+        try:
+            check_migratable(url)
+        except LionstoreError as exc:
+            raise CommandError(str(exc)) from None  # the alembic command prints one line
+        connectable = make_async_engine(url, poolclass=pool.NullPool)
     if isinstance(connectable, AsyncEngine):
         asyncio.run(_run_async(connectable))
     elif isinstance(connectable, Connection):
