@@ -1,9 +1,13 @@
 """What every repository shares: a projection fed by the store, loaded once from history.
 
 A repository subscribes to its store's feed as soon as it exists, then folds the
-run's history up to the feed's position when first used (``load``). Records that
-arrive on the feed meanwhile are held back and applied after the history, so the
-projection sees every record once, in position order.
+run's history up to the feed's position when first used: by ``await load()``
+(every async command does it), or, when a view is read first, synchronously on the
+spot (``load_now``: the fold runs on a worker thread through a read-only store of
+its own, so a constructor followed by a property read works on SQLite and
+PostgreSQL alike). Records that arrive on the feed meanwhile are held back and
+applied after the history, so the projection sees every record once, in position
+order: in-memory state is always the fold of the log.
 
 Checkpoints: a repository whose ``state`` is an ExecutorState or a MailState
 starts ``load`` from the newest snapshot of it stored for the run, when that
@@ -24,6 +28,9 @@ raises ConcurrencyError; the repository syncs and decides again.
 from __future__ import annotations
 
 import abc
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -44,7 +51,8 @@ log = logging.getLogger("lionstore.checkpoints")
 
 
 class NotLoadedError(LionstoreError):
-    """The projection has history in the log that has not been loaded yet."""
+    """The projection's history is being loaded by a ``load()`` still running (reading a
+    view before it was loaded otherwise loads it on the spot)."""
 
 
 class Repository(abc.ABC):
@@ -54,6 +62,7 @@ class Repository(abc.ABC):
         self.store = store
         self._failure: BaseException | None = None
         self._loaded = store.run_is_fresh
+        self._load_task: asyncio.Future[None] | None = None
         self._held: list[Recorded] = []
         self._subscription = store.subscribe(self._on_records)
         self._checkpoint_name = snapshot.checkpoint_name(getattr(self, "state", None))
@@ -89,44 +98,99 @@ class Repository(abc.ABC):
         return self._loaded
 
     def require_loaded(self, what: str) -> None:
+        """Make sure the projection holds the run's history before ``what`` is read:
+        fold it now, synchronously, if no load has happened yet (see ``load_now``)."""
         self.require_healthy()
         if not self._loaded:
-            raise NotLoadedError(
-                f"{what} has history in the log; await its load() (or any of its async "
-                "methods) before reading it"
-            )
+            self.load_now(what)
 
-    async def load(self) -> None:
-        """Fold the run's history (idempotent)."""
+    def load_now(self, what: str = "this projection") -> None:
+        """Fold the run's history from synchronous code (a property read right after a
+        constructor), blocking until it is in.
+
+        The fold runs on a worker thread with its own event loop, through a second,
+        read-only store on the same database and run (``Store.open_reader``): this
+        thread may be running the store's own loop, which cannot be awaited from here.
+        It reads the records the store's feed had delivered when it began (a checkpoint
+        first, when one checks out); records the feed brings meanwhile are held back and
+        applied after, as ``load`` does. Only the first read of a projection pays this.
+        """
         self.require_healthy()
         if self._loaded:
             return
+        if self._load_task is not None:
+            raise NotLoadedError(
+                f"{what} is being loaded by a load() still running; await it before reading"
+            )
         upto = self.store.position
-        after = await self._restore(upto)
+        opener = self.store.open_reader
+
+        async def fold() -> int:
+            reader = await opener()
+            try:
+                return await self._fold_history(reader, upto)
+            finally:
+                await reader.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lionstore-load") as pool:
+            folded = pool.submit(asyncio.run, fold()).result()
+        self._finish_load(upto)
+        if folded > CHECKPOINT_EVERY:
+            with contextlib.suppress(RuntimeError):  # no running loop: the next close writes it
+                task = asyncio.get_running_loop().create_task(self.checkpoint())
+                self.store.track(task)
+
+    async def load(self) -> None:
+        """Fold the run's history (idempotent; concurrent calls share one fold)."""
+        self.require_healthy()
+        if self._loaded:
+            return
+        if self._load_task is None:
+            self._load_task = asyncio.ensure_future(self._load())
+        task = self._load_task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._load_task is task:
+                self._load_task = None
+
+    async def _load(self) -> None:
+        upto = self.store.position
+        folded = await self._fold_history(self.store, upto)
+        self._finish_load(upto)
+        if folded > CHECKPOINT_EVERY:
+            await self.checkpoint()
+
+    async def _fold_history(self, reader: Store, upto: int) -> int:
+        """Restore the newest good checkpoint and fold the run's records after it, up to
+        ``upto``, read through ``reader``; returns how many records were folded."""
+        after = await self._restore(reader, upto)
         apply = self.apply
         folded = 0
-        async for record in await self.store.read(kinds=self.kinds, after=after, upto=upto):
+        async for record in await reader.read(kinds=self.kinds, after=after, upto=upto):
             apply(record)
             folded += 1
+        return folded
+
+    def _finish_load(self, upto: int) -> None:
         held, self._held = self._held, []
         self._loaded = True
+        apply = self.apply
         for record in held:
             if record.position > upto:
                 apply(record)
-        if folded > CHECKPOINT_EVERY:
-            await self.checkpoint()
 
     def _state(self) -> snapshot.State:
         state: snapshot.State = getattr(self, "state")  # noqa: B009 - set by subclasses
         return state
 
-    async def _restore(self, upto: int) -> int:
-        """Restore ``state`` from the run's checkpoint if it checks out; return the
-        position it covers (0: none, fold from the start)."""
+    async def _restore(self, reader: Store, upto: int) -> int:
+        """Restore ``state`` from the run's checkpoint (read through ``reader``) if it
+        checks out; return the position it covers (0: none, fold from the start)."""
         name = self._checkpoint_name
-        if name is None or not self.store.checkpoints:
+        if name is None or not reader.checkpoints:
             return 0
-        found = await self.store.read_checkpoint(name)
+        found = await reader.read_checkpoint(name)
         if found is None:
             return 0
         reason = None

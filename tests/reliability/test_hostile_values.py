@@ -183,7 +183,8 @@ CASES: list[Case] = [
         BAD_ARG,
     ),
     # -- Exchange --------------------------------------------------------------------
-    ("Exchange(store=None)", lambda w: Exchange(store=None), (TypeError,)),  # type: ignore[arg-type]
+    # (store=None is the ambient store here: the world's store is open with `async with`)
+    ("Exchange(store=str)", lambda w: Exchange(store="world.db"), (TypeError,)),  # type: ignore[arg-type]
     ("Exchange(sources=[object])", lambda w: Exchange([object()], store=w.store), (TypeError,)),
     ("Exchange(name='')", lambda w: Exchange(store=w.store, name=""), (ValueError,)),
     ("exchange.add_source(object)", lambda w: w.exchange.add_source(object()), (TypeError,)),
