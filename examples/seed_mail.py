@@ -29,7 +29,7 @@ class MySource(Communicatable):
         self.id = IDType.create()
         self.mailbox = Mailbox()
 
-    def send(self, mail: lionstore.Mail) -> None:  # type: ignore[override]
+    def send(self, mail: lionstore.Mail) -> None:
         self.mailbox.append_out(mail)
 
 

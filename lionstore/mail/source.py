@@ -22,7 +22,7 @@ class Communicatable(Protocol):
     id: Any
     mailbox: Mailbox
 
-    async def send(self, mail: Mail) -> None: ...
+    def send(self, mail: Mail) -> Any: ...
 
 
 class Source(Element):
