@@ -51,8 +51,8 @@ log = logging.getLogger("lionstore.checkpoints")
 
 
 class NotLoadedError(LionstoreError):
-    """The projection's history is being loaded by a ``load()`` still running (reading a
-    view before it was loaded otherwise loads it on the spot)."""
+    """The projection has history in the log that has not been loaded yet (kept for
+    code that catches it: reading a view now loads the history on the spot)."""
 
 
 class Repository(abc.ABC):
@@ -114,27 +114,25 @@ class Repository(abc.ABC):
         It reads the records the store's feed had delivered when it began (a checkpoint
         first, when one checks out); records the feed brings meanwhile are held back and
         applied after, as ``load`` does. Only the first read of a projection pays this.
+        A ``load()`` still running at that moment finds the work done and keeps it.
         """
         self.require_healthy()
         if self._loaded:
             return
-        if self._load_task is not None:
-            raise NotLoadedError(
-                f"{what} is being loaded by a load() still running; await it before reading"
-            )
         upto = self.store.position
         opener = self.store.open_reader
+        empty = snapshot.empty_like(self._state())
 
-        async def fold() -> int:
+        async def fold() -> tuple[snapshot.State, int]:
             reader = await opener()
             try:
-                return await self._fold_history(reader, upto)
+                return await self._fold_history(reader, upto, empty)
             finally:
                 await reader.close()
 
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lionstore-load") as pool:
-            folded = pool.submit(asyncio.run, fold()).result()
-        self._finish_load(upto)
+            state, folded = pool.submit(asyncio.run, fold()).result()
+        self._finish_load(state, upto)
         if folded > CHECKPOINT_EVERY:
             with contextlib.suppress(RuntimeError):  # no running loop: the next close writes it
                 task = asyncio.get_running_loop().create_task(self.checkpoint())
@@ -156,23 +154,32 @@ class Repository(abc.ABC):
 
     async def _load(self) -> None:
         upto = self.store.position
-        folded = await self._fold_history(self.store, upto)
-        self._finish_load(upto)
+        state, folded = await self._fold_history(
+            self.store, upto, snapshot.empty_like(self._state())
+        )
+        if self._loaded:  # a synchronous read loaded it meanwhile: keep that one
+            return
+        self._finish_load(state, upto)
         if folded > CHECKPOINT_EVERY:
             await self.checkpoint()
 
-    async def _fold_history(self, reader: Store, upto: int) -> int:
-        """Restore the newest good checkpoint and fold the run's records after it, up to
-        ``upto``, read through ``reader``; returns how many records were folded."""
-        after = await self._restore(reader, upto)
-        apply = self.apply
+    async def _fold_history(
+        self, reader: Store, upto: int, empty: snapshot.State
+    ) -> tuple[snapshot.State, int]:
+        """A state holding the run's history up to ``upto``, read through ``reader``:
+        the newest good checkpoint (else ``empty``) and the records after it; and how
+        many records were folded. ``self.state`` is not touched."""
+        restored, after = await self._restore(reader, upto)
+        state = empty if restored is None else restored
+        apply = state.apply
         folded = 0
         async for record in await reader.read(kinds=self.kinds, after=after, upto=upto):
             apply(record)
             folded += 1
-        return folded
+        return state, folded
 
-    def _finish_load(self, upto: int) -> None:
+    def _finish_load(self, state: snapshot.State, upto: int) -> None:
+        setattr(self, "state", state)  # noqa: B010 - a subclass's own state
         held, self._held = self._held, []
         self._loaded = True
         apply = self.apply
@@ -184,15 +191,15 @@ class Repository(abc.ABC):
         state: snapshot.State = getattr(self, "state")  # noqa: B009 - set by subclasses
         return state
 
-    async def _restore(self, reader: Store, upto: int) -> int:
-        """Restore ``state`` from the run's checkpoint (read through ``reader``) if it
-        checks out; return the position it covers (0: none, fold from the start)."""
+    async def _restore(self, reader: Store, upto: int) -> tuple[snapshot.State | None, int]:
+        """The state of the run's checkpoint (read through ``reader``) if it checks out,
+        and the position it covers; (None, 0) when there is none to use."""
         name = self._checkpoint_name
         if name is None or not reader.checkpoints:
-            return 0
+            return None, 0
         found = await reader.read_checkpoint(name)
         if found is None:
-            return 0
+            return None, 0
         reason = None
         if found.format_version != snapshot.FORMAT_VERSION:
             reason = f"format {found.format_version}, this code reads {snapshot.FORMAT_VERSION}"
@@ -211,12 +218,11 @@ class Repository(abc.ABC):
                 except Exception as exc:  # any failure: the snapshot is not used
                     reason = f"it does not restore ({type(exc).__name__}: {exc})"
                 else:
-                    setattr(self, "state", fresh)  # noqa: B010 - a subclass's own state
                     self._checkpointed_at = found.position
                     self.restored_from = found.position
-                    return found.position
+                    return fresh, found.position
         log.info("checkpoint %s ignored and rebuilt: %s", name, reason)
-        return 0
+        return None, 0
 
     async def checkpoint(self) -> bool:
         """Store a snapshot of the projection as of the store's position (best effort:

@@ -122,3 +122,27 @@ async def test_a_new_executor_on_a_fresh_run_reads_empty_views(open_store: Any) 
     async with open_store(run="fresh") as store:
         ex = make_executor(store, name="jobs")
         assert (len(ex.pile), len(ex.pending), len(ex.completed_events)) == (0, 0, 0)
+
+
+async def test_a_read_while_a_load_is_under_way_folds_once(open_store: Any) -> None:
+    """A view read while an awaited load() has not finished loads on the spot; the
+    load, when it resumes, keeps that state (nothing applied twice)."""
+    async with open_store(run="r") as store:
+        before = await _history(store)
+    async with open_store(run="r") as store:
+        ex = make_executor(store, name="jobs")
+        loading = asyncio.ensure_future(ex.load())  # scheduled, not run yet
+        assert snapshot(ex) == before["snapshot"]  # loads here, synchronously
+        await asyncio.wait_for(loading, timeout=10)  # the load runs now, and keeps it
+        assert snapshot(ex) == before["snapshot"]
+        more = Job(n=6)
+        await ex.append(more)
+        assert [e.id for e in ex.pile][-1] == more.id and len(ex.pile) == 6
+
+        again = make_executor(store, name="jobs")
+        repo = again._repo
+        started = asyncio.ensure_future(repo._load())  # an async fold, then a sync read
+        repo._load_task = started
+        assert len(again.pile) == 6
+        await asyncio.wait_for(started, timeout=10)
+        assert snapshot(again) == snapshot(ex)
