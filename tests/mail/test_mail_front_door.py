@@ -409,3 +409,29 @@ def test_the_reopen_example_reads_back_in_a_second_process(tmp_path: Path) -> No
     path = str(tmp_path / "work.db")
     assert _run_example("reopen.py", path).splitlines() == ["0 0", "recorded 3 3"]
     assert _run_example("reopen.py", path).splitlines() == ["3 3", "responses [2, 4, 6]"]
+
+
+async def test_a_failed_write_nobody_awaited_is_raised_by_the_next_await(
+    db_target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with lionstore.open(db_target, run="r") as store:
+        a, b = MySource(), MySource()
+        ex = Exchange([a, b], store=store, name="ex")
+        await ex.sync()
+    async with lionstore.open(db_target, run="r", readonly=True) as store:
+        a2, b2 = MySource(), MySource()
+        # the constructor starts recording these sources; a read-only store refuses it
+        ex = Exchange([a2, b2], store=store, name="other")
+        with pytest.raises(lionstore.StoreError):
+            await ex.collect_all()
+        assert "not awaited failed" in caplog.text
+        await ex._settle()  # (the first step of every router await): reported once
+        mail = ex.create_mail(a2, b2, "message", "refused")
+        pending = a2.mailbox.append_out(mail)
+        with pytest.raises(lionstore.StoreError):
+            await pending  # awaited: raised here ...
+        await ex._settle()  # ... and not again
+        head = await store.head()
+    async with lionstore.open(db_target, run="r") as store:
+        assert await store.head() == head
+        assert [s.id for s in Exchange(store=store, name="other").sources] == []
