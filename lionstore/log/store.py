@@ -788,8 +788,9 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             checkpoints=self._checkpoints,
         )
         if run is not None:
+            path = migrate.sqlite_path(self._target)
             reader = open(
-                self._target,
+                self._target if path is None else str(path.absolute()),  # even after a chdir
                 run=str(run.run_id),
                 readonly=True,
                 lock_timeout=self._lock_timeout,

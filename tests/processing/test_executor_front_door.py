@@ -146,3 +146,18 @@ async def test_a_read_while_a_load_is_under_way_folds_once(open_store: Any) -> N
         assert len(again.pile) == 6
         await asyncio.wait_for(started, timeout=10)
         assert snapshot(again) == snapshot(ex)
+
+
+async def test_the_first_read_of_a_relative_path_survives_a_chdir(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """The read-only store of the first read opens the file the store opened, even when
+    the working directory changed since."""
+    monkeypatch.chdir(tmp_path)
+    async with lionstore.open("work.db", run="r") as store:
+        before = await _history(store)
+    (tmp_path / "elsewhere").mkdir()
+    async with lionstore.open("work.db", run="r") as store:
+        ex = make_executor(store, name="jobs")
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert snapshot(ex) == before["snapshot"]
