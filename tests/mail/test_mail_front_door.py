@@ -435,3 +435,60 @@ async def test_a_failed_write_nobody_awaited_is_raised_by_the_next_await(
     async with lionstore.open(db_target, run="r") as store:
         assert await store.head() == head
         assert [s.id for s in Exchange(store=store, name="other").sources] == []
+
+
+_KILLED_SENDER = """
+import asyncio, sys
+import lionstore
+from lionstore import Communicatable, Exchange, IDType, Mailbox
+
+class MySource(Communicatable):
+    def __init__(self):
+        self.id = IDType.create()
+        self.mailbox = Mailbox()
+
+    def send(self, mail):
+        self.mailbox.append_out(mail)
+
+async def main(target):
+    async with lionstore.open(target, run="killed"):
+        a, b = MySource(), MySource()
+        ex = Exchange([a, b], name="ex")
+        mail = ex.create_mail(a, b, "message", "acknowledged")
+        a.send(mail)
+        await ex.sync()  # the router's next await: the send is committed now
+        print(a.id, b.id, mail.id, flush=True)
+        await asyncio.Event().wait()  # killed here
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_sync_send_acknowledged_by_the_routers_next_await_survives_sigkill(
+    db_target: str,
+) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILLED_SENDER,
+        db_target,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
+        assert line, (await proc.stderr.read()).decode() if proc.stderr else ""
+        a_id, b_id, mail_id = line.decode().split()
+    finally:
+        proc.kill()  # SIGKILL: no close, no cleanup
+        await asyncio.wait_for(proc.wait(), timeout=30)
+    assert proc.returncode == -9
+    async with lionstore.open(db_target, run="killed") as store:
+        ex = Exchange(store=store, name="ex")
+        assert [str(m) for m in ex.mailboxes[IDType(a_id)].pending_outs] == [mail_id]
+        assert await ex.collect_all() == 1 and await ex.deliver_all() == 1
+        assert items(ex.mailboxes[IDType(b_id)]) == ["acknowledged"]
