@@ -20,12 +20,17 @@ class Stoppable:
         self._stop_requested = False
         self._wakeup: asyncio.Event | None = None
 
+    def _set_stop(self, requested: bool) -> None:
+        """What ``stop``/``start`` do, for the seed's synchronous stop flags
+        (``exchange._execute_stop``, ``manager.execute_stop``)."""
+        self._stop_requested = requested
+        if requested and self._wakeup is not None:
+            self._wakeup.set()
+
     async def stop(self) -> None:
         """Ask the ``execute`` loop to stop after its current pass (sticky until
         :meth:`start`)."""
-        self._stop_requested = True
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._set_stop(True)
 
     async def start(self) -> None:
         """Clear a stop request."""

@@ -201,6 +201,10 @@ class Store:
         self._writer = _Writer()
         self._closed = False
         self._ambient: list[contextvars.Token[Store | None]] = []
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        # Opens a second, read-only store on the same database and run (set by
+        # ``open``): a repository folds its history through it from synchronous code.
+        self._reader_opener: Callable[[], Awaitable[Store]] | None = None
 
     # -- identity --------------------------------------------------------------------
 
@@ -555,6 +559,22 @@ class Store:
         (repositories write their checkpoints there). A failing hook is logged."""
         self._close_hooks.append(hook)
 
+    # -- writes started from synchronous code -----------------------------------------
+
+    def track(self, write: asyncio.Future[Any]) -> None:
+        """Have :meth:`close` wait for ``write``, a write started without being awaited
+        (e.g. a mail sent from a synchronous ``send``), before it stops appending."""
+        self._in_flight.add(write)
+        write.add_done_callback(self._in_flight.discard)
+
+    def open_reader(self) -> Awaitable[Store]:
+        """Open a second, read-only store on this database and run, for a caller with
+        its own event loop (a repository folding its history from a synchronous read)."""
+        self._ensure_open()
+        if self._reader_opener is None:
+            raise StoreError("this store cannot open a reader of its run")
+        return self._reader_opener()
+
     # -- lifecycle -------------------------------------------------------------------
 
     def _ensure_open(self) -> None:
@@ -564,6 +584,8 @@ class Store:
     async def close(self) -> None:
         if self._closed:
             return
+        while self._in_flight:  # writes started without an await are committed first
+            await asyncio.wait(list(self._in_flight))
         # Refuse new appends at once: one queued behind _STOP would never be answered.
         self._closed = True
         if self._writer.task is not None:
@@ -754,7 +776,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         except BaseException:
             await backend.close()
             raise
-        return Store(
+        store = Store(
             backend,
             run,
             target=target,
@@ -765,6 +787,18 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             created_run=created,
             checkpoints=self._checkpoints,
         )
+        if run is not None:
+            path = migrate.sqlite_path(self._target)
+            reader = open(
+                self._target if path is None else str(path.absolute()),  # even after a chdir
+                run=str(run.run_id),
+                readonly=True,
+                lock_timeout=self._lock_timeout,
+                max_record_bytes=self._max_record_bytes,
+                checkpoints=self._checkpoints,
+            )
+            store._reader_opener = reader._open
+        return store
 
     async def _attach(self, backend: LogBackend) -> tuple[RunInfo | None, bool]:
         now_us = _to_us(self._clock())

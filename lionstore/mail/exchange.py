@@ -1,11 +1,19 @@
 """Exchange: collects outbound mail from each source into a buffer and delivers it.
 
-``delete_source`` policy: the source is removed and, in the same transaction,
-every undelivered mail from it or to it (in any outbox or in the buffer) is
-dead-lettered with the reason ``sender_deleted`` or ``recipient_deleted``. Mail
-already delivered stays delivered. Collecting mail to an unknown or deleted
-recipient dead-letters it (``recipient_unknown`` / ``recipient_deleted``); it
-never blocks the mail behind it.
+``delete_source`` policy (lionagi's intent: deleting a source clears the mail
+addressed to it and its own unsent outbox): the source is removed and, in the same
+transaction, the mail still in its outbox is dead-lettered (``sender_deleted``),
+and so is every undelivered mail to it, in any outbox or in the buffer
+(``recipient_deleted``). Mail it sent that was already collected (in the buffer)
+is still delivered to its recipients, and mail already delivered stays delivered.
+Collecting mail to an unknown or deleted recipient dead-letters it
+(``recipient_unknown`` / ``recipient_deleted``), and so does collecting mail a
+deleted source sent after its deletion (``sender_deleted``); it never blocks the
+mail behind it.
+
+``exchange._execute_stop = True`` (the seed's flag) is ``await exchange.stop()``:
+``execute()`` returns after its current pass, without waiting out its refresh time;
+setting it back to False is ``start()``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,15 @@ __all__ = ["Exchange"]
 
 class Exchange(MailRouter):
     """Mail exchange among Communicatable sources, durable."""
+
+    @property
+    def _execute_stop(self) -> bool:
+        """The seed's stop flag: True asks ``execute()`` to stop (see the module)."""
+        return self._stop_requested
+
+    @_execute_stop.setter
+    def _execute_stop(self, value: bool) -> None:
+        self._set_stop(bool(value))
 
     @property
     def buffer(self) -> dict[IDType, list[Mail]]:

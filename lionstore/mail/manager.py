@@ -2,7 +2,9 @@
 
 Built from the documented intent (lionagi 0.8.7's MailManager cannot run: its
 create_mail, collect and send all raise). It shares the Exchange's records and
-guarantees; ``mails`` is ``recipient -> sender -> deque of Mail``.
+guarantees (``delete_source``: see ``lionstore.mail.exchange``); ``mails`` is
+``recipient -> sender -> deque of Mail``. ``manager.execute_stop = True`` (the seed's
+flag) is ``await manager.stop()``: ``execute()`` returns after its current pass.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ class MailManager(MailRouter):
     """Collects from sources and sends to recipients, durable."""
 
     @property
+    def execute_stop(self) -> bool:
+        """The seed's stop flag: True asks ``execute()`` to stop; False clears it."""
+        return self._stop_requested
+
+    @execute_stop.setter
+    def execute_stop(self, value: bool) -> None:
+        self._set_stop(bool(value))
+
+    @property
     def mails(self) -> dict[IDType, dict[IDType, deque[Mail]]]:
         """Collected mail waiting to be sent: recipient -> sender -> FIFO (a copy)."""
         self._repo.require_loaded(f"mail manager {self.name!r}")
@@ -36,7 +47,8 @@ class MailManager(MailRouter):
         return await self._add(sources)
 
     async def delete_source(self, source_id: Any) -> list[IDType]:
-        """Remove a source; its undelivered mail (both directions) is dead-lettered."""
+        """Remove a source: the mail to it and its unsent outbox are dead-lettered; mail
+        of its that was already collected is still sent."""
         return await self._delete(source_id)
 
     @staticmethod

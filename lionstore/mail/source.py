@@ -15,12 +15,14 @@ __all__ = ["Communicatable", "Source"]
 
 @runtime_checkable
 class Communicatable(Protocol):
-    """Anything with an ``id``, a ``mailbox`` and an async ``send(mail)``."""
+    """Anything with an ``id``, a ``mailbox`` and a ``send(mail)``: a coroutine, or a
+    plain method that calls ``self.mailbox.append_out(mail)`` (as lionagi's sources
+    do; see ``lionstore.mail.mailbox`` for when such a send is durable)."""
 
     id: Any
     mailbox: Mailbox
 
-    async def send(self, mail: Mail) -> None: ...
+    def send(self, mail: Mail) -> Any: ...
 
 
 class Source(Element):
@@ -37,4 +39,5 @@ class Source(Element):
         self._mailbox = value
 
     async def send(self, mail: Mail) -> None:
-        await self._mailbox.append_out(mail)
+        """Queue ``mail`` in this source's outbox; returns once it is recorded."""
+        await self._mailbox._append_out_now(mail)

@@ -3,7 +3,9 @@
 The pile (every event, in append order, with its status and outcome) and the
 ``pending`` progression are projections of the run's ``event.*`` records for
 this executor's ``name``. Opening the same file, run and name later, in any
-process, rebuilds them and carries on.
+process, rebuilds them and carries on: reading ``pile``, ``pending`` or a
+``*_events`` view right after the constructor folds the history there and then
+(once, synchronously; see ``repositories.base``), so no ``load()`` is needed.
 
 Differences from lionagi 0.8.7, on purpose:
 
@@ -75,6 +77,7 @@ class Executor:
 
     @property
     def strict_event_type(self) -> bool:
+        self._repo.require_loaded(f"executor {self.name!r}")
         return self._repo.state.pile.strict_type
 
     @property
@@ -122,12 +125,14 @@ class Executor:
 
     def attempts(self, ref: Any) -> int:
         """How many times the event has been claimed."""
+        self._repo.require_loaded(f"executor {self.name!r}")
         return self._repo.state.attempts.get(to_id(ref), 0)
 
     # -- commands ------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Fold this executor's history from the log (done by every async method)."""
+        """Fold this executor's history from the log (done by every async method, and
+        by the first read of a view; calling it is never required)."""
         await self._repo.load()
 
     async def _create_processor(self) -> None:
@@ -193,6 +198,7 @@ class Executor:
         await self.processor.join()
 
     def is_terminal(self, ref: Any) -> bool:
+        self._repo.require_loaded(f"executor {self.name!r}")
         return self._repo.state.status(to_id(ref)) in TERMINAL_STATUSES
 
     def close(self) -> None:

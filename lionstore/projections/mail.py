@@ -374,17 +374,14 @@ class MailState:
         return list(self.buffer.get(recipient, ()))
 
     def undelivered_involving(self, source_id: IDType) -> list[tuple[IDType, str, str]]:
-        """``(mail_id, reason, stage)`` for every undelivered mail from or to a source."""
+        """``(mail_id, reason, stage)`` for the mail ``delete_source`` dead-letters: the
+        source's outbox and every undelivered mail to it (its mail already in the buffer
+        is left to be delivered)."""
         found: list[tuple[IDType, str, str]] = []
         for mail_id in self.outbox(source_id):
             found.append((mail_id, "sender_deleted", "outbox"))
-        for recipient, queue in self.buffer.items():
-            for mail_id in queue:
-                mail = self.mails[mail_id]
-                if recipient == source_id:
-                    found.append((mail_id, "recipient_deleted", "buffer"))
-                elif mail.sender == source_id:
-                    found.append((mail_id, "sender_deleted", "buffer"))
+        for mail_id in self.buffer.get(source_id, ()):
+            found.append((mail_id, "recipient_deleted", "buffer"))
         for sender, box in self.boxes.items():
             if sender == source_id:
                 continue

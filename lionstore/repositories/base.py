@@ -1,9 +1,13 @@
 """What every repository shares: a projection fed by the store, loaded once from history.
 
 A repository subscribes to its store's feed as soon as it exists, then folds the
-run's history up to the feed's position when first used (``load``). Records that
-arrive on the feed meanwhile are held back and applied after the history, so the
-projection sees every record once, in position order.
+run's history up to the feed's position when first used: by ``await load()``
+(every async command does it), or, when a view is read first, synchronously on the
+spot (``load_now``: the fold runs on a worker thread through a read-only store of
+its own, so a constructor followed by a property read works on SQLite and
+PostgreSQL alike). Records that arrive on the feed meanwhile are held back and
+applied after the history, so the projection sees every record once, in position
+order: in-memory state is always the fold of the log.
 
 Checkpoints: a repository whose ``state`` is an ExecutorState or a MailState
 starts ``load`` from the newest snapshot of it stored for the run, when that
@@ -24,6 +28,9 @@ raises ConcurrencyError; the repository syncs and decides again.
 from __future__ import annotations
 
 import abc
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
@@ -44,7 +51,8 @@ log = logging.getLogger("lionstore.checkpoints")
 
 
 class NotLoadedError(LionstoreError):
-    """The projection has history in the log that has not been loaded yet."""
+    """The projection has history in the log that has not been loaded yet (kept for
+    code that catches it: reading a view now loads the history on the spot)."""
 
 
 class Repository(abc.ABC):
@@ -54,6 +62,7 @@ class Repository(abc.ABC):
         self.store = store
         self._failure: BaseException | None = None
         self._loaded = store.run_is_fresh
+        self._load_task: asyncio.Future[None] | None = None
         self._held: list[Recorded] = []
         self._subscription = store.subscribe(self._on_records)
         self._checkpoint_name = snapshot.checkpoint_name(getattr(self, "state", None))
@@ -89,46 +98,108 @@ class Repository(abc.ABC):
         return self._loaded
 
     def require_loaded(self, what: str) -> None:
+        """Make sure the projection holds the run's history before ``what`` is read:
+        fold it now, synchronously, if no load has happened yet (see ``load_now``)."""
         self.require_healthy()
         if not self._loaded:
-            raise NotLoadedError(
-                f"{what} has history in the log; await its load() (or any of its async "
-                "methods) before reading it"
-            )
+            self.load_now(what)
 
-    async def load(self) -> None:
-        """Fold the run's history (idempotent)."""
+    def load_now(self, what: str = "this projection") -> None:
+        """Fold the run's history from synchronous code (a property read right after a
+        constructor), blocking until it is in.
+
+        The fold runs on a worker thread with its own event loop, through a second,
+        read-only store on the same database and run (``Store.open_reader``): this
+        thread may be running the store's own loop, which cannot be awaited from here.
+        It reads the records the store's feed had delivered when it began (a checkpoint
+        first, when one checks out); records the feed brings meanwhile are held back and
+        applied after, as ``load`` does. Only the first read of a projection pays this.
+        A ``load()`` still running at that moment finds the work done and keeps it.
+        """
         self.require_healthy()
         if self._loaded:
             return
         upto = self.store.position
-        after = await self._restore(upto)
-        apply = self.apply
+        opener = self.store.open_reader
+        empty = snapshot.empty_like(self._state())
+
+        async def fold() -> tuple[snapshot.State, int]:
+            reader = await opener()
+            try:
+                return await self._fold_history(reader, upto, empty)
+            finally:
+                await reader.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lionstore-load") as pool:
+            state, folded = pool.submit(asyncio.run, fold()).result()
+        self._finish_load(state, upto)
+        if folded > CHECKPOINT_EVERY:
+            with contextlib.suppress(RuntimeError):  # no running loop: the next close writes it
+                task = asyncio.get_running_loop().create_task(self.checkpoint())
+                self.store.track(task)
+
+    async def load(self) -> None:
+        """Fold the run's history (idempotent; concurrent calls share one fold)."""
+        self.require_healthy()
+        if self._loaded:
+            return
+        if self._load_task is None:
+            self._load_task = asyncio.ensure_future(self._load())
+        task = self._load_task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done() and self._load_task is task:
+                self._load_task = None
+
+    async def _load(self) -> None:
+        upto = self.store.position
+        state, folded = await self._fold_history(
+            self.store, upto, snapshot.empty_like(self._state())
+        )
+        if self._loaded:  # a synchronous read loaded it meanwhile: keep that one
+            return
+        self._finish_load(state, upto)
+        if folded > CHECKPOINT_EVERY:
+            await self.checkpoint()
+
+    async def _fold_history(
+        self, reader: Store, upto: int, empty: snapshot.State
+    ) -> tuple[snapshot.State, int]:
+        """A state holding the run's history up to ``upto``, read through ``reader``:
+        the newest good checkpoint (else ``empty``) and the records after it; and how
+        many records were folded. ``self.state`` is not touched."""
+        restored, after = await self._restore(reader, upto)
+        state = empty if restored is None else restored
+        apply = state.apply
         folded = 0
-        async for record in await self.store.read(kinds=self.kinds, after=after, upto=upto):
+        async for record in await reader.read(kinds=self.kinds, after=after, upto=upto):
             apply(record)
             folded += 1
+        return state, folded
+
+    def _finish_load(self, state: snapshot.State, upto: int) -> None:
+        setattr(self, "state", state)  # noqa: B010 - a subclass's own state
         held, self._held = self._held, []
         self._loaded = True
+        apply = self.apply
         for record in held:
             if record.position > upto:
                 apply(record)
-        if folded > CHECKPOINT_EVERY:
-            await self.checkpoint()
 
     def _state(self) -> snapshot.State:
         state: snapshot.State = getattr(self, "state")  # noqa: B009 - set by subclasses
         return state
 
-    async def _restore(self, upto: int) -> int:
-        """Restore ``state`` from the run's checkpoint if it checks out; return the
-        position it covers (0: none, fold from the start)."""
+    async def _restore(self, reader: Store, upto: int) -> tuple[snapshot.State | None, int]:
+        """The state of the run's checkpoint (read through ``reader``) if it checks out,
+        and the position it covers; (None, 0) when there is none to use."""
         name = self._checkpoint_name
-        if name is None or not self.store.checkpoints:
-            return 0
-        found = await self.store.read_checkpoint(name)
+        if name is None or not reader.checkpoints:
+            return None, 0
+        found = await reader.read_checkpoint(name)
         if found is None:
-            return 0
+            return None, 0
         reason = None
         if found.format_version != snapshot.FORMAT_VERSION:
             reason = f"format {found.format_version}, this code reads {snapshot.FORMAT_VERSION}"
@@ -147,12 +218,11 @@ class Repository(abc.ABC):
                 except Exception as exc:  # any failure: the snapshot is not used
                     reason = f"it does not restore ({type(exc).__name__}: {exc})"
                 else:
-                    setattr(self, "state", fresh)  # noqa: B010 - a subclass's own state
                     self._checkpointed_at = found.position
                     self.restored_from = found.position
-                    return found.position
+                    return fresh, found.position
         log.info("checkpoint %s ignored and rebuilt: %s", name, reason)
-        return 0
+        return None, 0
 
     async def checkpoint(self) -> bool:
         """Store a snapshot of the projection as of the store's position (best effort:

@@ -103,8 +103,9 @@ class MailRepository(Repository):
         return [r.stream_id for r in committed]
 
     async def delete_sources(self, ids: Sequence[IDType]) -> list[IDType]:
-        """Remove sources; all undelivered mail from or to them is dead-lettered in the
-        same transaction."""
+        """Remove sources; in the same transaction the mail in their outboxes and every
+        undelivered mail to them is dead-lettered (their mail already collected stays
+        in the buffer, to be delivered)."""
 
         def decide() -> Decision | None:
             state = self.state
@@ -127,21 +128,28 @@ class MailRepository(Repository):
 
     # -- mailboxes -----------------------------------------------------------------------
 
-    async def put(self, mail: Mail, *, outbound: bool) -> bool:
-        """Record a mail into its sender's outbox (``outbound``) or straight into its
-        recipient's inbox. False if this mail is already known."""
+    def prepare_put(self, mail: Mail, *, outbound: bool) -> NewRecord:
+        """The record ``put`` appends (raises for an unstorable mail, writing nothing)."""
         fields = _mail_fields(mail)
         router = self.state.router
         data: Any = (
             MailSent(router=router, **fields) if outbound else MailReceived(router=router, **fields)
         )
-        record = self._encoded(mail.id, data)
+        return self._encoded(mail.id, data)
+
+    async def put(self, mail: Mail, *, outbound: bool, record: NewRecord | None = None) -> bool:
+        """Record a mail into its sender's outbox (``outbound``) or straight into its
+        recipient's inbox (``record``: from ``prepare_put``). False if this mail is
+        already known."""
+        if record is None:
+            record = self.prepare_put(mail, outbound=outbound)
+        prepared = record
 
         def decide() -> Decision | None:
             if mail.id in self.state.where:
                 return None
             self.state.live_mail[mail.id] = mail
-            return [record], {mail.id: 0}
+            return [prepared], {mail.id: 0}
 
         try:
             return bool(await self.decide_and_append(decide))
@@ -171,9 +179,16 @@ class MailRepository(Repository):
             records: list[NewRecord] = []
             expected: dict[IDType, int] = {}
             for sender in senders:
+                gone = not state.is_active(sender) and sender in state.deleted
                 for mail_id in state.outbox(sender):
                     recipient = state.mails[mail_id].recipient
-                    if state.is_active(recipient):
+                    if gone:  # sent after its source was deleted
+                        records.append(
+                            NewRecord(
+                                mail_id, MailDeadLettered(reason="sender_deleted", stage="outbox")
+                            )
+                        )
+                    elif state.is_active(recipient):
                         records.append(NewRecord(mail_id, _COLLECTED, _EMPTY))
                     else:
                         reason = (
@@ -191,7 +206,8 @@ class MailRepository(Repository):
 
     async def deliver(self, recipients: Sequence[IDType]) -> int:
         """Move every listed recipient's buffered mail into its inbox, FIFO, in one
-        transaction; mail whose sender has been deleted meanwhile is dead-lettered."""
+        transaction (mail collected before its sender was deleted included); mail to a
+        recipient deleted meanwhile is dead-lettered."""
 
         def decide() -> Decision | None:
             state = self.state
@@ -200,13 +216,14 @@ class MailRepository(Repository):
             for recipient in recipients:
                 active = state.is_active(recipient)
                 for mail_id in state.buffered_for(recipient):
-                    sender = state.mails[mail_id].sender
-                    if active and not (sender in state.deleted and not state.is_active(sender)):
+                    if active:
                         records.append(NewRecord(mail_id, _DELIVERED, _EMPTY))
                     else:
-                        reason = "recipient_deleted" if not active else "sender_deleted"
                         records.append(
-                            NewRecord(mail_id, MailDeadLettered(reason=reason, stage="buffer"))
+                            NewRecord(
+                                mail_id,
+                                MailDeadLettered(reason="recipient_deleted", stage="buffer"),
+                            )
                         )
                     expected[mail_id] = state.versions[mail_id]
             return records, expected

@@ -413,26 +413,24 @@ async def test_exchange_construction(store: lionstore.Store) -> None:
     assert empty.name == "lionstore.mail.exchange.Exchange"
     with pytest.raises(TypeError):
         Exchange(store="file.db")  # type: ignore[arg-type]
-    assert Exchange([Source()]).store is store  # no store=: the ambient store of the fixture
+    ambient = Exchange([Source()], name="ambient")
+    assert ambient.store is store  # no store=: the ambient store of the fixture
     with pytest.raises(ValueError):
         Exchange(store=store, name="")
 
     a, b = Source(), Source()
     ex = Exchange([a, b], store=store, name="named")
     assert ex.name == "named"
-    # until the given sources are recorded, views refuse rather than show nothing
-    try:
-        shown = [s.id for s in ex.sources]
-    except lionstore.LionstoreError:
-        shown = None
-    assert shown in (None, [a.id, b.id])
+    # the given sources show at once; the constructor started the write recording them
+    assert [s.id for s in ex.sources] == [a.id, b.id]
+    assert list(ex.mailboxes) == [a.id, b.id]
     await ex.load()
     assert [s.id for s in ex.sources] == [a.id, b.id]
     assert list(ex.mailboxes) == [a.id, b.id]
     assert ex.mailboxes[a.id] is a.mailbox
     assert ex.buffer == {}
-    added = [r.stream_id for r in await log_records(store, kinds=["source.added"])]
-    assert added == [a.id, b.id]
+    records = await log_records(store, kinds=["source.added"])
+    assert [r.stream_id for r in records if r.data.router == "named"] == [a.id, b.id]
 
 
 async def test_exchange_records_its_sources_before_the_first_mail(store: lionstore.Store) -> None:
@@ -755,28 +753,27 @@ async def test_the_seed_usage_example(store: lionstore.Store) -> None:
         package="Another greeting",
     )
 
-    # B's inbox holds A's mail
-    assert src_b.mailbox.senders == [src_a.id]
-    assert [m.package.item for m in src_b.mailbox.pile_] == ["Hello from A!"]
+    # B's inbox in the Exchange holds A's mail
+    assert exchange.mailboxes[src_b.id].senders == [src_a.id]
+    assert [m.package.item for m in exchange.mailboxes[src_b.id].pile_] == ["Hello from A!"]
     assert list(exchange.mailboxes[src_b.id].pending_ins[src_a.id]) == [mail.id]
 
     # "Normally you'd place mail2 in srcA's mailbox, then manager.collect_all() -> send_all()".
-    # src_a.mailbox stays the Exchange's (the router it joined first); the manager
-    # keeps a mailbox of its own for each source (a view: load the manager first).
-    await manager.load()
-    manager_box_a = manager.mailboxes[src_a.id]
-    assert manager_box_a is not src_a.mailbox
-    await manager_box_a.append_out(mail2)
+    # src_a.mailbox is now the manager's (the router it joined last); the Exchange
+    # keeps its own mailbox for each source.
+    assert src_a.mailbox is manager.mailboxes[src_a.id]
+    assert src_a.mailbox is not exchange.mailboxes[src_a.id]
+    await src_a.send(mail2)
     assert await manager.collect_all() == 1
     assert await manager.send_all() == 1
-    assert [m.package.item for m in manager.mailboxes[src_b.id].pile_] == ["Another greeting"]
-    # each router keeps its own view
-    assert [m.package.item for m in src_b.mailbox.pile_] == ["Hello from A!"]
+    assert [m.package.item for m in src_b.mailbox.pile_] == ["Another greeting"]
+    # each router keeps its own view, and routes only the mail sent through it
+    assert [m.package.item for m in exchange.mailboxes[src_b.id].pile_] == ["Hello from A!"]
     assert await exchange.collect_all() == 0
 
 
-async def test_views_on_a_reopened_file_refuse_until_loaded(open_store: Any) -> None:
-    """Views are the log: before the history is folded they raise, never show nothing."""
+async def test_views_on_a_reopened_file_show_the_history_at_once(open_store: Any) -> None:
+    """Views are the log: the first read folds the history, never shows nothing."""
     a, b = Source(), Source()
     async with open_store(run="r") as store:
         ex = Exchange([a, b], store=store, name="ex")
@@ -784,16 +781,10 @@ async def test_views_on_a_reopened_file_refuse_until_loaded(open_store: Any) -> 
     async with open_store(run="r") as store:
         same_a = Source(id=a.id)
         ex = Exchange([same_a], store=store, name="ex")
-        for view in (
-            lambda: ex.sources,
-            lambda: ex.mailboxes,
-            lambda: ex.buffer,
-            lambda: ex.dead_letters,
-            lambda: same_a.mailbox.pending_outs,
-            lambda: len(same_a.mailbox),
-        ):
-            with pytest.raises(lionstore.LionstoreError, match="load"):
-                view()
+        assert [s.id for s in ex.sources] == [a.id, b.id]
+        assert list(ex.mailboxes) == [a.id, b.id]
+        assert ex.buffer == {} and ex.dead_letters == []
+        assert len(same_a.mailbox) == 1 and len(same_a.mailbox.pending_outs) == 1
         await ex.load()
         assert [s.id for s in ex.sources] == [a.id, b.id]
         assert len(same_a.mailbox) == 1 and len(same_a.mailbox.pending_outs) == 1

@@ -232,7 +232,7 @@ async def test_mail_to_a_deleted_recipient_is_dead_lettered_and_does_not_block(
 # -- delete_source policy --------------------------------------------------------------
 
 
-async def test_delete_source_dead_letters_undelivered_mail_both_ways_in_one_commit(
+async def test_delete_source_dead_letters_mail_to_it_and_its_outbox_in_one_commit(
     open_store: Any, ticking: Any
 ) -> None:
     a, b, c = Source(), Source(), Source()
@@ -266,21 +266,22 @@ async def test_delete_source_dead_letters_undelivered_mail_both_ways_in_one_comm
         assert all(r.kind == "mail.dead_lettered" for r in records[1:])
         assert dead == {
             outbox_from_c.id: ("sender_deleted", "outbox"),
-            buffered_from_c.id: ("sender_deleted", "buffer"),
             buffered_to_c.id: ("recipient_deleted", "buffer"),
             outbox_to_c.id: ("recipient_deleted", "outbox"),
         }
         assert {d.mail.id: (d.reason, d.stage) for d in ex.dead_letters} == dead
-        # delivered mail stays delivered; unrelated mail goes on
+        # delivered mail stays delivered; mail c sent that was collected before its
+        # deletion is still delivered; unrelated mail goes on
         assert _inbox(b) == {c.id: [delivered_from_c.id]}
         assert delivered_to_c.id in c.mailbox
-        assert ex.buffer == {}
+        assert [m.id for m in ex.buffer[b.id]] == [buffered_from_c.id]
         assert list(a.mailbox.pending_outs) == [unrelated.id]
-        assert await ex.collect_all() == 1 and await ex.deliver_all() == 1
-        assert _inbox(b) == {c.id: [delivered_from_c.id], a.id: [unrelated.id]}
+        assert await ex.collect_all() == 1 and await ex.deliver_all() == 2
+        assert _inbox(b) == {c.id: [delivered_from_c.id, buffered_from_c.id], a.id: [unrelated.id]}
         history = await kinds_by_mail(store)
         assert history[delivered_to_c.id] == ONCE
         assert history[delivered_from_c.id] == ONCE
+        assert history[buffered_from_c.id] == ONCE
         before = snapshot(ex)
     async with open_store(run="r") as store:
         ex = Exchange(store=store, name="ex")
@@ -442,15 +443,17 @@ async def test_mail_manager_delete_source_and_add_sources(open_store: Any, ticki
         assert await manager.delete_source(str(c.id)) == [c.id]
         records = await log_records(store, after=head)
         assert_one_commit(records)
-        assert [r.kind for r in records] == ["source.deleted"] + ["mail.dead_lettered"] * 3
+        assert [r.kind for r in records] == ["source.deleted"] + ["mail.dead_lettered"] * 2
         assert {d.mail.id: d.reason for d in manager.dead_letters} == {
             to_c.id: "recipient_deleted",
-            from_c.id: "sender_deleted",
             queued.id: "sender_deleted",
         }
-        assert manager.mails == {}
-        assert await manager.collect_all() == 1 and await manager.send_all() == 1
-        assert _inbox(b) == {a.id: [keep.id]}
+        # c's mail collected before its deletion is still sent
+        queued_mail = manager.mails
+        assert list(queued_mail) == [b.id] and list(queued_mail[b.id]) == [c.id]
+        assert [m.id for m in queued_mail[b.id][c.id]] == [from_c.id]
+        assert await manager.collect_all() == 1 and await manager.send_all() == 2
+        assert _inbox(b) == {c.id: [from_c.id], a.id: [keep.id]}
         with pytest.raises(TypeError):
             await manager.add_sources([Source(), object()])
         assert [s.id for s in manager.sources] == [a.id, b.id]

@@ -54,16 +54,17 @@ async def test_a_bad_mail_at_deliver_is_dead_lettered_not_lost_and_blocks_nothin
     good = [ex.create_mail(a, b, "message", i) for i in range(2)]
     for mail in good:
         await a.send(mail)
-    await ex.collect_all()
-    assert [m.id for m in ex.buffer[b.id]] == [bad.id] + [m.id for m in good]  # bad first
-    assert await ex.deliver_all() == 3  # no exception; every mail handled
+    # collecting it (mail sent after its source was deleted) dead-letters it
+    assert await ex.collect_all() == 3  # no exception; every mail handled
+    assert [m.id for m in ex.buffer[b.id]] == [m.id for m in good]
+    assert await ex.deliver_all() == 2
     assert _inbox(b) == {a.id: [m.id for m in good]}
     (dead,) = ex.dead_letters
-    assert (dead.mail.id, dead.reason, dead.stage) == (bad.id, "sender_deleted", "buffer")
+    assert (dead.mail.id, dead.reason, dead.stage) == (bad.id, "sender_deleted", "outbox")
     assert dead.mail.package.item == "from a deleted sender"  # kept, with its payload
     assert ex.buffer == {}
     history = await kinds_by_mail(store)
-    assert history[bad.id] == ["mail.sent", "mail.collected", "mail.dead_lettered"]
+    assert history[bad.id] == ["mail.sent", "mail.dead_lettered"]
 
 
 async def test_delete_source_leaves_no_poisoned_buffer_and_drops_nothing_silently(
@@ -83,14 +84,14 @@ async def test_delete_source_leaves_no_poisoned_buffer_and_drops_nothing_silentl
     await ex.collect_all()
     assert {r: len(q) for r, q in ex.buffer.items()} == {b.id: 2, c.id: 1}
     await ex.delete_source([c])
-    assert [m.id for m in ex.buffer[b.id]] == [behind.id]  # nothing of c's is left
+    # c's mail collected before the deletion is still delivered (lionagi's intent:
+    # deleting a source clears the mail to it and its own unsent outbox), and it
+    # makes nothing raise; the mail to c is dead-lettered, not dropped
+    assert {m.id for m in ex.buffer[b.id]} == {from_c.id, behind.id}
     assert c.id not in ex.buffer
-    assert {d.mail.id: d.reason for d in ex.dead_letters} == {
-        from_c.id: "sender_deleted",
-        to_c.id: "recipient_deleted",
-    }
-    assert await ex.deliver_all() == 1
-    assert _inbox(b) == {a.id: [behind.id]}
+    assert {d.mail.id: d.reason for d in ex.dead_letters} == {to_c.id: "recipient_deleted"}
+    assert await ex.deliver_all() == 2
+    assert _inbox(b) == {c.id: [from_c.id], a.id: [behind.id]}
     kinds = [r.kind for r in await log_records(store, kinds=["source.deleted"])]
     assert kinds == ["source.deleted"]  # the deletion itself is recorded
 
@@ -232,8 +233,11 @@ async def test_mail_manager_delete_source_is_consistent_for_any_id_form(
     arg = {"str": str(c.id), "source": c, "IDType": c.id}[ref]
     assert await manager.delete_source(arg) == [c.id]
     assert [s.id for s in manager.sources] == [a.id, b.id]
-    assert manager.mails == {}
-    assert [(d.mail.id, d.reason) for d in manager.dead_letters] == [(from_c.id, "sender_deleted")]
+    # c's mail collected before the deletion stays queued for b, and is sent
+    assert list(manager.mails) == [b.id] and list(manager.mails[b.id]) == [c.id]
+    assert manager.dead_letters == []
+    assert await manager.send_all() == 1
+    assert _inbox(b) == {c.id: [from_c.id]}
 
 
 async def test_mail_manager_registers_the_members_of_a_pile(store: lionstore.Store) -> None:

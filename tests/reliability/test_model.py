@@ -211,9 +211,9 @@ class LogMachine(RuleBasedStateMachine):
         for mail, _ in self.outbox.pop(sid, []):
             self.dead[mail] = "sender_deleted"
         for (to, frm), queue in list(self.buffer.items()):
-            if sid in (to, frm):
+            if to == sid:  # its own mail already collected stays, to be delivered
                 for mail in queue:
-                    self.dead[mail] = "recipient_deleted" if to == sid else "sender_deleted"
+                    self.dead[mail] = "recipient_deleted"
                 del self.buffer[(to, frm)]
         for queue in self.outbox.values():
             for mail, to in [m for m in queue if m[1] == sid]:
@@ -235,7 +235,12 @@ class LogMachine(RuleBasedStateMachine):
         else:
             to = IDType.create()
         mail = self.exchange.create_mail(sender, to, "message", {"n": len(self.dead)})
-        self.run(self.exchange.mailboxes[sender].append_out(mail))
+        box = self.exchange.mailboxes[sender]
+
+        async def send() -> None:  # a mailbox write starts on the running loop
+            await box.append_out(mail)
+
+        self.run(send())
         self.outbox[sender].append((mail.id, to))
 
     def _collect_model(self, sender: str) -> None:

@@ -179,7 +179,8 @@ async def record_run(path: str, label: str = "replay") -> Recording:
         await exchange.collect(a)
         await exchange.deliver(b)
         await c.send(exchange.create_mail(c, a, "message", "from c"))
-        await exchange.collect_all()
+        await exchange.collect_all()  # "from c" is collected: delivered after c is deleted
+        await c.send(exchange.create_mail(c, b, "message", "still in c's outbox"))
         await exchange.delete_source(c)
         await a.send(exchange.create_mail(a, c, "message", "to a deleted source"))
         await exchange.collect_all()

@@ -47,7 +47,7 @@ def test_the_recording_went_through_every_state(recording: Recording) -> None:
     ]
     assert [reason for _, reason, _ in final["dead"]] == [
         "recipient_unknown",  # collected: nobody by that id
-        "sender_deleted",  # c's mail, in the buffer when c was deleted
+        "sender_deleted",  # c's mail, still in its outbox when c was deleted
         "recipient_deleted",  # sent to c after c was deleted
     ]
 
@@ -81,7 +81,7 @@ def test_rebuild_needs_no_user_classes(recording: Recording) -> None:
     ]
     assert projection.counts() == {
         "events": {"completed": 2, "failed": 1},
-        "mail": {"inbox": 2, "dead": 3},
+        "mail": {"inbox": 3, "dead": 3},
     }
     summary = projection.summary()
     assert summary["records"] == summary["position"] == recording.end
