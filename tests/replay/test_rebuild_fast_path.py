@@ -278,8 +278,9 @@ def test_a_scan_reads_one_whole_run_from_its_start(tmp_path: Path) -> None:
 
 async def _every_kind(path: str, clock: Any) -> None:
     """A run with what the replay scenario lacks: a lease renewed, claims requeued and
-    abandoned after their leases expired, mail received straight into a mailbox and excluded from it,
-    dead letters and buffered mail, all between events and mail in every other place."""
+    abandoned after their leases expired, mail received straight into a mailbox and
+    excluded from it, dead letters and buffered mail, all between events and mail in
+    every other place."""
     async with lionstore.open(path, run="kinds", clock=clock) as store:
         config = {"queue_capacity": 10, "capacity_refresh_time": 0.01}
         executor = JobExecutor(
