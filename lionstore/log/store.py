@@ -613,6 +613,10 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
     starts a run with that label, ``None`` starts a fresh run. ``readonly=True``
     attaches to ``run`` only if given, never creates anything, and refuses writes.
 
+    ``reconnect_timeout`` (PostgreSQL; default 60 s): how long a call keeps trying
+    when the server drops the connection (a restart) before it raises; 0 never
+    retries. See ``lionstore.log.postgres``.
+
     ``checkpoints`` (default True) lets repositories start from the projection
     snapshots stored in the file and store new ones (see
     ``lionstore.projections.snapshot``); False folds every projection from the
@@ -636,6 +640,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         lock_timeout: float = 30.0,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         checkpoints: bool = True,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         if durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
@@ -647,6 +652,16 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             raise ValueError("lock_timeout must be > 0")
         if max_record_bytes < 1024:
             raise ValueError("max_record_bytes must be at least 1024")
+        if (
+            isinstance(reconnect_timeout, bool)
+            or not isinstance(reconnect_timeout, (int, float))
+            or not reconnect_timeout >= 0
+            or reconnect_timeout == float("inf")
+        ):
+            raise ValueError(
+                f"reconnect_timeout must be a finite number >= 0, not {reconnect_timeout!r}"
+            )
+        self._reconnect_timeout = float(reconnect_timeout)
         self._target = os.fspath(target)
         self._run = run
         self._durability = durability
@@ -702,6 +717,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             readonly=self._readonly,
+            reconnect_timeout=self._reconnect_timeout,
         )
         return backend, shown
 
