@@ -196,7 +196,9 @@ class ProcessorIdentity(RecordData):
     process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
     A process on the same host, boot and pid namespace that finds no process with
     that pid and start time knows the owner is gone (a reused pid has another start
-    time). None where the platform does not tell."""
+    time). None where the platform does not tell. ``advisory_lock``: on PostgreSQL
+    the owner holds its advisory lock whenever it holds claims (a free lock then
+    means its session ended)."""
 
     kind: ClassVar[str] = "processor.identity"
     executor: str
@@ -206,6 +208,7 @@ class ProcessorIdentity(RecordData):
     boot_id: str | None = None
     pid_namespace: str | None = None
     process_started: int | None = None
+    advisory_lock: bool = False
 
 
 EVENT_KINDS = tuple(

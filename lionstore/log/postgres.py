@@ -40,6 +40,16 @@ A server that restarts
     its id) and redone only if absent. A record is never appended twice. A
     :class:`PostgresRunScan` (one snapshot) cut off is not resumed: it raises.
 
+Owner locks
+    A processor that claims events holds a session-level advisory lock named after
+    it (``pg_try_advisory_lock(LION, hash(owner))``) on a connection of its own, for
+    as long as its store is open; a watchdog takes it again after the connection is
+    lost (a restart drops every session's locks). Another process asks whether the
+    lock is free (it takes it and gives it back at once): free means no live session
+    of that owner, which is how ``lionstore.repositories.leases`` tells a dead owner
+    on another machine. A hash collision can only make a dead owner look alive (its
+    claims then wait for their leases), never the reverse.
+
 Durability
     ``"normal"`` leaves the server's ``synchronous_commit`` as configured (on by
     default: a returned append survives a server crash); ``"full"`` sets it to
@@ -49,6 +59,7 @@ Durability
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -84,6 +95,7 @@ __all__ = [
     "asyncpg_dsn",
     "display_url",
     "is_disconnect",
+    "owner_lock_key",
     "require_asyncpg",
 ]
 
@@ -147,6 +159,8 @@ _SELECT_RUNS = (
     " coalesce(p.run_id, r.parent_run_id), r.forked_at_position"
     " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
 )
+_LOCK_CLASS = 0x4C494F4E  # "LION": the first key of lionstore's advisory locks
+_LOCK_WATCH_INTERVAL = 0.25  # how often a lost owner-lock connection is looked for
 _MAX_CACHED_STREAMS = 100_000
 _POOL_SIZE = 4
 
@@ -297,6 +311,15 @@ class _Backoff:
             log.warning("%s: reconnected to PostgreSQL after %d retries", self.label, self.attempts)
 
 
+def owner_lock_key(owner: str) -> int:
+    """The second key of processor ``owner``'s advisory lock (a signed 32-bit int)."""
+    import hashlib
+
+    return int.from_bytes(
+        hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big", signed=True
+    )
+
+
 def _raiser(exc: BaseException) -> Callable[[], Awaitable[Any]]:
     """A call that raises ``exc`` (to translate it as :meth:`PostgresBackend._call` does)."""
 
@@ -354,6 +377,13 @@ class PostgresBackend(LogBackend):
         self._streams: dict[str, tuple[int, int]] = {}
         self._tip: str | None = None
         self._run_ids: dict[int, IDType] = {}
+        # Owner locks: the keys this process holds, the connection holding them, the keys
+        # taken on that connection, and the task that takes them again after a loss.
+        self._owner_keys: set[int] = set()
+        self._lock_conn: Any = None
+        self._taken: set[int] = set()
+        self._lock_watch: asyncio.Task[None] | None = None
+        self._lock_guard: asyncio.Lock | None = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -945,7 +975,91 @@ class PostgresBackend(LogBackend):
         self._run_ids = {}
         return removed
 
+    # -- owner locks -----------------------------------------------------------------
+
+    owner_locks = True
+
+    async def hold_owner_lock(self, owner: str) -> None:
+        key = owner_lock_key(owner)
+        conn = self._lock_conn
+        if key in self._taken and conn is not None and not conn.is_closed():
+            return
+        self._owner_keys.add(key)
+        await self._take_owner_locks()
+        if self._lock_watch is None:
+            self._lock_watch = asyncio.get_running_loop().create_task(
+                self._watch_owner_locks(), name="lionstore-owner-locks"
+            )
+
+    async def _take_owner_locks(self) -> None:
+        """(Re)connect the lock connection if needed and take every key not taken on it,
+        retrying a lost connection as every call does."""
+        if self._lock_guard is None:
+            self._lock_guard = asyncio.Lock()
+        async with self._lock_guard:
+            backoff = _Backoff(self._reconnect_timeout, self._label)
+            while True:
+                try:
+                    conn = self._lock_conn
+                    if conn is None or conn.is_closed():
+                        import asyncpg
+
+                        self._taken = set()
+                        self._lock_conn = conn = await asyncpg.connect(self._dsn)
+                    for key in sorted(self._owner_keys - self._taken):
+                        # False only if another session holds it (an owner-name hash
+                        # collision): then it looks alive anyway, which is the safe side.
+                        await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, key)
+                        self._taken.add(key)
+                except Exception as exc:
+                    if self._lock_conn is not None:
+                        self._lock_conn.terminate()
+                        self._lock_conn = None
+                    if not is_disconnect(exc):
+                        return await self._call(_raiser(exc))
+                    try:
+                        await backoff.wait(exc)
+                    except Exception:
+                        return await self._call(_raiser(exc))
+                    continue
+                backoff.recovered()
+                return
+
+    async def _watch_owner_locks(self) -> None:
+        while True:
+            await asyncio.sleep(_LOCK_WATCH_INTERVAL)
+            conn = self._lock_conn
+            if conn is None or conn.is_closed():
+                try:
+                    await self._take_owner_locks()
+                except Exception:  # still away past reconnect_timeout: keep trying
+                    log.warning("%s: owner locks not held yet; retrying", self._label)
+
+    async def owner_lock_free(self, owner: str) -> bool | None:
+        key = owner_lock_key(owner)
+        if key in self._owner_keys:
+            return False  # this process's own
+
+        async def probe(pool: Any) -> bool:
+            async with pool.acquire() as conn:
+                free = bool(
+                    await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, key)
+                )
+                if free:
+                    await conn.fetchval("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, key)
+                return free
+
+        return await self._read(probe)
+
     async def close(self) -> None:
+        watch, self._lock_watch = self._lock_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        lock_conn, self._lock_conn = self._lock_conn, None
+        if lock_conn is not None:
+            lock_conn.terminate()  # the session ends: its locks are released
         conn, self._conn = self._conn, None
         pool, self._pool = self._pool, None
         if conn is not None and not conn.is_closed():

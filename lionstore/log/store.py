@@ -527,6 +527,24 @@ class Store:
         source = self.run if run is None else await self.find_run(run)
         return await self._backend.create_run(label, self.now_us(), parent=source, forked_at=at)
 
+    # -- owner locks (PostgreSQL) ----------------------------------------------------
+
+    @property
+    def owner_locks(self) -> bool:
+        """Whether this database tells if a processor's session is alive (PostgreSQL's
+        advisory locks); see ``lionstore.repositories.leases``."""
+        return self._backend.owner_locks
+
+    async def hold_owner_lock(self, owner: str) -> None:
+        """Hold processor ``owner``'s lock while this store is open (no-op on SQLite)."""
+        self._ensure_open()
+        await self._backend.hold_owner_lock(owner)
+
+    async def owner_lock_free(self, owner: str) -> bool | None:
+        """Whether no session holds ``owner``'s lock (None on SQLite: not known)."""
+        self._ensure_open()
+        return await self._backend.owner_lock_free(owner)
+
     # -- checkpoints -----------------------------------------------------------------
 
     async def read_checkpoint(self, name: str) -> Checkpoint | None:

@@ -291,7 +291,9 @@ class Processor(Stoppable):
                 # where it runs: lets others see at once that it is gone (leases.py)
                 (
                     executor_stream_id(repo.state.name),
-                    this_process().record(repo.state.name, self.owner),
+                    this_process().record(
+                        repo.state.name, self.owner, advisory_lock=repo.store.owner_locks
+                    ),
                 ),
             ]
         )

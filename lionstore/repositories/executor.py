@@ -213,6 +213,9 @@ class ExecutorRepository(Repository):
         took meanwhile are skipped."""
         at_us = self.store.now_us() if now_us is None else now_us
         lease_us = int(lease_seconds * 1_000_000)
+        if grants and self.store.owner_locks:
+            # held before any claim: a free lock then means the owner's session ended
+            await self.store.hold_owner_lock(owner)
 
         def decide() -> Decision | None:
             with gc_paused(len(grants) + len(queue_first)):
@@ -326,7 +329,18 @@ class ExecutorRepository(Repository):
                     self.owners.learn(record.data)
             for owner in self.owners.unknown(owners):  # none recorded: the lease decides
                 self.owners.identities[owner] = _NO_IDENTITY
-        return self.owners.gone_among(owners)
+        gone = self.owners.gone_among(owners)
+        if self.store.owner_locks:
+            # Owners this host cannot judge: a free advisory lock, for the whole grace.
+            for owner in owners - gone - self.owners.alive:
+                identity = self.owners.identities.get(owner)
+                if identity is None or not identity.advisory_lock:
+                    continue  # it never held one: only its lease tells
+                if self.owners.may_probe(owner) and self.owners.lock_seen(
+                    owner, await self.store.owner_lock_free(owner)
+                ):
+                    gone.add(owner)
+        return gone
 
     async def reclaim_expired(
         self, *, max_attempts: int, in_flight: set[IDType], by: str = ""

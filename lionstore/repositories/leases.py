@@ -18,6 +18,15 @@ not visible. In every other case (another host, another namespace, a platform
 without ``/proc``, an owner that recorded no identity) the answer is "not known to
 be gone" and the lease decides, as before.
 
+Across machines, on PostgreSQL: every processor that claims events holds a
+session-level advisory lock named after it while its store is open
+(``lionstore.log.postgres``, "Owner locks"). When the host rule cannot tell, an
+owner whose lock is seen free on every check for ``OWNER_LOCK_GRACE`` seconds
+(10 s) is gone: its session, so its process or its machine, ended. The grace
+covers a server restart, which drops every lock at once: a live owner takes its
+lock again within a few seconds of the server coming back, and a free lock seen
+once is not enough.
+
 A live owner keeps its claims by renewing their leases while it invokes
 (``lionstore.processing.heartbeat``); a gone owner's claims are taken over at once
 (``event.requeued`` / ``event.abandoned`` with reason ``owner_gone``).
@@ -33,12 +42,25 @@ from functools import cache
 
 from lionstore.domain.event_records import ProcessorIdentity
 
-__all__ = ["ProcessIdentity", "OwnerWatch", "owner_is_gone", "process_start_ticks", "this_process"]
+__all__ = [
+    "OWNER_GONE",
+    "OWNER_LOCK_GRACE",
+    "OwnerWatch",
+    "ProcessIdentity",
+    "owner_is_gone",
+    "owner_state",
+    "process_start_ticks",
+    "this_process",
+]
 
 OWNER_GONE = "owner_gone"
 """The ``reason`` of a take-over because the owner's process is gone."""
 
 _PROC = "/proc"
+
+OWNER_LOCK_GRACE = 10.0
+"""Seconds an owner's advisory lock must be seen free, on every check, before the
+owner is taken for gone (PostgreSQL; see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +73,15 @@ class ProcessIdentity:
     pid_namespace: str | None
     process_started: int | None
 
-    def record(self, executor: str, owner: str) -> ProcessorIdentity:
-        """The ``processor.identity`` record of processor ``owner`` in this process."""
+    def record(
+        self, executor: str, owner: str, *, advisory_lock: bool = False
+    ) -> ProcessorIdentity:
+        """The ``processor.identity`` record of processor ``owner`` in this process
+        (``advisory_lock``: it will hold its owner lock while it holds claims)."""
         return ProcessorIdentity(
             executor=executor,
             owner=owner,
+            advisory_lock=advisory_lock,
             host=self.host,
             pid=self.pid,
             boot_id=self.boot_id,
@@ -111,10 +137,11 @@ def this_process() -> ProcessIdentity:
     )
 
 
-def owner_is_gone(identity: ProcessorIdentity, here: ProcessIdentity | None = None) -> bool:
-    """True only when the owner described by ``identity`` certainly no longer runs:
-    it ran on this host, boot and pid namespace, and no process with its pid and
-    start time exists now. False when it runs, or when that cannot be told."""
+def owner_state(identity: ProcessorIdentity, here: ProcessIdentity | None = None) -> str:
+    """``"gone"`` when the owner described by ``identity`` certainly no longer runs
+    (it ran on this host, boot and pid namespace, and no process with its pid and
+    start time exists now), ``"alive"`` when that process runs, ``"unknown"`` when
+    this host cannot tell (another host, another namespace, no ``/proc``)."""
     here = here or this_process()
     if (
         identity.process_started is None
@@ -125,10 +152,19 @@ def owner_is_gone(identity: ProcessorIdentity, here: ProcessIdentity | None = No
         or identity.boot_id != here.boot_id
         or identity.pid_namespace != here.pid_namespace
     ):
-        return False
+        return "unknown"
+    started: int | None
     if identity.pid == here.pid:
-        return identity.process_started != here.process_started
-    return process_start_ticks(identity.pid) != identity.process_started
+        started = here.process_started
+    else:
+        started = process_start_ticks(identity.pid)
+    return "alive" if started == identity.process_started else "gone"
+
+
+def owner_is_gone(identity: ProcessorIdentity, here: ProcessIdentity | None = None) -> bool:
+    """True only when the owner described by ``identity`` certainly no longer runs
+    (:func:`owner_state` says ``"gone"``); False when it runs or cannot be told."""
+    return owner_state(identity, here) == "gone"
 
 
 class OwnerWatch:
@@ -139,9 +175,11 @@ class OwnerWatch:
     def __init__(self, every: float = 0.25) -> None:
         self.identities: dict[str, ProcessorIdentity] = {}
         self.gone: set[str] = set()
+        self.alive: set[str] = set()  # seen running on this host at the last check
         self._checked: dict[str, float] = {}
         self._every = every
         self._here: ProcessIdentity | None = None
+        self.free_since: dict[str, float] = {}  # owner -> when its lock was first seen free
 
     def learn(self, identity: ProcessorIdentity) -> None:
         self.identities.setdefault(identity.owner, identity)
@@ -161,6 +199,33 @@ class OwnerWatch:
             if identity is None or now - self._checked.get(owner, -1e9) < self._every:
                 continue
             self._checked[owner] = now
-            if owner_is_gone(identity, here):
+            state = owner_state(identity, here)
+            if state == "gone":
                 self.gone.add(owner)
+            if state == "alive":
+                self.alive.add(owner)
+            else:
+                self.alive.discard(owner)
         return owners & self.gone
+
+    def lock_seen(self, owner: str, free: bool | None) -> bool:
+        """Note one check of ``owner``'s advisory lock; True once it has been seen free
+        on every check for ``OWNER_LOCK_GRACE`` seconds (then the owner is gone)."""
+        if free is None or not free:
+            self.free_since.pop(owner, None)
+            return False
+        now = time.monotonic()
+        first = self.free_since.setdefault(owner, now)
+        if now - first >= OWNER_LOCK_GRACE:
+            self.gone.add(owner)
+            return True
+        return False
+
+    def may_probe(self, owner: str) -> bool:
+        """Whether ``owner``'s lock may be probed now (at most every ``every`` s)."""
+        key = f"lock:{owner}"
+        now = time.monotonic()
+        if now - self._checked.get(key, -1e9) < self._every:
+            return False
+        self._checked[key] = now
+        return True

@@ -21,9 +21,11 @@ import pytest
 from proc_helpers import make_executor, read_all, spawn_worker, wait_until
 from processing_events import Job, LineJob
 
+import lionstore
 from lionstore.domain.event import EventStatus
-from lionstore.domain.event_records import ProcessorIdentity
+from lionstore.domain.event_records import ProcessorIdentity, ProcessorStarted, executor_stream_id
 from lionstore.replay import resume, verify
+from lionstore.repositories import leases
 from lionstore.repositories.leases import owner_is_gone, process_start_ticks, this_process
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -262,3 +264,115 @@ def test_owner_is_gone_only_when_its_process_certainly_ended() -> None:
     assert not owner_is_gone(_identity(boot_id="another-boot", **gone))
     assert not owner_is_gone(_identity(pid_namespace="pid:[1]", **gone))
     assert not owner_is_gone(_identity(pid=child.pid, process_started=None))
+
+
+# -- PostgreSQL: owner locks (liveness across machines) ------------------------------------
+
+LOCK_HOLDER = """
+import asyncio, sys
+import lionstore
+
+async def main() -> None:
+    async with lionstore.open(sys.argv[1], run="locks") as store:
+        await store.hold_owner_lock(sys.argv[2])
+        print("held", flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # until the test closes stdin (or kills us)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_owner_lock_is_free_once_its_process_is_killed(pg_database: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, pg_database, "owner-x"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60) == "held\n"
+        async with lionstore.open(pg_database, run="locks") as store:
+            assert store.owner_locks
+            assert await store.owner_lock_free("owner-x") is False
+            assert await store.owner_lock_free("owner-y") is True
+            assert await store.owner_lock_free("owner-x") is False  # probing took nothing
+            child.kill()
+            child.wait(timeout=30)
+
+            async def freed() -> bool:
+                return bool(await store.owner_lock_free("owner-x"))
+
+            await wait_until(freed, timeout=30, interval=0.05, what="the lock to be released")
+    finally:
+        _stop([child])
+
+
+async def test_sqlite_has_no_owner_locks(tmp_path: Path) -> None:
+    async with lionstore.open(tmp_path / "x.db", run="r") as store:
+        assert not store.owner_locks
+        await store.hold_owner_lock("o")
+        assert await store.owner_lock_free("o") is None
+
+
+async def test_an_owner_on_another_host_is_taken_over_once_its_lock_is_free(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner's identity names another host, so only its advisory lock can tell:
+    while its store is open its claim waits for the (300 s) lease; once its session
+    ends and the lock stays free for the grace, the claim is taken over (owner_gone)."""
+    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
+    remote = "elsewhere:4242:remote01"
+    async with lionstore.open(pg_database, run="remote") as store:
+        ex = make_executor(store, name="ex")
+        job = Job(n=7)
+        await ex.extend([job])
+        await ex._repo.queue([job.id])
+        stream = executor_stream_id("ex")
+        identity = leases.ProcessIdentity("elsewhere", 4242, "boot", "pid:[1]", 99)
+        await store.append(
+            [
+                (
+                    stream,
+                    ProcessorStarted(
+                        executor="ex",
+                        executor_class="x.Executor",
+                        processor_class="x.Processor",
+                        owner=remote,
+                        queue_capacity=10,
+                        capacity_refresh_time=0.01,
+                        max_attempts=3,
+                        lease_seconds=300.0,
+                        max_backoff=60.0,
+                    ),
+                ),
+                (stream, identity.record("ex", remote, advisory_lock=True)),
+            ]
+        )
+        won = await ex._repo.claim(
+            [job.id], [], owner=remote, lease_seconds=300.0, cycle=1, backoff=lambda n: 1.0
+        )
+        assert [e.id for e, _, _ in won] == [job.id]
+
+        async with lionstore.open(pg_database, run="remote") as other:
+            taker = make_executor(other, name="ex")
+            await taker.start()
+            repo = taker._repo
+            for _ in range(3):  # the lock is held: the lease decides
+                assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t") == 0
+        # ``store`` still holds the remote owner's lock (its claim took it); closing it
+        # ends the session, as the remote process dying would.
+    async with lionstore.open(pg_database, run="remote") as other:
+        taker = make_executor(other, name="ex")
+        await taker.start()
+        repo = taker._repo
+
+        async def taken_over() -> bool:
+            return await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t") == 1
+
+        await wait_until(taken_over, timeout=30, interval=0.05, what="the take-over")
+        records = await read_all(other, stream=job.id)
+        report = await verify(other)
+    assert report.ok, report.divergence
+    assert [r.kind for r in records][-1] == "event.requeued"
+    assert records[-1].data.reason == "owner_gone"  # type: ignore[union-attr]

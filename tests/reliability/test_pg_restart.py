@@ -242,3 +242,21 @@ async def test_workers_survive_postgres_restarts(
         f"error, cut-off COMMITs found committed {notes['had committed']}, redone "
         f"{notes['had not committed']}; {time.monotonic() - started:.0f} s",
     )
+
+
+async def test_owner_locks_are_taken_again_after_a_restart(own_cluster: Cluster) -> None:
+    """A restart drops every session's advisory locks; the holder's watchdog takes its
+    owner lock again once the server is back, so the owner looks alive again."""
+    url = own_cluster.create_database()
+    async with (
+        lionstore.open(url, run="locks") as holder,
+        lionstore.open(url, run="locks") as watcher,
+    ):
+        await holder.hold_owner_lock("owner-r")
+        assert await watcher.owner_lock_free("owner-r") is False
+        await _restart(own_cluster)
+        deadline = time.monotonic() + 30
+        while await watcher.owner_lock_free("owner-r"):  # free until the holder is back
+            assert time.monotonic() < deadline, "the owner lock was not taken again"
+            await asyncio.sleep(0.05)
+        assert await watcher.owner_lock_free("owner-r") is False
