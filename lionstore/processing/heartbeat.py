@@ -57,49 +57,58 @@ async def keep_leases(
 ) -> AsyncIterator[None]:
     """Renew the leases of ``claimed`` (``(event, attempt, claim_version)`` as
     ``ExecutorRepository.claim`` returns them) while the body runs, for the events
-    still in ``in_flight``."""
-    held = [(event.id, attempt) for event, attempt, _ in claimed]
-    stop = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(
-        _beat(repo, held, owner, lease_seconds, in_flight, stop), name="lionstore-heartbeat"
-    )
+    still in ``in_flight``. Costs one timer when the body ends within a period (no
+    task is started before the first renewal is due)."""
+    beat = _Beat(repo, [(event.id, attempt) for event, attempt, _ in claimed], owner)
+    beat.lease_seconds, beat.in_flight = lease_seconds, in_flight
+    timer = asyncio.get_running_loop().call_later(renewal_period(lease_seconds), beat.start)
     try:
         yield
     finally:
-        # Not cancelled: a renewal under way is let finish (a commit cut off by a
-        # cancellation would leave its outcome unknown to this process).
-        stop.set()
-        await task
+        timer.cancel()
+        if beat.task is not None:
+            # Not cancelled: a renewal under way is let finish (a commit cut off by a
+            # cancellation would leave its outcome unknown to this process).
+            beat.stop.set()
+            await beat.task
 
 
-async def _beat(
-    repo: ExecutorRepository,
-    held: list[tuple[IDType, int]],
-    owner: str,
-    lease_seconds: float,
-    in_flight: Collection[IDType],
-    stop: asyncio.Event,
-) -> None:
-    period = renewal_period(lease_seconds)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=period)
-        if stop.is_set():
-            return
-        running = [(i, attempt) for i, attempt in held if i in in_flight]
-        if not running:
-            return
-        try:
-            renewed = await repo.renew_leases(running, owner=owner, lease_seconds=lease_seconds)
-        except LionstoreError as exc:  # e.g. the database is restarting: try next beat
-            log.warning("lease renewal of %d events failed (retried): %s", len(running), exc)
-            continue
-        lost = {i for i, _ in running} - set(renewed)
-        if lost:
-            log.warning(
-                "%d events lost their claim while invoking (taken over); their outcomes "
-                "will not be recorded by %s",
-                len(lost),
-                owner,
-            )
-            held = [(i, attempt) for i, attempt in held if i not in lost]
+class _Beat:
+    """The renewals of one batch of claims, from the first one due."""
+
+    def __init__(self, repo: ExecutorRepository, held: list[tuple[IDType, int]], owner: str):
+        self.repo = repo
+        self.held = held
+        self.owner = owner
+        self.lease_seconds = 0.0
+        self.in_flight: Collection[IDType] = ()
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name="lionstore-heartbeat")
+
+    async def run(self) -> None:
+        period = renewal_period(self.lease_seconds)
+        while not self.stop.is_set():
+            running = [(i, attempt) for i, attempt in self.held if i in self.in_flight]
+            if not running:
+                return
+            try:
+                renewed = await self.repo.renew_leases(
+                    running, owner=self.owner, lease_seconds=self.lease_seconds
+                )
+            except LionstoreError as exc:  # e.g. the database is restarting: next beat
+                log.warning("lease renewal of %d events failed (retried): %s", len(running), exc)
+            else:
+                lost = {i for i, _ in running} - set(renewed)
+                if lost:
+                    log.warning(
+                        "%d events lost their claim while invoking (taken over); their "
+                        "outcomes will not be recorded by %s",
+                        len(lost),
+                        self.owner,
+                    )
+                    self.held = [(i, a) for i, a in self.held if i not in lost]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=period)

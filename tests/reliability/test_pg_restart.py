@@ -234,7 +234,7 @@ async def test_workers_survive_postgres_restarts(
     assert [r["completed"] for r in results[:3]] == [events_total] * 3  # each saw them all
     record_property(
         "reliability",
-        f"postgres restarts: {own_cluster.restarts} restarts (pg_ctl restart -m fast) at "
+        f"postgres restarts: {len(progress_at_restart)} restarts (pg_ctl restart -m fast) at "
         f"{progress_at_restart} of {events_total} invocations, {len(procs)} worker processes "
         f"(3 executors, 2 exchanges, 1 sender), {events_total} events each finished once, "
         f"{mails_total} mails each delivered once, {len(records)} records, verify OK, "
