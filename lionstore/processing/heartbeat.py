@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lionstore.domain.ids import IDType
-from lionstore.errors import LionstoreError
 
 if TYPE_CHECKING:
     from lionstore.repositories.executor import ExecutorRepository
@@ -98,7 +97,9 @@ class _Beat:
                 renewed = await self.repo.renew_leases(
                     running, owner=self.owner, lease_seconds=self.lease_seconds
                 )
-            except LionstoreError as exc:  # e.g. the database is restarting: next beat
+            except Exception as exc:  # e.g. the database is away: the next beat tries again
+                # (never raised: the invocations and the recording of their outcomes
+                # must not fail because a renewal did)
                 log.warning("lease renewal of %d events failed (retried): %s", len(running), exc)
             else:
                 lost = {i for i, _ in running} - set(renewed)

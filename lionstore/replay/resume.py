@@ -110,9 +110,9 @@ async def announce_waits(executor: Executor) -> tuple[int, float]:
         return 0, 0.0
     left = max(c.lease_expires_us for c in waits) - now
     log.warning(
-        "executor %r: %d events are claimed by %s, which may still be running (another "
-        "host, or a process lionstore cannot see); waiting up to %.1f s for their leases "
-        "to expire before taking them over (a live owner renews its leases and keeps them)",
+        "executor %r: %d events are claimed by %s, which is still running or cannot be "
+        "seen from here (another host); waiting up to %.1f s for their leases to expire "
+        "before taking them over (a live owner renews its leases and keeps them)",
         executor.name,
         len(waits),
         ", ".join(sorted({c.owner for c in waits})),
