@@ -63,17 +63,26 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
 class Cluster:
     """A server: ``url`` reaches its ``postgres`` database as a superuser."""
 
-    def __init__(self, url: str, root: Path | None = None, bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        root: Path | None = None,
+        bin_dir: Path | None = None,
+        options: str = "",
+    ) -> None:
         self.url = url
         self._root = root
         self._bin = bin_dir
+        self._options = options
         self._template: str | None = None
+        self.restarts = 0
 
     @classmethod
-    def start(cls) -> Cluster:
-        """The server named by $LIONSTORE_TEST_PG_URL, or a new throwaway one."""
+    def start(cls, *, own: bool = False) -> Cluster:
+        """The server named by $LIONSTORE_TEST_PG_URL, or a new throwaway one (always a
+        new one with ``own``: a test that restarts its server needs one of its own)."""
         url = os.environ.get(ENV_URL)
-        if url:
+        if url and not own:
             return cls(url)
         try:
             import asyncpg  # noqa: F401
@@ -103,13 +112,36 @@ class Cluster:
             detail = getattr(exc, "stderr", "") or ""
             shutil.rmtree(root, ignore_errors=True)
             raise UnavailableError(f"cannot start a PostgreSQL cluster: {exc} {detail}") from exc
-        return cls(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", root, bin_dir)
+        return cls(
+            f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", root, bin_dir, options
+        )
 
     @staticmethod
     def _run(command: list[str], as_postgres: bool) -> None:
         if as_postgres:
             command = ["su", "postgres", "-c", subprocess.list2cmdline(command)]
         subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+
+    def _pg_ctl(self, *args: str) -> None:
+        if self._root is None or self._bin is None:
+            raise UnavailableError("only a throwaway cluster can be stopped and restarted")
+        data = f"{self._root}/data"
+        command = [str(self._bin / "pg_ctl"), "-D", data, "-l", f"{self._root}/log", "-w"]
+        self._run([*command, "-o", self._options, *args], os.geteuid() == 0)
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m MODE`` (waits until the server accepts connections
+        again): every session is cut, as in a server restart in production. Only a
+        throwaway cluster can be restarted."""
+        self._pg_ctl("-m", mode, "restart")
+        self.restarts += 1
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Shut the server down (``pg_ctl stop -m MODE``) until :meth:`start_server`."""
+        self._pg_ctl("-m", mode, "stop")
+
+    def start_server(self) -> None:
+        self._pg_ctl("start")
 
     def stop(self) -> None:
         if self._root is None or self._bin is None:

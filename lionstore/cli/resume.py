@@ -2,9 +2,10 @@
 
 The library behind it is :func:`lionstore.replay.resume`: every executor of the
 run is rebuilt with the user's event classes and driven until its queue is
-drained (claims left by a crashed process are taken over once their leases
-expire, up to ``max_attempts``), and every mail router sweeps until nothing is
-left to collect or deliver.
+drained (claims left by a crashed process are taken over at once when its
+process is known to be gone, else once their leases expire, up to
+``max_attempts``; a wait for leases is announced on stderr first), and every
+mail router sweeps until nothing is left to collect or deliver.
 
 lionstore never imports a module because a database file names it: the event
 classes must come from modules the caller names with ``--import``. Before any
@@ -15,6 +16,7 @@ otherwise fails with one line naming the class and its module.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -27,7 +29,6 @@ from lionstore.cli._output import (
     PROG,
     CliError,
     count_phrase,
-    format_time_us,
     print_json_line,
 )
 from lionstore.domain.element import resolve_class
@@ -39,6 +40,17 @@ from lionstore.replay import rebuild, resume
 from lionstore.replay.resume import import_modules
 
 __all__ = ["ResumeResult", "check_event_classes", "register", "resume_run"]
+
+
+class _NotesHandler(logging.Handler):
+    """Prints ``lionstore: resume: <message>`` lines (warnings and worse) to a stream."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"{PROG}: resume: {record.getMessage()}", file=self.stream, flush=True)
 
 
 @dataclass(frozen=True)
@@ -106,18 +118,17 @@ async def resume_run(
         if isinstance(event, RecordedEvent)
     ]
     check_event_classes(classes)
-    leases = [claim for ex in state.executors.values() for claim in ex.claims.values()]
-    if leases:
-        last = max(claim.lease_expires_us for claim in leases)
-        print(
-            f"{PROG}: resume: {len(leases)} events were claimed by a process that may have "
-            f"crashed; waiting for their leases to expire (the last at {format_time_us(last)} "
-            "UTC) before taking them over",
-            file=notes if notes is not None else sys.stderr,
-        )
-    # Opened by id: an unknown label must never start a new run here.
-    async with lionstore.open(path, run=info.run_id) as store:
-        counts = await resume(store, modules=modules)
+    # What resume has to wait for (leases of owners that may still run), or takes over
+    # at once (owners whose process is gone), it logs on lionstore.resume: shown here.
+    handler = _NotesHandler(notes if notes is not None else sys.stderr)
+    resume_log = logging.getLogger("lionstore.resume")
+    resume_log.addHandler(handler)
+    try:
+        # Opened by id: an unknown label must never start a new run here.
+        async with lionstore.open(path, run=info.run_id) as store:
+            counts = await resume(store, modules=modules)
+    finally:
+        resume_log.removeHandler(handler)
     return ResumeResult(info, counts)
 
 

@@ -7,13 +7,17 @@
     event.deferred   -> request_permission said no; stays queued until retry_at
     event.claimed    -> PROCESSING, owned by one processor until lease_expires
     event.finished   -> COMPLETED or FAILED, with the outcome of invoke()
-    event.requeued   -> the owner's lease expired; back in the queue
-    event.abandoned  -> the lease expired on the last allowed attempt; FAILED
+    event.lease_renewed -> the owner, still invoking, moved its lease on
+    event.requeued   -> the owner's lease expired, or its process is gone
+                        (reason ``owner_gone``); back in the queue
+    event.abandoned  -> the same, on the last allowed attempt; FAILED
     event.retried    -> an explicit retry of a finished event; pending again
 
 and, on the executor's own stream (``executor_stream_id(name)``):
 
-    processor.started -> a processor (owner) started, with its configuration
+    processor.started  -> a processor (owner) started, with its configuration
+    processor.identity -> the process it runs in (host, pid, process start time):
+                          what lets another process see that an owner is gone
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ __all__ = [
     "EventClaimed",
     "EventDeferred",
     "EventFinished",
+    "EventLeaseRenewed",
     "EventQueued",
     "EventRequeued",
     "EventRetried",
     "LeaseTakenOver",
+    "ProcessorIdentity",
     "ProcessorStarted",
     "duration_to_us",
     "executor_stream_id",
@@ -92,6 +98,18 @@ class EventClaimed(RecordData):
     seen: int = 0
 
 
+class EventLeaseRenewed(RecordData):
+    """The owner of claim ``attempt`` is still invoking the event: its lease now runs
+    until ``lease_expires_us``. Appended with the event stream's version as expected
+    (compare-and-set), so a renewal never revives a claim another processor has taken
+    over. Written by ``lionstore.processing.heartbeat`` every third of the lease."""
+
+    kind: ClassVar[str] = "event.lease_renewed"
+    owner: str
+    attempt: int
+    lease_expires_us: int
+
+
 class EventFinished(RecordData):
     """The outcome of one attempt.
 
@@ -135,8 +153,10 @@ register_upcaster(EventFinished.kind, 1, _finished_v1_to_v2)
 
 
 class LeaseTakenOver(RecordData):
-    """A claim whose lease expired, taken over by processor ``by`` (base of
-    event.requeued and event.abandoned)."""
+    """A claim taken over by processor ``by`` (base of event.requeued and
+    event.abandoned): its lease expired (``reason`` ``lease_expired``, or
+    ``abandoned`` on the last attempt), or, before that, its owner's process was
+    seen to be gone (``owner_gone``, see ``lionstore.repositories.leases``)."""
 
     reason: str
     previous_owner: str
@@ -170,6 +190,27 @@ class ProcessorStarted(RecordData):
     max_backoff: float
 
 
+class ProcessorIdentity(RecordData):
+    """Where processor ``owner`` runs, recorded with its ``processor.started``: the
+    host name, the boot id and pid namespace of that host (Linux), the pid and the
+    process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22).
+    A process on the same host, boot and pid namespace that finds no process with
+    that pid and start time knows the owner is gone (a reused pid has another start
+    time). None where the platform does not tell. ``advisory_lock``: on PostgreSQL
+    the owner holds its advisory lock whenever it holds claims (a free lock then
+    means its session ended)."""
+
+    kind: ClassVar[str] = "processor.identity"
+    executor: str
+    owner: str
+    host: str
+    pid: int
+    boot_id: str | None = None
+    pid_namespace: str | None = None
+    process_started: int | None = None
+    advisory_lock: bool = False
+
+
 EVENT_KINDS = tuple(
     cls.kind
     for cls in (
@@ -182,5 +223,7 @@ EVENT_KINDS = tuple(
         EventAbandoned,
         EventRetried,
         ProcessorStarted,
+        EventLeaseRenewed,
+        ProcessorIdentity,
     )
 )

@@ -242,6 +242,22 @@ class LogBackend(abc.ABC):
         False when nothing was stored."""
         return False
 
+    # Owner locks are optional: they tell whether a processor's process still runs,
+    # across machines (PostgreSQL: session-level advisory locks). A backend without
+    # them answers None: the lease decides (lionstore.repositories.leases).
+
+    owner_locks: bool = False
+    """Whether :meth:`hold_owner_lock` and :meth:`owner_lock_free` work here."""
+
+    async def hold_owner_lock(self, owner: str) -> None:
+        """Hold processor ``owner``'s lock for as long as this backend is open (taken
+        again after a lost connection)."""
+        return None
+
+    async def owner_lock_free(self, owner: str) -> bool | None:
+        """Whether no session holds ``owner``'s lock now (None: cannot be told)."""
+        return None
+
     @abc.abstractmethod
     async def delete_run(self, run_no: int) -> int | None:
         """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one

@@ -25,6 +25,31 @@ Waking idle workers
     a notification lost with a dropped connection would delay a worker until its
     next poll anyway, so the poll is what guarantees progress either way.
 
+A server that restarts
+    A connection the server dropped (a restart, a fast shutdown, a failover, a
+    network cut) is not an error a caller sees until ``reconnect_timeout`` (an
+    option of ``lionstore.open``, 60 s by default) has passed: :func:`is_disconnect`
+    tells such errors (SQLSTATE class 08, 57P01-57P03, a socket error, asyncpg's
+    "connection is closed" and "another operation is in progress" on a connection
+    left broken) from the rest, the connection is dropped, and the call is tried
+    again after a back-off of 0.05 s doubling up to 2 s. Reads are simply read
+    again. A write transaction is redone only when it is known to be whole or
+    absent: cut off before its COMMIT was sent, the server rolled it back; cut off
+    during the COMMIT, its outcome is unknown, so it is first looked for (an
+    append by the digest of its last record at the position it took, a new run by
+    its id) and redone only if absent. A record is never appended twice. A
+    :class:`PostgresRunScan` (one snapshot) cut off is not resumed: it raises.
+
+Owner locks
+    A processor that claims events holds a session-level advisory lock named after
+    it (``pg_try_advisory_lock(LION, hash(owner))``) on a connection of its own, for
+    as long as its store is open; a watchdog takes it again after the connection is
+    lost (a restart drops every session's locks). Another process asks whether the
+    lock is free (it takes it and gives it back at once): free means no live session
+    of that owner, which is how ``lionstore.repositories.leases`` tells a dead owner
+    on another machine. A hash collision can only make a dead owner look alive (its
+    claims then wait for their leases), never the reverse.
+
 Durability
     ``"normal"`` leaves the server's ``synchronous_commit`` as configured (on by
     default: a returned append survives a server crash); ``"full"`` sets it to
@@ -34,6 +59,9 @@ Durability
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -61,9 +89,32 @@ from lionstore.log.backend import (
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
 
-__all__ = ["PostgresBackend", "PostgresRunScan", "asyncpg_dsn", "display_url", "require_asyncpg"]
+__all__ = [
+    "PostgresBackend",
+    "PostgresRunScan",
+    "asyncpg_dsn",
+    "display_url",
+    "is_disconnect",
+    "owner_lock_key",
+    "require_asyncpg",
+]
 
 T = TypeVar("T")
+log = logging.getLogger("lionstore.postgres")
+
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 2.0
+# SQLSTATEs that mean the session (not the statement) is gone: admin_shutdown,
+# crash_shutdown, cannot_connect_now; class 08 is connection exceptions.
+_GONE_STATES = frozenset({"57P01", "57P02", "57P03"})
+_GONE_MESSAGES = (
+    "connection is closed",
+    "connection was closed",
+    "another operation",  # "cannot switch to state N; another operation (M) is in progress"
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+)
 
 _COLUMNS = (
     "r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
@@ -108,6 +159,8 @@ _SELECT_RUNS = (
     " coalesce(p.run_id, r.parent_run_id), r.forked_at_position"
     " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
 )
+_LOCK_CLASS = 0x4C494F4E  # "LION": the first key of lionstore's advisory locks
+_LOCK_WATCH_INTERVAL = 0.25  # how often a lost owner-lock connection is looked for
 _MAX_CACHED_STREAMS = 100_000
 _POOL_SIZE = 4
 
@@ -202,6 +255,80 @@ class _Rows:
         )
 
 
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection or the server went away (so the call may
+    succeed on a new connection), rather than that the statement failed."""
+    import asyncpg
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # the error or its causes
+        seen.add(id(current))
+        if isinstance(current, asyncpg.PostgresConnectionError | OSError | EOFError):
+            return True
+        if isinstance(current, asyncpg.PostgresError):
+            state = str(getattr(current, "sqlstate", "") or "")
+            if state in _GONE_STATES or state.startswith("08"):
+                return True
+        if type(current).__module__.startswith("asyncpg"):  # InterfaceError, InternalClientError
+            text = str(current).lower()
+            if any(m in text for m in _GONE_MESSAGES):
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _Backoff:
+    """Waits between attempts on a lost connection, until ``timeout`` has passed since
+    the first loss; then the last error is raised."""
+
+    def __init__(self, timeout: float, label: str) -> None:
+        self.timeout = timeout
+        self.label = label
+        self.deadline: float | None = None
+        self.delay = _FIRST_BACKOFF
+        self.attempts = 0
+
+    async def wait(self, exc: BaseException) -> None:
+        """Sleep before the next attempt, or re-raise ``exc`` past the deadline."""
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.timeout
+            log.warning(
+                "%s: lost the connection to PostgreSQL (%s); reconnecting for up to %.0f s",
+                self.label,
+                " ".join(str(exc).split()) or type(exc).__name__,
+                self.timeout,
+            )
+        if now >= self.deadline:
+            raise exc
+        self.attempts += 1
+        await asyncio.sleep(min(self.delay, max(self.deadline - now, 0.0)))
+        self.delay = min(self.delay * 2, _MAX_BACKOFF)
+
+    def recovered(self) -> None:
+        if self.deadline is not None:
+            log.warning("%s: reconnected to PostgreSQL after %d retries", self.label, self.attempts)
+
+
+def owner_lock_key(owner: str) -> int:
+    """The second key of processor ``owner``'s advisory lock (a signed 32-bit int)."""
+    import hashlib
+
+    return int.from_bytes(
+        hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big", signed=True
+    )
+
+
+def _raiser(exc: BaseException) -> Callable[[], Awaitable[Any]]:
+    """A call that raises ``exc`` (to translate it as :meth:`PostgresBackend._call` does)."""
+
+    async def fn() -> Any:
+        raise exc
+
+    return fn
+
+
 def _translate(exc: BaseException, label: str) -> BaseException:
     import asyncpg
 
@@ -230,8 +357,10 @@ class PostgresBackend(LogBackend):
         durability: str = "normal",
         lock_timeout: float = 30.0,
         readonly: bool = False,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         self._dsn = asyncpg_dsn(url)
+        self._reconnect_timeout = reconnect_timeout
         self._label = label
         self._durability = durability
         self._lock_timeout = lock_timeout
@@ -248,10 +377,18 @@ class PostgresBackend(LogBackend):
         self._streams: dict[str, tuple[int, int]] = {}
         self._tip: str | None = None
         self._run_ids: dict[int, IDType] = {}
+        # Owner locks: the keys this process holds, the connection holding them, the keys
+        # taken on that connection, and the task that takes them again after a loss.
+        self._owner_keys: set[int] = set()
+        self._lock_conn: Any = None
+        self._taken: set[int] = set()
+        self._lock_watch: asyncio.Task[None] | None = None
+        self._lock_guard: asyncio.Lock | None = None
 
     # -- connections -----------------------------------------------------------------
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()`` once, its driver errors translated."""
         try:
             return await fn()
         except Exception as exc:
@@ -259,6 +396,25 @@ class PostgresBackend(LogBackend):
             if translated is exc:
                 raise
             raise translated from exc
+
+    async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``fn(pool)`` on the read pool, read again on a new connection while the
+        server is away (up to ``reconnect_timeout``)."""
+        backoff = _Backoff(self._reconnect_timeout, self._label)
+        while True:
+            try:
+                pool = await self._readers()
+                result = await fn(pool)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    return await self._call(_raiser(exc))
+                try:
+                    await backoff.wait(exc)
+                except Exception:
+                    return await self._call(_raiser(exc))
+                continue
+            backoff.recovered()
+            return result
 
     async def _writer(self) -> Any:
         if self._readonly:
@@ -299,30 +455,86 @@ class PostgresBackend(LogBackend):
         self._streams = {}
         self._tip = None
 
-    async def _transaction(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``fn(conn)`` in one write transaction on the writer connection."""
+    def _drop_writer(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
 
-        async def run() -> T:
-            conn = await self._writer()
-            try:
-                async with conn.transaction():
-                    return await fn(conn)
-            except BaseException as exc:
-                self._forget()  # what the failed transaction taught us was not committed
-                if not isinstance(exc, Exception):  # cancelled mid-statement: start afresh
-                    conn.terminate()
-                    self._conn = None
-                raise
+    async def _transaction(
+        self,
+        fn: Callable[[Any], Awaitable[T]],
+        committed: Callable[[Any, T], Awaitable[bool]] | None = None,
+    ) -> T:
+        """Run ``fn(conn)`` in one write transaction on the writer connection.
 
+        On a lost connection it is run again on a new one (up to
+        ``reconnect_timeout``) when that is safe: it was cut off before COMMIT (the
+        server rolled it back), or during COMMIT and ``committed(conn, result)``,
+        asked on the new connection, says it did not commit. If it did, ``result``
+        is returned; with no ``committed`` to ask, an unknown outcome raises.
+        """
+        backoff = _Backoff(self._reconnect_timeout, self._label)
         async with self._lock():
-            return await self._call(run)
+            unknown: list[T] = []  # the result of a transaction whose COMMIT was cut off
+            while True:
+                phase = "connect"
+                try:
+                    conn = await self._writer()
+                    if unknown:
+                        assert committed is not None
+                        phase = "check"
+                        if await committed(conn, unknown[0]):
+                            log.warning("%s: the cut-off COMMIT had committed", self._label)
+                            backoff.recovered()
+                            return unknown[0]
+                        log.warning("%s: the cut-off COMMIT had not committed: redone", self._label)
+                        unknown.clear()  # absent: redo it
+                    phase = "body"
+                    transaction = conn.transaction()
+                    await transaction.start()
+                    try:
+                        result = await fn(conn)
+                    except Exception:
+                        try:
+                            if not conn.is_closed():
+                                await transaction.rollback()
+                        except Exception:  # the connection is broken: start afresh
+                            self._drop_writer()
+                        raise
+                    phase = "commit"
+                    await transaction.commit()
+                except BaseException as exc:
+                    self._forget()  # what the failed transaction taught us was not committed
+                    if not isinstance(exc, Exception):  # cancelled mid-statement: start afresh
+                        self._drop_writer()
+                        raise
+                    if not is_disconnect(exc):
+                        return await self._call(_raiser(exc))
+                    self._drop_writer()
+                    if phase == "commit":
+                        if committed is None:
+                            raise StoreError(
+                                f"{self._label}: the connection was lost during COMMIT; "
+                                f"whether the transaction committed is unknown ({exc})"
+                            ) from exc
+                        unknown[:] = [result]
+                    try:
+                        await backoff.wait(exc)
+                    except Exception:
+                        return await self._call(_raiser(exc))
+                    continue
+                backoff.recovered()
+                return result
 
     # -- writes ----------------------------------------------------------------------
 
     async def commit(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
+        planned: list[tuple[int, str]] = []  # (last position, its digest) of the attempt
+
         async def body(conn: Any) -> CommitOutcome:
+            planned.clear()
             cache = self._streams if self._known_run == run.run_no else {}
             wanted: set[str] = {sid for req in requests for sid in req.expected if sid not in cache}
             wanted.update(row[0] for req in requests for row in req.rows if row[0] not in cache)
@@ -340,10 +552,22 @@ class PostgresBackend(LogBackend):
             if rows.numbers:
                 head = (outcome.head, outcome.last_stream_no, last_run_no)
                 await rows.write(conn, run.run_no, last_position + 1, head)
+                planned.append((outcome.head, rows.digests[-1]))
             outcome.foreign = foreign
             return outcome
 
-        outcome = await self._transaction(body)
+        async def committed(conn: Any, _outcome: CommitOutcome) -> bool:
+            # The digest chains the record's position, stream, version, kind, data and
+            # time to the run's previous record: found at that position, it is ours.
+            if not planned:
+                return True  # nothing was written: redoing it would change nothing
+            position, digest = planned[-1]
+            found = await conn.fetchval(
+                "SELECT digest FROM lionstore_records WHERE position = $1", position
+            )
+            return bool(found == digest)
+
+        outcome = await self._transaction(body, committed)
         self._known = outcome.head
         return outcome
 
@@ -501,8 +725,23 @@ class PostgresBackend(LogBackend):
             # writers commit one at a time: every record up to it is committed now.
             return await self._catch_up(conn, run, seen, last_position), last_position
 
-        async with self._lock():
-            return await self._call(body)
+        backoff = _Backoff(self._reconnect_timeout, self._label)
+        while True:
+            try:
+                async with self._lock():
+                    result = await body()
+            except Exception as exc:
+                self._forget()
+                if is_disconnect(exc):
+                    self._drop_writer()
+                    try:
+                        await backoff.wait(exc)
+                    except Exception:
+                        return await self._call(_raiser(exc))
+                    continue
+                return await self._call(_raiser(exc))
+            backoff.recovered()
+            return result
 
     # -- runs ------------------------------------------------------------------------
 
@@ -557,8 +796,14 @@ class PostgresBackend(LogBackend):
                 run_no, new_id, label, now_us, parent.run_id if parent else None, forked_at
             )
 
+        async def committed(conn: Any, _run: RunInfo) -> bool:
+            found = await conn.fetchval(
+                "SELECT 1 FROM lionstore_runs WHERE run_id = $1", str(new_id)
+            )
+            return found is not None
+
         try:
-            return await self._transaction(body)
+            return await self._transaction(body, committed)
         except StoreError as exc:
             import asyncpg
 
@@ -596,15 +841,13 @@ class PostgresBackend(LogBackend):
         return stream_no
 
     async def list_runs(self) -> list[RunInfo]:
-        pool = await self._readers()
-        rows = await self._call(lambda: pool.fetch(f"{_SELECT_RUNS} ORDER BY r.run_no"))
+        rows = await self._read(lambda pool: pool.fetch(f"{_SELECT_RUNS} ORDER BY r.run_no"))
         return [_run_info(row) for row in rows]
 
     async def find_run(self, ref: str) -> RunInfo | None:
         run_id = str(to_id(ref)) if is_id(ref) else None  # any spelling of the UUID
-        pool = await self._readers()
-        row = await self._call(
-            lambda: pool.fetchrow(
+        row = await self._read(
+            lambda pool: pool.fetchrow(
                 f"{_SELECT_RUNS} WHERE r.run_id = $1 OR r.label = $2"
                 " ORDER BY r.run_id = $1 DESC LIMIT 1",
                 run_id,
@@ -616,9 +859,8 @@ class PostgresBackend(LogBackend):
     # -- reads -----------------------------------------------------------------------
 
     async def head_position(self) -> int:
-        pool = await self._readers()
-        position: int = await self._call(
-            lambda: pool.fetchval("SELECT last_position FROM lionstore_head WHERE id = 1")
+        position: int = await self._read(
+            lambda pool: pool.fetchval("SELECT last_position FROM lionstore_head WHERE id = 1")
         )
         return position
 
@@ -640,9 +882,8 @@ class PostgresBackend(LogBackend):
             f"SELECT {_COLUMNS}{_FROM} WHERE {' AND '.join(where)}"
             f" ORDER BY r.position LIMIT ${len(params)}"
         )
-        pool = await self._readers()
 
-        async def fetch() -> tuple[list[Any], dict[int, IDType]]:
+        async def fetch(pool: Any) -> tuple[list[Any], dict[int, IDType]]:
             async with pool.acquire() as conn:
                 rows = await conn.fetch(sql, *params)
                 if rows and (not self._run_ids or any(r[7] not in self._run_ids for r in rows)):
@@ -652,7 +893,7 @@ class PostgresBackend(LogBackend):
                     }
             return list(rows), self._run_ids
 
-        return await self._call(fetch)
+        return await self._read(fetch)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
         return _decode_row(row, run_ids[row[7]])
@@ -664,9 +905,8 @@ class PostgresBackend(LogBackend):
     # -- checkpoints -----------------------------------------------------------------
 
     async def read_checkpoint(self, run_no: int, name: str) -> Checkpoint | None:
-        pool = await self._readers()
-        row = await self._call(
-            lambda: pool.fetchrow(READ_CHECKPOINT_SQL.format("$1", "$2"), run_no, name)
+        row = await self._read(
+            lambda pool: pool.fetchrow(READ_CHECKPOINT_SQL.format("$1", "$2"), run_no, name)
         )
         return checkpoint_from_row(name, row)
 
@@ -699,7 +939,10 @@ class PostgresBackend(LogBackend):
             )
             return True
 
-        return await self._transaction(body)
+        async def redo(_conn: Any, _written: bool) -> bool:
+            return False  # an upsert of the same snapshot: redoing it is harmless
+
+        return await self._transaction(body, redo)
 
     # -- retention -------------------------------------------------------------------
 
@@ -723,16 +966,107 @@ class PostgresBackend(LogBackend):
             await conn.execute("DELETE FROM lionstore_runs WHERE run_no = $1", run_no)
             return int(status.rsplit(" ", 1)[-1])  # "DELETE n"
 
-        removed = await self._transaction(body)
+        async def committed(conn: Any, _removed: int | None) -> bool:
+            found = await conn.fetchval("SELECT 1 FROM lionstore_runs WHERE run_no = $1", run_no)
+            return found is None
+
+        removed = await self._transaction(body, committed)
         self._forget()
         self._run_ids = {}
         return removed
 
+    # -- owner locks -----------------------------------------------------------------
+
+    owner_locks = True
+
+    async def hold_owner_lock(self, owner: str) -> None:
+        key = owner_lock_key(owner)
+        conn = self._lock_conn
+        if key in self._taken and conn is not None and not conn.is_closed():
+            return
+        self._owner_keys.add(key)
+        await self._take_owner_locks()
+        if self._lock_watch is None:
+            self._lock_watch = asyncio.get_running_loop().create_task(
+                self._watch_owner_locks(), name="lionstore-owner-locks"
+            )
+
+    async def _take_owner_locks(self) -> None:
+        """(Re)connect the lock connection if needed and take every key not taken on it,
+        retrying a lost connection as every call does."""
+        if self._lock_guard is None:
+            self._lock_guard = asyncio.Lock()
+        async with self._lock_guard:
+            backoff = _Backoff(self._reconnect_timeout, self._label)
+            while True:
+                try:
+                    conn = self._lock_conn
+                    if conn is None or conn.is_closed():
+                        import asyncpg
+
+                        self._taken = set()
+                        self._lock_conn = conn = await asyncpg.connect(self._dsn)
+                    for key in sorted(self._owner_keys - self._taken):
+                        # False only if another session holds it (an owner-name hash
+                        # collision): then it looks alive anyway, which is the safe side.
+                        await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, key)
+                        self._taken.add(key)
+                except Exception as exc:
+                    if self._lock_conn is not None:
+                        self._lock_conn.terminate()
+                        self._lock_conn = None
+                    if not is_disconnect(exc):
+                        return await self._call(_raiser(exc))
+                    try:
+                        await backoff.wait(exc)
+                    except Exception:
+                        return await self._call(_raiser(exc))
+                    continue
+                backoff.recovered()
+                return
+
+    async def _watch_owner_locks(self) -> None:
+        while True:
+            await asyncio.sleep(_LOCK_WATCH_INTERVAL)
+            conn = self._lock_conn
+            if conn is None or conn.is_closed():
+                try:
+                    await self._take_owner_locks()
+                except Exception:  # still away past reconnect_timeout: keep trying
+                    log.warning("%s: owner locks not held yet; retrying", self._label)
+
+    async def owner_lock_free(self, owner: str) -> bool | None:
+        key = owner_lock_key(owner)
+        if key in self._owner_keys:
+            return False  # this process's own
+
+        async def probe(pool: Any) -> bool:
+            async with pool.acquire() as conn:
+                free = bool(
+                    await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, key)
+                )
+                if free:
+                    await conn.fetchval("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, key)
+                return free
+
+        return await self._read(probe)
+
     async def close(self) -> None:
+        watch, self._lock_watch = self._lock_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        lock_conn, self._lock_conn = self._lock_conn, None
+        if lock_conn is not None:
+            lock_conn.terminate()  # the session ends: its locks are released
         conn, self._conn = self._conn, None
         pool, self._pool = self._pool, None
         if conn is not None and not conn.is_closed():
-            await conn.close()
+            try:
+                await asyncio.wait_for(conn.close(), timeout=self._lock_timeout)
+            except Exception:  # the server is gone (or going): nothing to close cleanly
+                conn.terminate()
         if pool is not None:
             # pool.close() waits for every acquired connection to come back: one held
             # by a scan nobody closed would make this wait forever.

@@ -531,6 +531,24 @@ class Store:
         source = self.run if run is None else await self.find_run(run)
         return await self._backend.create_run(label, self.now_us(), parent=source, forked_at=at)
 
+    # -- owner locks (PostgreSQL) ----------------------------------------------------
+
+    @property
+    def owner_locks(self) -> bool:
+        """Whether this database tells if a processor's session is alive (PostgreSQL's
+        advisory locks); see ``lionstore.repositories.leases``."""
+        return self._backend.owner_locks
+
+    async def hold_owner_lock(self, owner: str) -> None:
+        """Hold processor ``owner``'s lock while this store is open (no-op on SQLite)."""
+        self._ensure_open()
+        await self._backend.hold_owner_lock(owner)
+
+    async def owner_lock_free(self, owner: str) -> bool | None:
+        """Whether no session holds ``owner``'s lock (None on SQLite: not known)."""
+        self._ensure_open()
+        return await self._backend.owner_lock_free(owner)
+
     # -- checkpoints -----------------------------------------------------------------
 
     async def read_checkpoint(self, name: str) -> Checkpoint | None:
@@ -635,6 +653,10 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
     starts a run with that label, ``None`` starts a fresh run. ``readonly=True``
     attaches to ``run`` only if given, never creates anything, and refuses writes.
 
+    ``reconnect_timeout`` (PostgreSQL; default 60 s): how long a call keeps trying
+    when the server drops the connection (a restart) before it raises; 0 never
+    retries. See ``lionstore.log.postgres``.
+
     ``checkpoints`` (default True) lets repositories start from the projection
     snapshots stored in the file and store new ones (see
     ``lionstore.projections.snapshot``); False folds every projection from the
@@ -658,6 +680,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         lock_timeout: float = 30.0,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         checkpoints: bool = True,
+        reconnect_timeout: float = 60.0,
     ) -> None:
         if durability not in DURABILITY_LEVELS:
             raise ValueError(f"durability must be one of {DURABILITY_LEVELS}, not {durability!r}")
@@ -669,6 +692,16 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             raise ValueError("lock_timeout must be > 0")
         if max_record_bytes < 1024:
             raise ValueError("max_record_bytes must be at least 1024")
+        if (
+            isinstance(reconnect_timeout, bool)
+            or not isinstance(reconnect_timeout, (int, float))
+            or not reconnect_timeout >= 0
+            or reconnect_timeout == float("inf")
+        ):
+            raise ValueError(
+                f"reconnect_timeout must be a finite number >= 0, not {reconnect_timeout!r}"
+            )
+        self._reconnect_timeout = float(reconnect_timeout)
         self._target = os.fspath(target)
         self._run = run
         self._durability = durability
@@ -724,6 +757,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             durability=self._durability,
             lock_timeout=self._lock_timeout,
             readonly=self._readonly,
+            reconnect_timeout=self._reconnect_timeout,
         )
         return backend, shown
 

@@ -44,7 +44,9 @@ from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
 from lionstore.domain.ids import IDType
 from lionstore.errors import ProcessorNotStartedError, RecordError
+from lionstore.processing.heartbeat import keep_leases
 from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
+from lionstore.repositories.leases import this_process
 
 if TYPE_CHECKING:
     from lionstore.projections.executor import ExecutorState
@@ -285,7 +287,14 @@ class Processor(Stoppable):
                         lease_seconds=self.lease_seconds,
                         max_backoff=self.max_backoff,
                     ),
-                )
+                ),
+                # where it runs: lets others see at once that it is gone (leases.py)
+                (
+                    executor_stream_id(repo.state.name),
+                    this_process().record(
+                        repo.state.name, self.owner, advisory_lock=repo.store.owner_locks
+                    ),
+                ),
             ]
         )
 
@@ -344,12 +353,19 @@ class Processor(Stoppable):
             return
         self._in_flight.update(e.id for e, _, _ in claimed)
         try:
-            if len(claimed) == 1:  # no task to spawn for one event (append + forward)
-                outcomes = [await self._invoke(*claimed[0])]
-            else:
-                outcomes = await asyncio.gather(
-                    *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
-                )
+            async with keep_leases(
+                repo,
+                claimed,
+                owner=self.owner,
+                lease_seconds=self.lease_seconds,
+                in_flight=self._in_flight,
+            ):
+                if len(claimed) == 1:  # no task to spawn for one event (append + forward)
+                    outcomes = [await self._invoke(*claimed[0])]
+                else:
+                    outcomes = await asyncio.gather(
+                        *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
+                    )
             await repo.finish(outcomes)
         finally:
             self._in_flight.difference_update(e.id for e, _, _ in claimed)

@@ -22,6 +22,7 @@ from lionstore.domain.event_records import (
     EventClaimed,
     EventDeferred,
     EventFinished,
+    EventLeaseRenewed,
     EventQueued,
     EventRequeued,
     EventRetried,
@@ -329,6 +330,12 @@ def _interned(response: Any) -> Any:
     return intern(response) if type(response) is str else response
 
 
+def _lease_renewed(state: ExecutorState, sid: IDType, data: EventLeaseRenewed) -> None:
+    claim = state.claims.get(sid)
+    if claim is not None:
+        state.claims[sid] = Claim(claim.owner, claim.attempt, data.lease_expires_us, claim.cycle)
+
+
 def _requeued(state: ExecutorState, sid: IDType, data: EventRequeued) -> None:
     event = _items(state)[sid]
     state.claims.pop(sid, None)
@@ -339,14 +346,11 @@ def _requeued(state: ExecutorState, sid: IDType, data: EventRequeued) -> None:
 def _abandoned(state: ExecutorState, sid: IDType, data: EventAbandoned) -> None:
     event = _items(state)[sid]
     state.claims.pop(sid, None)
-    _set_execution(
-        event,
-        _execution(
-            EventStatus.FAILED,
-            error=f"{data.reason}: lease of {data.previous_owner} expired on attempt "
-            f"{data.attempt}",
-        ),
-    )
+    if data.reason == "owner_gone":
+        error = f"abandoned: {data.previous_owner} is gone (its process ended) on attempt "
+    else:
+        error = f"{data.reason}: lease of {data.previous_owner} expired on attempt "
+    _set_execution(event, _execution(EventStatus.FAILED, error=f"{error}{data.attempt}"))
 
 
 def _retried(state: ExecutorState, sid: IDType, data: EventRetried) -> None:
@@ -364,6 +368,7 @@ _BY_CLASS: tuple[tuple[type, _Step], ...] = (
     (EventDeferred, _deferred),
     (EventClaimed, _claimed),
     (EventFinished, _finished),
+    (EventLeaseRenewed, _lease_renewed),
     (EventRequeued, _requeued),
     (EventAbandoned, _abandoned),
     (EventRetried, _retried),

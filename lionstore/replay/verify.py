@@ -12,7 +12,9 @@ record found:
    is decided again by the code the live Processor uses
    (``cycle_candidates`` and ``decide_claim`` in ``repositories/executor.py``)
    from the projection the cycle saw, with the recorded permission answers fed
-   back; lease take-overs are checked against ``max_attempts``. A change to the
+   back; lease take-overs are checked against ``max_attempts`` and the lease (as
+   renewed by ``event.lease_renewed``; a take-over before it expires must say the
+   owner's process was gone). A change to the
    decision code (the capacity rule, the back-off) shows up as a divergence.
 3. **Transitions.** Outcomes, collections and deliveries must follow the state
    machine (an outcome only for the current claim and attempt; mail collected
@@ -33,6 +35,7 @@ from lionstore.domain.event_records import (
     EventClaimed,
     EventDeferred,
     EventFinished,
+    EventLeaseRenewed,
     EventQueued,
     EventRequeued,
     EventRetried,
@@ -52,6 +55,7 @@ from lionstore.projections.executor import ExecutorState
 from lionstore.projections.mail import MailState
 from lionstore.replay.state import RunProjection
 from lionstore.repositories import executor as executor_decisions
+from lionstore.repositories.leases import OWNER_GONE
 
 __all__ = ["Divergence", "VerifyReport", "verify"]
 
@@ -294,7 +298,10 @@ class _Verifier:
                 return Divergence(
                     r.position, "a lease take-over of an unclaimed event", None, _show(r)
                 )
-            if claim.lease_expires_us > r.recorded_at_us:
+            # An owner seen to be gone (its process ended on the taker's host) is taken
+            # over at once: the log records that it was, not the evidence (a process
+            # table is not replayable), so verify checks only that it says so.
+            if claim.lease_expires_us > r.recorded_at_us and data.reason != OWNER_GONE:
                 return Divergence(
                     r.position, "a lease was taken over before it expired", None, _show(r)
                 )
@@ -334,6 +341,16 @@ class _Verifier:
             elif isinstance(data, EventRetried) and state.status(sid) not in TERMINAL_STATUSES:
                 return Divergence(
                     r.position, "retried an event that had not finished", None, _show(r)
+                )
+        elif isinstance(data, EventLeaseRenewed):
+            state = self._executor_of(sid)
+            claim = state.claims.get(sid) if state else None
+            if claim is None or (claim.owner, claim.attempt) != (data.owner, data.attempt):
+                return Divergence(
+                    r.position,
+                    "a lease renewed by a processor that does not hold the claim",
+                    None,
+                    _show(r),
                 )
         elif isinstance(data, (MailCollected, MailDelivered, MailDeadLettered, MailExcluded)):
             return self.mail_move(r)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,13 @@ from lionstore.domain.event_records import (
     EventClaimed,
     EventDeferred,
     EventFinished,
+    EventLeaseRenewed,
     EventQueued,
     EventRequeued,
     EventRetried,
+    ProcessorIdentity,
     duration_to_us,
+    executor_stream_id,
 )
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.records import NewRecord, Recorded, encode_data
@@ -38,6 +41,7 @@ from lionstore.errors import ItemNotFoundError, RecordError
 from lionstore.log.store import Store
 from lionstore.projections.executor import ExecutorState, Materializer
 from lionstore.repositories.base import Decision, Repository
+from lionstore.repositories.leases import OWNER_GONE, OwnerWatch
 
 __all__ = [
     "ExecutorRepository",
@@ -105,9 +109,15 @@ class ExecutorRepository(Repository):
         strict_type: bool = False,
     ) -> None:
         self.state = ExecutorState(name, materialize, item_type=item_type, strict_type=strict_type)
+        self.owners = OwnerWatch()
         super().__init__(store)
 
     def apply(self, record: Recorded) -> None:
+        data = record.data
+        if type(data) is ProcessorIdentity:
+            if data.executor == self.state.name:
+                self.owners.learn(data)
+            return
         self.state.apply(record)
 
     # -- append / queue ------------------------------------------------------------------
@@ -203,6 +213,9 @@ class ExecutorRepository(Repository):
         took meanwhile are skipped."""
         at_us = self.store.now_us() if now_us is None else now_us
         lease_us = int(lease_seconds * 1_000_000)
+        if grants and self.store.owner_locks:
+            # held before any claim: a free lock then means the owner's session ended
+            await self.store.hold_owner_lock(owner)
 
         def decide() -> Decision | None:
             with gc_paused(len(grants) + len(queue_first)):
@@ -250,11 +263,16 @@ class ExecutorRepository(Repository):
 
         def decide() -> Decision | None:
             state = self.state
+            claims = state.claims
             records: list[NewRecord] = []
             expected: dict[IDType, int] = {}
             for outcome, record in prepared:
                 i = outcome.event_id
-                if state.versions.get(i) != outcome.claim_version:
+                # The claim is still current when nothing but its own lease renewals
+                # came after it: an (event, attempt) is claimed once, so a claim of
+                # that attempt in the projection is this one.
+                claim = claims.get(i)
+                if claim is None or claim.attempt != outcome.attempt:
                     log.warning(
                         "outcome of event %s (attempt %s) dropped: its claim was taken over",
                         i,
@@ -262,23 +280,81 @@ class ExecutorRepository(Repository):
                     )
                     continue
                 records.append(record)
-                expected[i] = outcome.claim_version
+                expected[i] = state.versions[i]
             return records, expected
 
         committed = await self.decide_and_append(decide)
         return [r.stream_id for r in committed]
 
+    async def renew_leases(
+        self, held: Sequence[tuple[IDType, int]], *, owner: str, lease_seconds: float
+    ) -> list[IDType]:
+        """One transaction: move on the leases of the claims ``held`` (event, attempt)
+        that are still this owner's, to ``lease_seconds`` from now. A claim taken
+        over meanwhile is left alone (compare-and-set on its stream). Returns the
+        events whose lease was renewed."""
+        lease_us = int(lease_seconds * 1_000_000)
+
+        def decide() -> Decision | None:
+            state = self.state
+            expires = self.store.now_us() + lease_us
+            records: list[NewRecord] = []
+            expected: dict[IDType, int] = {}
+            for i, attempt in held:
+                claim = state.claims.get(i)
+                if claim is None or claim.attempt != attempt or claim.owner != owner:
+                    continue
+                renewed = EventLeaseRenewed(owner=owner, attempt=attempt, lease_expires_us=expires)
+                records.append(NewRecord(i, renewed))
+                expected[i] = state.versions[i]
+            return records, expected
+
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
+    async def gone_owners(self, *, exclude: str = "") -> set[str]:
+        """Owners of current claims (other than ``exclude``) whose process is known to
+        be gone (``lionstore.repositories.leases``)."""
+        owners = {c.owner for c in self.state.claims.values()} - {exclude}
+        if not owners:
+            return set()
+        if self.owners.unknown(owners):
+            # processor.identity records come before the owner's first claim; one
+            # read of the executor's own (short) stream brings those of older runs.
+            stream = executor_stream_id(self.state.name)
+            async for record in await self.store.read(
+                stream=stream, kinds=(ProcessorIdentity.kind,)
+            ):
+                if isinstance(record.data, ProcessorIdentity):
+                    self.owners.learn(record.data)
+            for owner in self.owners.unknown(owners):  # none recorded: the lease decides
+                self.owners.identities[owner] = _NO_IDENTITY
+        gone = self.owners.gone_among(owners)
+        if self.store.owner_locks:
+            # Owners this host cannot judge: a free advisory lock, for the whole grace.
+            for owner in owners - gone - self.owners.alive:
+                identity = self.owners.identities.get(owner)
+                if identity is None or not identity.advisory_lock:
+                    continue  # it never held one: only its lease tells
+                if self.owners.may_probe(owner) and self.owners.lock_seen(
+                    owner, await self.store.owner_lock_free(owner)
+                ):
+                    gone.add(owner)
+        return gone
+
     async def reclaim_expired(
         self, *, max_attempts: int, in_flight: set[IDType], by: str = ""
     ) -> int:
-        """Re-queue (or, on the last attempt, abandon) events whose lease expired."""
+        """Re-queue (or, on the last attempt, abandon) events whose lease expired, and
+        at once those whose owner's process is gone."""
+        if not self.state.claims:
+            return 0
+        gone = await self.gone_owners(exclude=by)
         now_us = self.store.now_us()
 
         def decide() -> Decision | None:
-            return decide_reclaim(self.state, now_us, max_attempts, in_flight, by)
+            return decide_reclaim(self.state, now_us, max_attempts, in_flight, by, gone)
 
-        if not self.state.claims:
-            return 0
         return len(await self.decide_and_append(decide))
 
     async def retry(self, refs: Iterable[Any]) -> list[IDType]:
@@ -297,6 +373,10 @@ class ExecutorRepository(Repository):
 
         committed = await self.decide_and_append(decide)
         return [r.stream_id for r in committed]
+
+
+# Stands for an owner that recorded no identity (written before identities were).
+_NO_IDENTITY = ProcessorIdentity(executor="", owner="", host="", pid=0)
 
 
 def _finished(outcome: Outcome) -> EventFinished:
@@ -399,22 +479,34 @@ def decide_claim(
 
 
 def decide_reclaim(
-    state: ExecutorState, now_us: int, max_attempts: int, in_flight: set[IDType], by: str = ""
+    state: ExecutorState,
+    now_us: int,
+    max_attempts: int,
+    in_flight: set[IDType],
+    by: str = "",
+    gone: Collection[str] = (),
 ) -> Decision:
-    """Re-queue (or, on the last attempt, abandon) events whose lease has expired."""
+    """Re-queue (or, on the last attempt, abandon) events whose lease has expired, or
+    whose owner is in ``gone`` (its process is known to have ended)."""
     records: list[NewRecord] = []
     expected: dict[IDType, int] = {}
     for i, claim in state.claims.items():
-        if claim.lease_expires_us > now_us or i in in_flight:
+        if i in in_flight:
             continue
+        if claim.lease_expires_us > now_us:
+            if claim.owner not in gone:
+                continue
+            reasons = (OWNER_GONE, OWNER_GONE)
+        else:
+            reasons = ("abandoned", "lease_expired")
         data: Any
         if claim.attempt >= max_attempts:
             data = EventAbandoned(
-                reason="abandoned", previous_owner=claim.owner, attempt=claim.attempt, by=by
+                reason=reasons[0], previous_owner=claim.owner, attempt=claim.attempt, by=by
             )
         else:
             data = EventRequeued(
-                reason="lease_expired", previous_owner=claim.owner, attempt=claim.attempt, by=by
+                reason=reasons[1], previous_owner=claim.owner, attempt=claim.attempt, by=by
             )
         records.append(NewRecord(i, data))
         expected[i] = state.versions[i]

@@ -35,11 +35,11 @@ async def make_pending_run(path: str, label: str, count: int = 3) -> None:
 
 
 async def make_crashed_run(path: str, label: str) -> None:
-    """Start a processor with short leases and forward two Doublers; with
-    ``$LIONSTORE_TEST_HANG`` set this never returns: kill the process."""
+    """Start a processor (with the default 300 s leases) and forward two Doublers;
+    with ``$LIONSTORE_TEST_HANG`` set this never returns: kill the process."""
     async with lionstore.open(path, run=label) as store:
         executor = lionstore.Executor(
-            {"queue_capacity": 5, "capacity_refresh_time": 0.01, "lease_seconds": 0.5},
+            {"queue_capacity": 5, "capacity_refresh_time": 0.01},
             store=store,
             name="doubling",
         )

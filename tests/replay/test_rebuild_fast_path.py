@@ -277,9 +277,10 @@ def test_a_scan_reads_one_whole_run_from_its_start(tmp_path: Path) -> None:
 
 
 async def _every_kind(path: str, clock: Any) -> None:
-    """A run with what the replay scenario lacks: claims requeued and abandoned after
-    their leases expired, mail received straight into a mailbox and excluded from it,
-    dead letters and buffered mail, all between events and mail in every other place."""
+    """A run with what the replay scenario lacks: a lease renewed, claims requeued and
+    abandoned after their leases expired, mail received straight into a mailbox and
+    excluded from it, dead letters and buffered mail, all between events and mail in
+    every other place."""
     async with lionstore.open(path, run="kinds", clock=clock) as store:
         config = {"queue_capacity": 10, "capacity_refresh_time": 0.01}
         executor = JobExecutor(
@@ -293,6 +294,11 @@ async def _every_kind(path: str, clock: Any) -> None:
             await processor.enqueue(event)
         for _ in range(2):
             await asyncio.wait_for(processor.dequeue(), timeout=5)  # never finished
+        clock.advance(1)  # a heartbeat's renewal (lionstore.processing.heartbeat)
+        renewed = await executor._repo.renew_leases(
+            [(lost.id, 1)], owner=processor.owner, lease_seconds=5.0
+        )
+        assert renewed == [lost.id]
         clock.advance(6)
         await asyncio.wait_for(processor.dequeue(), timeout=5)
         await asyncio.wait_for(processor.dequeue(), timeout=5)
