@@ -693,9 +693,8 @@ def to_mermaid(tl: Timeline) -> str:
                     }.get(a.outcome, "crit, ")
                     s = a.claimed_us // 1000 - base
                     e = max((a.end_us or tl.end_us) // 1000 - base, s + 1)
-                    out.append(
-                        f"    {label} attempt {a.n} {_mermaid_text(a.outcome, task=True)} :{tag}{s}, {e}"
-                    )
+                    outcome = _mermaid_text(a.outcome, task=True)
+                    out.append(f"    {label} attempt {a.n} {outcome} :{tag}{s}, {e}")
         out += ["```", ""]
     if not tl.mails and not tl.events:
         out.append("(this run has no events and no mail)")

@@ -198,8 +198,8 @@
     }).catch(fail);
   }
 
-  function side(title, rec) {
-    return "<div><h2>" + esc(title) + "</h2>" + (rec ? json(rec) : '<p class="muted">nothing</p>') + "</div>";
+  function side(title, rec, none) {
+    return "<div><h2>" + esc(title) + "</h2>" + (rec ? json(rec) : '<p class="muted">' + esc(none || "nothing") + "</p>") + "</div>";
   }
   function verifyPage(id) {
     main.innerHTML = "<h1>Verifying…</h1>" + tabs(id);
@@ -208,7 +208,7 @@
       main.innerHTML = "<h1>Verify run " + esc(v.label || v.run_id) + "</h1>" + tabs(id) +
         (v.ok ? '<p id="verdict" class="verdict ok">OK: the log is exactly what the code would write</p>' :
           '<p id="verdict" class="verdict bad">DIVERGES at position ' + d.position + "</p><p><b>" + esc(d.reason) + "</b></p>" +
-          '<div class="cols">' + side("expected", d.expected) + side("actual (in the file)", d.actual) + "</div>") +
+          '<div class="cols">' + side("expected", d.expected, "no record the code would write: this one is not as it was written (see the reason above)") + side("actual (in the file)", d.actual) + "</div>") +
         "<p>" + v.records + " records, " + v.cycles + " processor cycles re-decided.</p>";
       done();
     }).catch(fail);
