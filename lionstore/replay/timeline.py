@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import html
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -240,6 +241,8 @@ class Timeline:
     mails: dict[str, MailLine] = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)
     marks: list[dict[str, Any]] = field(default_factory=list)
+    # False while the records are still being folded (a deadline cut the fold short).
+    complete: bool = True
     # Idle stretches (no record written), the longest ones: [start_us, end_us].
     gaps: list[tuple[int, int]] = field(default_factory=list)
 
@@ -322,6 +325,7 @@ class Timeline:
             "end_us": self.end_us,
             "records": self.records,
             "position": self.position,
+            "complete": self.complete,
             "parent_run_id": self.parent_run_id,
             "forked_at_position": self.forked_at_position,
             "events": statuses,
@@ -620,20 +624,29 @@ async def collect_timeline(
     run: str | None = None,
     progress: Progress | None = None,
     builder: TimelineBuilder | None = None,
+    deadline: float | None = None,
 ) -> Timeline:
     """The timeline of ``run`` (id or label; default: the store's run). Pass the
-    ``builder`` of an earlier call to fold only the records written since."""
+    ``builder`` of an earlier call to fold only the records written since. With
+    ``deadline`` (a :func:`time.monotonic` value) the fold stops once it has passed,
+    and the timeline says it is not ``complete``: call again to go on."""
     if builder is None:
         info = store.run if run is None else await store.find_run(run)
         builder = TimelineBuilder(info)
-    run_id = builder.timeline.run_id
+    tl = builder.timeline
+    tl.complete = False
     seen = 0
-    async for r in await store.read(run=run_id, after=builder.position, page_size=5000):
-        builder.apply(r)
+    apply = builder.apply
+    async for r in await store.read(run=tl.run_id, after=builder.position, page_size=5000):
+        apply(r)
         seen += 1
-        if progress is not None and seen % 10_000 == 0:
-            progress(seen)
-    return builder.timeline
+        if seen % 5_000 == 0:
+            if progress is not None and seen % 10_000 == 0:
+                progress(seen)
+            if deadline is not None and time.monotonic() > deadline:
+                return tl
+    tl.complete = True
+    return tl
 
 
 # -- Mermaid -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import lionstore
@@ -97,8 +98,10 @@ class RunViewer:
         except RunNotFoundError as exc:
             raise NotFoundError(str(exc)) from None
 
-    async def timeline(self, ref: str) -> Timeline:
-        """The run's timeline, with every record committed so far."""
+    async def timeline(self, ref: str, *, budget: float | None = None) -> Timeline:
+        """The run's timeline, with every record committed so far; with ``budget``
+        (seconds), what could be folded in that time (``complete`` says whether
+        that is everything): the page draws it and asks again."""
         run_id = await self._run_id(ref)
         lock = self._locks.setdefault(run_id, asyncio.Lock())
         async with lock:
@@ -106,7 +109,8 @@ class RunViewer:
             if builder is None:
                 builder = TimelineBuilder(await self.store.find_run(run_id))
                 self._builders[run_id] = builder
-            return await collect_timeline(self.store, builder=builder)
+            deadline = None if budget is None else time.monotonic() + budget
+            return await collect_timeline(self.store, builder=builder, deadline=deadline)
 
     # -- one event, one mail ---------------------------------------------------------------
 

@@ -29,6 +29,9 @@ from lionstore.ui.api import NotFoundError, RunViewer
 __all__ = ["TokenGuard", "create_app", "is_loopback", "static_dir"]
 
 _COOKIE = "lionstore_ui_token"
+# Seconds of folding per request of a run's timeline: a long run is drawn after the
+# first slice and fills in while the page asks again.
+_FOLD_BUDGET = 0.7
 
 
 def static_dir() -> str:
@@ -91,21 +94,28 @@ def create_app(target: str | os.PathLike[str], *, token: str | None = None) -> A
         return {"target": os.fspath(target), "runs": await viewer.runs()}
 
     async def timeline(request: Request) -> Any:
-        tl = await viewer.timeline(request.path_params["run"])
+        # A long run is folded a slice at a time: the page draws what is there and
+        # asks again until the summary says it is complete.
+        tl = await viewer.timeline(request.path_params["run"], budget=_FOLD_BUDGET)
         return {
             "summary": tl.summary(),
             "window": tl.window(buckets=_int(request, "buckets") or 600),
         }
 
     async def window(request: Request) -> Any:
-        tl = await viewer.timeline(request.path_params["run"])
+        tl = await viewer.timeline(request.path_params["run"], budget=_FOLD_BUDGET)
         return tl.window(
             _int(request, "start"), _int(request, "end"), buckets=_int(request, "buckets") or 600
         )
 
     async def head(request: Request) -> Any:
-        tl = await viewer.timeline(request.path_params["run"])
-        return {"position": tl.position, "records": tl.records, "end_us": tl.end_us}
+        tl = await viewer.timeline(request.path_params["run"], budget=_FOLD_BUDGET)
+        return {
+            "position": tl.position,
+            "records": tl.records,
+            "end_us": tl.end_us,
+            "complete": tl.complete,
+        }
 
     async def event(request: Request) -> Any:
         return await viewer.event(request.path_params["run"], request.path_params["id"])

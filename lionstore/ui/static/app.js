@@ -95,7 +95,11 @@
       window.lionstoreUi.timeline = tl;
       tl.draw(s, data.window);
       window.lionstoreUi.summary = s;
-      var pending = false;
+      var pending = false, live = document.getElementById("live");
+      function status(summary) {
+        live.textContent = summary.complete ? "live · position " + summary.position
+          : "reading the log… " + summary.records.toLocaleString() + " records so far";
+      }
       function refresh(range) {
         if (pending) return;
         pending = true;
@@ -103,16 +107,19 @@
         Promise.all([api("runs/" + encodeURIComponent(id) + "/timeline"), range ? api("runs/" + encodeURIComponent(id) + "/window" + q) : null])
           .then(function (r) {
             var summary = r[0].summary;
+            if (current.tl !== tl) return;  // the page moved on
             document.getElementById("run-head").innerHTML = T.head(summary);
             tl.draw(summary, r[1] || r[0].window);
             current.summary = window.lionstoreUi.summary = summary;
+            status(summary);
+            if (!summary.complete) setTimeout(function () { refresh(tl.range); }, 0);
           }).finally(function () { pending = false; });
       }
-      var live = document.getElementById("live");
-      live.textContent = "live · position " + s.position;
+      status(s);
+      if (!s.complete) setTimeout(function () { refresh(null); }, 0);
       poll = setInterval(function () {
+        if (pending || !current.summary.complete) return;
         api("runs/" + encodeURIComponent(id) + "/head").then(function (h) {
-          live.textContent = "live · position " + h.position;
           if (h.position !== current.summary.position) refresh(tl.range);
         }).catch(function () {});
       }, 1000);
