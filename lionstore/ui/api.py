@@ -155,6 +155,23 @@ class RunViewer:
             "records": records,
         }
 
+    async def source(self, ref: str, source_id: str) -> dict[str, Any]:
+        """A source (mail lane): its name and every mail it sent or was sent."""
+        tl = await self.timeline(ref)
+        mails = [m.to_json() for m in tl.mails.values() if source_id in (m.sender, m.recipient)]
+        if source_id not in tl.sources and not mails:
+            raise NotFoundError(f"run {tl.title} has no source {source_id!r}")
+        return {
+            "run": tl.summary_head(),
+            "id": source_id,
+            "name": tl.source_name(source_id),
+            "joined": source_id in tl.sources,
+            "names": {
+                sid: tl.source_name(sid) for m in mails for sid in (m["sender"], m["recipient"])
+            },
+            "mails": mails,
+        }
+
     # -- state, verify, forks ----------------------------------------------------------------
 
     async def state(self, ref: str, at: int | None) -> dict[str, Any]:
@@ -177,8 +194,18 @@ class RunViewer:
         if info.parent_run_id is None:
             raise NotFoundError(f"run {info.label or info.run_id} is not a fork")
         parent = await self.store.find_run(str(info.parent_run_id))
-        mine = [r async for r in await self.store.read(run=info.run_id, page_size=2000)]
-        theirs = [r async for r in await self.store.read(run=parent.run_id, page_size=2000)]
+        # run.started names the run (label, parent): every run's differs; the rest is
+        # what the fork copied and then wrote on its own.
+        mine = [
+            r
+            async for r in await self.store.read(run=info.run_id, page_size=2000)
+            if r.kind != "run.started"
+        ]
+        theirs = [
+            r
+            async for r in await self.store.read(run=parent.run_id, page_size=2000)
+            if r.kind != "run.started"
+        ]
         first: dict[str, Any] | None = None
         for index in range(max(len(mine), len(theirs))):
             a = mine[index] if index < len(mine) else None

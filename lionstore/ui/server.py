@@ -123,6 +123,9 @@ def create_app(target: str | os.PathLike[str], *, token: str | None = None) -> A
     async def mail(request: Request) -> Any:
         return await viewer.mail(request.path_params["run"], request.path_params["id"])
 
+    async def source(request: Request) -> Any:
+        return await viewer.source(request.path_params["run"], request.path_params["id"])
+
     async def state(request: Request) -> Any:
         return await viewer.state(request.path_params["run"], _int(request, "at"))
 
@@ -144,6 +147,7 @@ def create_app(target: str | os.PathLike[str], *, token: str | None = None) -> A
         Route("/api/runs/{run}/head", api(head)),
         Route("/api/runs/{run}/events/{id}", api(event)),
         Route("/api/runs/{run}/mails/{id}", api(mail)),
+        Route("/api/runs/{run}/sources/{id}", api(source)),
         Route("/api/runs/{run}/state", api(state)),
         Route("/api/runs/{run}/verify", api(verify)),
         Route("/api/runs/{run}/compare", api(compare)),

@@ -255,3 +255,49 @@ def test_off_loopback_needs_a_token(browser: Any, crashed_db: Path, shots: Path)
             raise AssertionError("a POST was accepted by a read-only server")
         except urllib.error.HTTPError as exc:
             assert exc.code == 405
+
+
+def test_a_mail_links_its_sender_and_recipient(browser: Any, server: str) -> None:
+    open_page(browser, server, "#/run/nightly-report")
+    href = browser.execute_script(
+        "return window.lionstoreUi.timeline.items[1].find(a => a.dead).href"
+    )
+    open_page(browser, server, href)
+    title = browser.find_element(By.ID, "mail-title").text
+    assert title.startswith("Mail message from worker to unknown recipient ")
+    main = browser.find_element(By.TAG_NAME, "main").text
+    assert "dead letter recipient_unknown" in main
+    assert '"item": "cc the CFO"' in main
+    assert "mail.dead_lettered" in browser.find_element(By.CSS_SELECTOR, "table.records").text
+    browser.find_elements(By.CSS_SELECTOR, "a.source-link")[0].click()  # the sender
+    WebDriverWait(browser, 10).until(
+        lambda d: (
+            d.find_elements(By.ID, "source-title")
+            and d.find_element(By.ID, "source-title").text == "Source worker"
+        )
+    )
+    rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#source-mails tbody tr")]
+    assert len(rows) == 3  # from the planner, to the reviewer, to the stranger
+    assert sum("recipient_unknown" in r for r in rows) == 1
+
+
+def test_a_fork_against_its_parent(browser: Any, crashed_db: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "forked.db"
+    shutil.copy(crashed_db, copy)
+    cmd = [sys.executable, "-c", "import sys; from lionstore.cli import main; sys.exit(main())"]
+    forked = subprocess.run(
+        [*cmd, "fork", str(copy), "--run", "nightly-report", "--at", "20", "--label", "retry"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forked.returncode == 0, forked.stderr
+    with ui_server(str(copy)) as url:
+        open_page(browser, url, "#/")
+        tree = browser.find_element(By.ID, "tree").text
+        assert tree.splitlines() == ["nightly-report", "retry forked at 20"]
+        row = browser.find_element(By.CSS_SELECTOR, "#runs tbody tr").text  # newest first
+        assert row.startswith("retry") and row.endswith("nightly-report @ 20")
+        open_page(browser, url, "#/run/retry/compare")
+        verdict = browser.find_element(By.ID, "first-difference").text
+        assert verdict == "first difference at record 20: the fork ends here, the parent goes on"

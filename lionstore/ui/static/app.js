@@ -167,10 +167,31 @@
     api("runs/" + encodeURIComponent(id) + "/mails/" + encodeURIComponent(mid)).then(function (d) {
       var m = d.mail;
       main.innerHTML = '<h1 id="mail-title">Mail ' + esc(m.category) + " from " + esc(d.sender_name) + " to " + esc(d.recipient_name) + "</h1>" + tabs(id) +
-        kv([["id", "<code>" + esc(m.id) + "</code>"], ["sender", esc(d.sender_name) + " <code>" + esc(m.sender) + "</code>"],
-          ["recipient", esc(d.recipient_name) + " <code>" + esc(m.recipient) + "</code>"],
+        kv([["id", "<code>" + esc(m.id) + "</code>"],
+          ["sender", sourceLink(id, m.sender, d.sender_name) + " <code>" + esc(m.sender) + "</code>"],
+          ["recipient", sourceLink(id, m.recipient, d.recipient_name) + " <code>" + esc(m.recipient) + "</code>"],
+          ["sent", esc(when(m.sent_us)) + " UTC, position " + m.position],
           ["outcome", '<span class="chip s-' + esc(m.outcome.split(" ")[0]) + '">' + esc(m.outcome) + "</span>" + (m.reason ? " <b>" + esc(m.reason) + "</b>" : "")]]) +
         "<h2>Package</h2>" + json(d.package) + "<h2>Records of its stream</h2>" + recordsTable(d.records);
+      done();
+    }).catch(fail);
+  }
+
+  function sourceLink(run, sid, name) {
+    return '<a class="source-link" href="#/run/' + esc(run) + "/source/" + esc(sid) + '">' + esc(name) + "</a>";
+  }
+
+  function sourcePage(id, sid) {
+    api("runs/" + encodeURIComponent(id) + "/sources/" + encodeURIComponent(sid)).then(function (d) {
+      main.innerHTML = '<h1 id="source-title">Source ' + esc(d.name) + "</h1>" + tabs(id) +
+        '<div class="muted">in run ' + runLink(d.run.run_id, d.run.title) + " · <code>" + esc(d.id) + "</code>" +
+        (d.joined ? "" : " · <b>never joined the exchange</b>") + "</div><h2>Mail</h2>" +
+        '<table id="source-mails"><thead><tr><th>sent (UTC)</th><th>from</th><th>to</th><th>item</th><th>outcome</th></tr></thead><tbody>' +
+        d.mails.map(function (m) {
+          return "<tr><td>" + esc(when(m.sent_us)) + "</td><td>" + sourceLink(id, m.sender, d.names[m.sender]) + "</td><td>" +
+            sourceLink(id, m.recipient, d.names[m.recipient]) + '</td><td><a href="#/run/' + esc(id) + "/mail/" + esc(m.id) + '">' +
+            esc(m.category) + " " + esc(m.item) + "</a></td><td>" + esc(m.outcome) + (m.reason ? ": " + esc(m.reason) : "") + "</td></tr>";
+        }).join("") + "</tbody></table>";
       done();
     }).catch(fail);
   }
@@ -225,7 +246,8 @@
       var f = c.first_difference;
       main.innerHTML = "<h1>Fork " + esc(c.label || c.run_id) + " against its parent " + esc(c.parent_label || c.parent_run_id) + "</h1>" + tabs(id) +
         "<p>forked at position " + c.forked_at_position + "; the fork has " + c.fork_records + " records, the parent " + c.parent_records + ".</p>" +
-        (f ? '<p id="first-difference" class="verdict bad">first difference at record ' + (f.index + 1) + "</p>" +
+        (f ? '<p id="first-difference" class="verdict bad">first difference at record ' + (f.index + 1) +
+          (f.fork ? "" : ": the fork ends here, the parent goes on") + (f.parent ? "" : ": the parent ends here, the fork goes on") + "</p>" +
           '<div class="cols">' + side("fork", f.fork) + side("parent", f.parent) + "</div>" :
           '<p id="first-difference" class="verdict ok">no difference</p>');
       done();
@@ -240,6 +262,7 @@
     var id = parts[1];
     if (parts[2] === "event") return eventPage(id, parts[3]);
     if (parts[2] === "mail") return mailPage(id, parts[3]);
+    if (parts[2] === "source") return sourcePage(id, parts[3]);
     if (parts[2] === "state") return statePage(id, parts[3] ? parseInt(parts[3], 10) : null);
     if (parts[2] === "verify") return verifyPage(id);
     if (parts[2] === "compare") return comparePage(id);
