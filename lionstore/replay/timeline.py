@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from lionstore._gcpause import gc_paused
 from lionstore.domain.event_records import (
     EventAbandoned,
     EventAppended,
@@ -137,7 +138,7 @@ class EventLine:
     attempts: list[Attempt] = field(default_factory=list)
     deferrals: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    response: str | None = None
+    response: Any = None  # as recorded; shown as JSON text
     row: int = 0
 
     def last_us(self, now_us: int) -> int:
@@ -156,7 +157,7 @@ class EventLine:
             "attempts": [a.to_json() for a in self.attempts],
             "deferrals": self.deferrals,
             "error": self.error,
-            "response": self.response,
+            "response": None if self.response is None else _json_text(self.response),
             "position": self.position,
         }
 
@@ -170,7 +171,7 @@ class MailLine:
     sender: str
     recipient: str
     category: str
-    item: str
+    item: Any  # as recorded; shown as JSON text
     sent_us: int
     position: int
     collected_us: int | None = None
@@ -185,7 +186,7 @@ class MailLine:
             "sender": self.sender,
             "recipient": self.recipient,
             "category": self.category,
-            "item": self.item,
+            "item": _json_text(self.item),
             "sent_us": self.sent_us,
             "collected_us": self.collected_us,
             "end_us": self.end_us,
@@ -202,15 +203,15 @@ class Session:
     executor: str
     owner: str
     started_us: int
-    last_us: int
+    last_us: int  # its start; the last record is in Timeline.owner_last
     died_us: int | None = None  # set when its claims were taken over after a lease expiry
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, owner_last: dict[str, int]) -> dict[str, Any]:
         return {
             "executor": self.executor,
             "owner": self.owner,
             "started_us": self.started_us,
-            "last_us": self.last_us,
+            "last_us": max(self.started_us, owner_last.get(self.owner, self.started_us)),
             "died": self.died_us is not None,
         }
 
@@ -241,6 +242,8 @@ class Timeline:
     mails: dict[str, MailLine] = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)
     marks: list[dict[str, Any]] = field(default_factory=list)
+    # The time of each processor's last record (by owner).
+    owner_last: dict[str, int] = field(default_factory=dict)
     # False while the records are still being folded (a deadline cut the fold short).
     complete: bool = True
     # Idle stretches (no record written), the longest ones: [start_us, end_us].
@@ -331,7 +334,7 @@ class Timeline:
             "events": statuses,
             "mail": outcomes,
             "lanes": self.lanes(),
-            "sessions": [s.to_json() for s in self.sessions],
+            "sessions": [s.to_json(self.owner_last) for s in self.sessions],
             "marks": sorted(self.marks, key=lambda m: int(m["at_us"])),
             "gaps": sorted(self.gaps),
             "dead_letters": [
@@ -439,18 +442,31 @@ def _aggregate(
     now_us: int,
     key: Callable[[Any, int], tuple[int, int, str]],
 ) -> dict[str, Any]:
-    """Counts by status of the items active in each of ``buckets`` slices of [lo, hi]."""
+    """Counts by status of the items active in each of ``buckets`` slices of [lo, hi]
+    (a difference array per status: one pass over the items, one over the buckets)."""
     width = max((hi - lo) / buckets, 1.0)
-    counts: dict[str, list[int]] = {}
+    deltas: dict[str, list[int]] = {}
+    last_bucket = buckets - 1
     for item in items:
         start, end, status = key(item, now_us)
-        first = max(0, int((start - lo) / width))
-        last = min(buckets - 1, int((end - lo) / width))
-        row = counts.get(status)
+        first = int((start - lo) / width)
+        last = int((end - lo) / width)
+        first = 0 if first < 0 else first
+        last = last_bucket if last > last_bucket else last
+        if last < first:
+            continue
+        row = deltas.get(status)
         if row is None:
-            row = counts[status] = [0] * buckets
-        for b in range(first, last + 1):
-            row[b] += 1
+            row = deltas[status] = [0] * (buckets + 1)
+        row[first] += 1
+        row[last + 1] -= 1
+    counts: dict[str, list[int]] = {}
+    for status, row in deltas.items():
+        running, out = 0, [0] * buckets
+        for b in range(buckets):
+            running += row[b]
+            out[b] = running
+        counts[status] = out
     return {"lane": lane, "start_us": lo, "width_us": width, "counts": counts}
 
 
@@ -466,8 +482,28 @@ class TimelineBuilder:
             parent_run_id=str(info.parent_run_id) if info.parent_run_id else None,
             forked_at_position=info.forked_at_position,
         )
-        self._sessions: dict[tuple[str, str], Session] = {}
+        self._sessions: dict[str, Session] = {}  # processor owner -> its session
         self._claims: dict[str, Attempt] = {}  # event id -> its open attempt
+        # One method per record class (type lookups cost less than an isinstance chain).
+        self._run_records: dict[type, Callable[[str, Any, int, int], None]] = {
+            EventAppended: self._appended,
+            ProcessorStarted: self._processor_started,
+            SourceAdded: self._source_added,
+            MailSent: self._mail_placed,
+            MailReceived: self._mail_placed,
+            MailCollected: self._mail_moved,
+            MailDelivered: self._mail_moved,
+            MailDeadLettered: self._mail_moved,
+        }
+        self._event_records: dict[type, Callable[[EventLine, Any, int], None]] = {
+            EventQueued: self._queued,
+            EventDeferred: self._deferred,
+            EventClaimed: self._claimed,
+            EventFinished: self._finished,
+            EventRetried: self._retried,
+            EventRequeued: self._taken_over,
+            EventAbandoned: self._taken_over,
+        }
 
     @property
     def position(self) -> int:
@@ -481,66 +517,26 @@ class TimelineBuilder:
             tl.started_us = min(tl.started_us, t) if tl.started_us else t
         tl.records += 1
         tl.position = r.position
-        if tl.records > 1 and t - tl.end_us > _MIN_GAP_US:
-            tl.gaps.append((tl.end_us, t))
-            if len(tl.gaps) > 2 * _KEEP_GAPS:
-                tl.gaps.sort(key=lambda g: g[0] - g[1])
-                del tl.gaps[_KEEP_GAPS:]
-        tl.end_us = max(tl.end_us, t)
-        d: Any = r.data
-        sid = str(r.stream_id)
-        if isinstance(d, EventAppended):
-            self._executor(d.executor)
-            name = _given_name(d.fields)
-            cls = d.event_class.rsplit(".", 1)[-1]
-            event = EventLine(sid, d.executor, cls, name or f"{cls} {_short(sid)}", t, r.position)
-            tl.events[sid] = event
-            tl.events_by_executor[d.executor].append(event)
+        if t > tl.end_us:
+            if t - tl.end_us > _MIN_GAP_US and tl.records > 1:
+                tl.gaps.append((tl.end_us, t))
+                if len(tl.gaps) > 2 * _KEEP_GAPS:
+                    tl.gaps.sort(key=lambda g: g[0] - g[1])
+                    del tl.gaps[_KEEP_GAPS:]
+            tl.end_us = t
+        d = r.data
+        sid = r.stream_id
+        event = tl.events.get(sid)
+        if event is not None:
+            handle = self._event_records.get(type(d))
+            if handle is not None:
+                handle(event, d, t)
             return
-        if isinstance(d, ProcessorStarted):
-            self._executor(d.executor)
-            session = Session(d.executor, d.owner, t, t)
-            self._sessions[(d.executor, d.owner)] = session
-            if any(s.executor == d.executor for s in tl.sessions):
-                tl.marks.append(
-                    {
-                        "at_us": t,
-                        "kind": "resume",
-                        "lane": f"x:{d.executor}",
-                        "text": f"processor {_short(d.owner)} started (resumed)",
-                    }
-                )
-            tl.sessions.append(session)
-            return
-        known = tl.events.get(sid)
-        if known is not None:
-            self._event_record(known, d, t)
-            return
-        if isinstance(d, SourceAdded):
-            name = _given_name(d.fields) or f"{d.source_class.rsplit('.', 1)[-1]} {_short(sid)}"
-            tl.sources[sid] = Source(sid, d.router, name)
-        elif isinstance(d, (MailSent, MailReceived)):
-            mail = MailLine(
-                sid,
-                d.router,
-                str(d.sender),
-                str(d.recipient),
-                str(d.package.category),
-                _json_text(d.package.item),
-                t,
-                r.position,
-            )
-            if isinstance(d, MailReceived):
-                mail.end_us, mail.outcome = t, "delivered"
-            tl.mails[sid] = mail
-        elif sid in tl.mails:
-            mail = tl.mails[sid]
-            if isinstance(d, MailCollected):
-                mail.collected_us = t
-            elif isinstance(d, MailDelivered):
-                mail.end_us, mail.outcome = t, "delivered"
-            elif isinstance(d, MailDeadLettered):
-                mail.end_us, mail.outcome, mail.reason = t, "dead letter", d.reason
+        run_handler = self._run_records.get(type(d))
+        if run_handler is not None:
+            run_handler(sid, d, t, r.position)
+
+    # -- run-level records -------------------------------------------------------------
 
     def _executor(self, name: str) -> None:
         tl = self.timeline
@@ -548,69 +544,121 @@ class TimelineBuilder:
             tl.executors.append(name)
             tl.events_by_executor[name] = []
 
-    def _touch(self, executor: str, owner: str, t: int) -> None:
-        session = self._sessions.get((executor, owner))
-        if session is not None:
-            session.last_us = max(session.last_us, t)
+    def _appended(self, sid: str, d: EventAppended, t: int, position: int) -> None:
+        tl = self.timeline
+        self._executor(d.executor)
+        name = _given_name(d.fields)
+        cls = d.event_class.rsplit(".", 1)[-1]
+        event = EventLine(sid, d.executor, cls, name or f"{cls} {_short(sid)}", t, position)
+        tl.events[sid] = event
+        tl.events_by_executor[d.executor].append(event)
 
-    def _event_record(self, event: EventLine, d: Any, t: int) -> None:
-        if isinstance(d, EventQueued):
-            if event.queued_us is None:
-                event.queued_us = t
-            if event.status == "pending":
-                event.status = "queued"
-            if d.owner:
-                self._touch(event.executor, d.owner, t)
-        elif isinstance(d, EventDeferred):
-            event.deferrals.append(
-                {"at_us": t, "retry_at_us": d.retry_at_us, "reason": d.reason, "denials": d.denials}
+    def _processor_started(self, sid: str, d: ProcessorStarted, t: int, position: int) -> None:
+        tl = self.timeline
+        self._executor(d.executor)
+        session = Session(d.executor, d.owner, t, t)
+        self._sessions[d.owner] = session
+        if any(s.executor == d.executor for s in tl.sessions):
+            tl.marks.append(
+                {
+                    "at_us": t,
+                    "kind": "resume",
+                    "lane": f"x:{d.executor}",
+                    "text": f"processor {_short(d.owner)} started (resumed)",
+                }
             )
-            event.status = "deferred"
-            if d.owner:
-                self._touch(event.executor, d.owner, t)
-        elif isinstance(d, EventClaimed):
-            claim = Attempt(d.attempt, d.owner, t, d.lease_expires_us)
-            event.attempts.append(claim)
-            self._claims[event.id] = claim
-            event.status = "processing"
-            self._touch(event.executor, d.owner, t)
-        elif isinstance(d, EventFinished):
-            done = self._claims.pop(event.id, None)
-            if done is not None:
-                done.end_us, done.outcome = t, d.status
-                self._touch(event.executor, done.owner, t)
-            event.status = d.status
-            event.end_us = t
-            event.error = d.error
-            event.response = None if d.response is None else _json_text(d.response)
-        elif isinstance(d, EventRetried):
+        tl.sessions.append(session)
+
+    def _source_added(self, sid: str, d: SourceAdded, t: int, position: int) -> None:
+        name = _given_name(d.fields) or f"{d.source_class.rsplit('.', 1)[-1]} {_short(sid)}"
+        self.timeline.sources[sid] = Source(sid, d.router, name)
+
+    def _mail_placed(self, sid: str, d: MailSent | MailReceived, t: int, position: int) -> None:
+        package = d.package
+        mail = MailLine(
+            sid, d.router, d.sender, d.recipient, package.category, package.item, t, position
+        )
+        if type(d) is MailReceived:
+            mail.end_us, mail.outcome = t, "delivered"
+        self.timeline.mails[sid] = mail
+
+    def _mail_moved(self, sid: str, d: Any, t: int, position: int) -> None:
+        mail = self.timeline.mails.get(sid)
+        if mail is None:
+            return
+        if type(d) is MailCollected:
+            mail.collected_us = t
+        elif type(d) is MailDelivered:
+            mail.end_us, mail.outcome = t, "delivered"
+        elif type(d) is MailDeadLettered:
+            mail.end_us, mail.outcome, mail.reason = t, "dead letter", d.reason
+
+    # -- an event's records --------------------------------------------------------------
+
+    def _seen(self, owner: str | None, t: int) -> None:
+        if owner:
+            self.timeline.owner_last[owner] = t
+
+    def _queued(self, event: EventLine, d: EventQueued, t: int) -> None:
+        if event.queued_us is None:
+            event.queued_us = t
+        if event.status == "pending":
             event.status = "queued"
-        elif isinstance(d, (EventRequeued, EventAbandoned)):
-            abandoned = isinstance(d, EventAbandoned)
-            lost = self._claims.pop(event.id, None)
-            if lost is not None:
-                lost.end_us = min(lost.lease_expires_us, t)
-                lost.outcome = "lease expired, abandoned" if abandoned else "lease expired"
-                lost.taken_over_us = t
-            if abandoned:
-                event.status, event.end_us = "failed", t
-                event.error = event.error or d.reason
-            else:
-                event.status = "queued"
-            self._died(event.executor, d.previous_owner, d.by, t)
-            if d.by:
-                self._touch(event.executor, d.by, t)
+        self._seen(d.owner, t)
+
+    def _deferred(self, event: EventLine, d: EventDeferred, t: int) -> None:
+        event.deferrals.append(
+            {"at_us": t, "retry_at_us": d.retry_at_us, "reason": d.reason, "denials": d.denials}
+        )
+        event.status = "deferred"
+        self._seen(d.owner, t)
+
+    def _claimed(self, event: EventLine, d: EventClaimed, t: int) -> None:
+        claim = Attempt(d.attempt, d.owner, t, d.lease_expires_us)
+        event.attempts.append(claim)
+        self._claims[event.id] = claim
+        event.status = "processing"
+        self.timeline.owner_last[d.owner] = t
+
+    def _finished(self, event: EventLine, d: EventFinished, t: int) -> None:
+        done = self._claims.pop(event.id, None)
+        if done is not None:
+            done.end_us, done.outcome = t, d.status
+            self.timeline.owner_last[done.owner] = t
+        event.status = d.status
+        event.end_us = t
+        event.error = d.error
+        event.response = d.response
+
+    def _retried(self, event: EventLine, d: EventRetried, t: int) -> None:
+        event.status = "queued"
+
+    def _taken_over(self, event: EventLine, d: EventRequeued | EventAbandoned, t: int) -> None:
+        abandoned = type(d) is EventAbandoned
+        lost = self._claims.pop(event.id, None)
+        if lost is not None:
+            lost.end_us = min(lost.lease_expires_us, t)
+            lost.outcome = "lease expired, abandoned" if abandoned else "lease expired"
+            lost.taken_over_us = t
+        if abandoned:
+            event.status, event.end_us = "failed", t
+            event.error = event.error or d.reason
+        else:
+            event.status = "queued"
+        self._died(event.executor, d.previous_owner, d.by, t)
+        self._seen(d.by, t)
 
     def _died(self, executor: str, owner: str, by: str, t: int) -> None:
         """``owner``'s claim was taken over by ``by`` after its lease expired: the
         processor ``owner`` stopped (its process died) at its last record."""
-        session = self._sessions.get((executor, owner))
+        session = self._sessions.get(owner)
         if session is None or session.died_us is not None or owner == by:
             return
         session.died_us = t
+        last = self.timeline.owner_last.get(owner, session.started_us)
         self.timeline.marks.append(
             {
-                "at_us": session.last_us,
+                "at_us": last,
                 "kind": "crash",
                 "lane": f"x:{executor}",
                 "text": f"processor {_short(owner)} stopped here (its claims expired, taken over)",
@@ -637,14 +685,18 @@ async def collect_timeline(
     tl.complete = False
     seen = 0
     apply = builder.apply
-    async for r in await store.read(run=tl.run_id, after=builder.position, page_size=5000):
-        apply(r)
-        seen += 1
-        if seen % 5_000 == 0:
-            if progress is not None and seen % 10_000 == 0:
-                progress(seen)
-            if deadline is not None and time.monotonic() > deadline:
-                return tl
+    # The fold allocates many long-lived objects and almost no cyclic garbage (as
+    # rebuild's): full collections would only re-walk the growing timeline.
+    with gc_paused():
+        records = await store.read(run=tl.run_id, after=builder.position, page_size=5000)
+        async for r in records:
+            apply(r)
+            seen += 1
+            if seen % 5_000 == 0:
+                if progress is not None and seen % 10_000 == 0:
+                    progress(seen)
+                if deadline is not None and time.monotonic() > deadline:
+                    return tl
     tl.complete = True
     return tl
 
@@ -679,7 +731,7 @@ def to_mermaid(tl: Timeline) -> str:
             outcome = f"dead letter, {mail.reason}" if mail.reason else mail.outcome
             out.append(
                 f"    {aliases[mail.sender]}{line}{aliases[mail.recipient]}: "
-                f"{_mermaid_text(mail.category)} {_mermaid_text(mail.item)} "
+                f"{_mermaid_text(mail.category)} {_mermaid_text(_json_text(mail.item))} "
                 f"({_mermaid_text(outcome)})"
             )
         out += ["```", ""]

@@ -12,8 +12,8 @@ Nothing here writes, imports or executes anything the file names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import time
 from typing import Any
 
 import lionstore
@@ -41,12 +41,17 @@ class RunViewer:
         self.target = os.fspath(target)
         self._store: Store | None = None
         self._builders: dict[str, TimelineBuilder] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._folds: dict[str, asyncio.Future[Timeline]] = {}  # one fold at a time per run
 
     async def open(self) -> None:
         self._store = await lionstore.open(self.target, readonly=True)
 
     async def close(self) -> None:
+        for task in self._folds.values():
+            task.cancel()
+        for task in self._folds.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -99,18 +104,27 @@ class RunViewer:
             raise NotFoundError(str(exc)) from None
 
     async def timeline(self, ref: str, *, budget: float | None = None) -> Timeline:
-        """The run's timeline, with every record committed so far; with ``budget``
-        (seconds), what could be folded in that time (``complete`` says whether
-        that is everything): the page draws it and asks again."""
+        """The run's timeline with every record committed so far. With ``budget``
+        (seconds), what has been folded by then: the fold goes on in the background
+        and ``complete`` says whether it had finished (the page draws what there is
+        and asks again)."""
         run_id = await self._run_id(ref)
-        lock = self._locks.setdefault(run_id, asyncio.Lock())
-        async with lock:
-            builder = self._builders.get(run_id)
-            if builder is None:
-                builder = TimelineBuilder(await self.store.find_run(run_id))
-                self._builders[run_id] = builder
-            deadline = None if budget is None else time.monotonic() + budget
-            return await collect_timeline(self.store, builder=builder, deadline=deadline)
+        builder = self._builders.get(run_id)
+        if builder is None:
+            builder = TimelineBuilder(await self.store.find_run(run_id))
+            self._builders[run_id] = builder
+        task = self._folds.get(run_id)
+        if task is None or task.done():
+            if task is not None:
+                task.result()  # a failed fold is reported, not hidden
+            task = asyncio.ensure_future(collect_timeline(self.store, builder=builder))
+            self._folds[run_id] = task
+        if budget is None:
+            await task
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), budget)
+        return builder.timeline
 
     # -- one event, one mail ---------------------------------------------------------------
 

@@ -29,9 +29,9 @@ from lionstore.ui.api import NotFoundError, RunViewer
 __all__ = ["TokenGuard", "create_app", "is_loopback", "static_dir"]
 
 _COOKIE = "lionstore_ui_token"
-# Seconds of folding per request of a run's timeline: a long run is drawn after the
-# first slice and fills in while the page asks again.
-_FOLD_BUDGET = 0.7
+# How long a request for a run's timeline waits for its fold: a long run is drawn
+# with what has been folded by then, and fills in while the page asks again.
+_FOLD_BUDGET = 0.6
 
 
 def static_dir() -> str:
