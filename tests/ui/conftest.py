@@ -18,7 +18,7 @@ from ui_browser import chromium, ui_server  # noqa: E402
 from ui_helpers import SHOTS, missing, record_crashed_run  # noqa: E402
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _browser_available() -> None:
     absent = missing()
     if absent is None:
@@ -36,13 +36,13 @@ def crashed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(crashed_db: Path) -> Iterator[str]:
+def server(crashed_db: Path, _browser_available: None) -> Iterator[str]:
     with ui_server(str(crashed_db)) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def browser(_browser_available: None) -> Iterator[Any]:
     with chromium() as driver:
         yield driver
 

@@ -20,6 +20,16 @@ HERE = Path(__file__).parent
 SHOTS = Path(os.environ.get("LIONSTORE_UI_SHOTS", "/tmp/ui-shots"))
 
 
+def missing_server() -> str | None:
+    """Why ``lionstore ui`` cannot run here (the ui extra is not installed), or None."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[test]')"
+    return None
+
+
 def missing() -> str | None:
     try:
         import selenium  # noqa: F401
