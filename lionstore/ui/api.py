@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import lionstore
+from lionstore._gcpause import gc_paused
 from lionstore.cli.export import export_record
 from lionstore.cli.show import show_run
 from lionstore.cli.verify import verify_run
@@ -42,6 +43,10 @@ class RunViewer:
         self._store: Store | None = None
         self._builders: dict[str, TimelineBuilder] = {}
         self._folds: dict[str, asyncio.Future[Timeline]] = {}  # one fold at a time per run
+        self._runs_lock = asyncio.Lock()
+        self._runs_projections: dict[str, RunProjection] = {}
+        self._runs_last_us: dict[str, int] = {}
+        self._runs_position = 0
 
     async def open(self) -> None:
         self._store = await lionstore.open(self.target, readonly=True)
@@ -66,21 +71,27 @@ class RunViewer:
 
     async def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first: label, start, duration, records, events by status,
-        mail by state, fork parent (one pass over the log, as ``lionstore runs``)."""
-        infos = await self.store.runs()
-        projections: dict[str, RunProjection] = {}
-        last_us: dict[str, int] = {}
-        async for record in await self.store.read(run=None, page_size=5000):
-            projection = projections.get(record.run_id)
-            if projection is None:
-                projection = projections[record.run_id] = RunProjection()
-            projection.apply(record)
-            last_us[record.run_id] = record.recorded_at_us
+        mail by state, fork parent. One :class:`RunProjection` per run, as
+        ``lionstore runs`` folds them, kept and brought up to date with the records
+        written since the last call (the server starts the first fold at startup)."""
+        async with self._runs_lock:
+            with gc_paused():
+                records = await self.store.read(run=None, after=self._runs_position, page_size=5000)
+                projections, last_us = self._runs_projections, self._runs_last_us
+                async for record in records:
+                    run_id = record.run_id
+                    projection = projections.get(run_id)
+                    if projection is None:
+                        projection = projections[run_id] = RunProjection()
+                    projection.apply(record)
+                    last_us[run_id] = record.recorded_at_us
+                    self._runs_position = record.position
+            infos = await self.store.runs()
         out = []
         for info in infos:
-            projection = projections.get(info.run_id) or RunProjection()
+            projection = self._runs_projections.get(info.run_id) or RunProjection()
             counts = projection.counts()
-            end = last_us.get(info.run_id, info.started_at_us)
+            end = self._runs_last_us.get(info.run_id, info.started_at_us)
             out.append(
                 {
                     "run_id": info.run_id,

@@ -7,6 +7,7 @@ once, which sets a cookie, or ``Authorization: Bearer``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -74,9 +75,14 @@ def create_app(target: str | os.PathLike[str], *, token: str | None = None) -> A
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await viewer.open()
+        # The runs list is folded once, from startup, then kept up to date.
+        warm = asyncio.ensure_future(viewer.runs())
         try:
             yield
         finally:
+            warm.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await warm
             await viewer.close()
 
     def api(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
