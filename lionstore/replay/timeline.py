@@ -72,8 +72,9 @@ _KEEP_GAPS = 50
 MAX_ITEMS = 1500
 # An executor with at most this many events gets one labelled row per event.
 ROW_PER_EVENT = 40
-# Packed rows for a larger executor's events, before the window is aggregated.
-MAX_PACKED_ROWS = 24
+# Packed rows for a larger executor's events (drawn from their first claim, the wait
+# before it left out), before the window is aggregated.
+MAX_PACKED_ROWS = 30
 
 
 def _short(ident: str) -> str:
@@ -416,12 +417,14 @@ def _overlapping(events: list[EventLine], lo: int, hi: int, now_us: int) -> list
 
 
 def _pack(events: list[EventLine], now_us: int, limit: int) -> int | None:
-    """Give each event a row so that bars on a row do not overlap; the number of rows,
-    or None when more than ``limit`` would be needed."""
+    """Give each event a row so that their bars (from the first claim, or the append
+    of an event never claimed, to the outcome) do not overlap on a row; the number
+    of rows, or None when more than ``limit`` would be needed."""
     ends: list[int] = []
-    for event in events:
+    for event in sorted(events, key=_drawn_from):
+        start = _drawn_from(event)
         for row, end in enumerate(ends):
-            if end < event.appended_us:
+            if end < start:
                 event.row = row
                 ends[row] = event.last_us(now_us)
                 break
@@ -431,6 +434,10 @@ def _pack(events: list[EventLine], now_us: int, limit: int) -> int | None:
             event.row = len(ends)
             ends.append(event.last_us(now_us))
     return max(1, len(ends))
+
+
+def _drawn_from(event: EventLine) -> int:
+    return event.attempts[0].claimed_us if event.attempts else event.appended_us
 
 
 def _aggregate(

@@ -301,3 +301,43 @@ def test_a_fork_against_its_parent(browser: Any, crashed_db: Path, tmp_path: Pat
         open_page(browser, url, "#/run/retry/compare")
         verdict = browser.find_element(By.ID, "first-difference").text
         assert verdict == "first difference at record 20: the fork ends here, the parent goes on"
+
+
+def test_a_big_run_is_drawn_as_counts_until_zoomed_in(browser: Any, tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    assert scenario("many", str(path), "bulk-run", "2000").wait(timeout=180) == 0
+    with ui_server(str(path)) as url:
+        open_page(browser, url, "#/run/bulk-run")
+        WebDriverWait(browser, 30).until(
+            lambda d: d.execute_script("return window.lionstoreUi.summary.complete")
+        )
+        drawn = browser.execute_script(
+            "const tl = window.lionstoreUi.timeline;"
+            "return [tl.items[0].length, tl.items[2].length, tl.win.aggregates.length]"
+        )
+        bars, buckets, aggregates = drawn
+        assert aggregates == 1 and buckets > 0  # 2,000 events: counts per time bucket
+        assert bars == 1  # only the processor's session is drawn as a bar
+        assert "bulk: events (counts)" in svg_texts(browser)
+        # Zoom in (what the mouse wheel does) onto the busiest 1% of the run.
+        browser.execute_script(
+            """
+            const tl = window.lionstoreUi.timeline, g = tl.win.aggregates[0];
+            const total = g.counts.completed.map((c, i) => c);
+            const i = total.indexOf(Math.max(...total));
+            const at = g.start_us + g.width_us * (i + 0.5), t0 = tl.summary.started_us;
+            const span = (tl.summary.end_us - t0) / 200;
+            const x = us => tl.scale.fwd((us - t0) / 1000);
+            tl.chart.dispatchAction({type: 'dataZoom', dataZoomIndex: 0,
+                startValue: x(at - span), endValue: x(at + span)});
+            """
+        )
+        WebDriverWait(browser, 20).until(
+            lambda d: d.execute_script(
+                "const tl = window.lionstoreUi.timeline;"
+                "return tl.range !== null && tl.win.aggregates.length === 0"
+                " && tl.items[0].some(b => b.kind === 'completed')"
+            )
+        )
+        events = browser.execute_script("return window.lionstoreUi.timeline.win.events.length")
+        assert 0 < events <= 1500  # the events of the window, each drawn

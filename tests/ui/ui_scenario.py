@@ -142,6 +142,20 @@ async def live(path: str, label: str, count: int) -> None:
             print(f"WROTE {i}", flush=True)
 
 
+async def many(path: str, label: str, count: int) -> None:
+    """Run ``label``: ``count`` jobs in batches of 100 on executor ``bulk`` (ten at a
+    time)."""
+    async with lionstore.open(path, run=label) as store:
+        executor = Executor(
+            {"queue_capacity": 10, "capacity_refresh_time": 0.001}, store=store, name="bulk"
+        )
+        await executor.start()
+        for start in range(0, count, 100):
+            await executor.extend([Job(name=f"job-{i}", n=i) for i in range(start, start + 100)])
+            await executor.forward()
+        await asyncio.wait_for(executor.join(), timeout=120)
+
+
 def main(argv: list[str]) -> None:
     """``python -c "import sys, ui_scenario; ui_scenario.main(sys.argv[1:])" KIND PATH ...``
     (run as a module, so the recorded class paths are ``ui_scenario.*``)."""
@@ -150,5 +164,7 @@ def main(argv: list[str]) -> None:
         asyncio.run(crash(target))
     elif kind == "resume":
         asyncio.run(resume(target))
+    elif kind == "many":
+        asyncio.run(many(target, rest[0], int(rest[1])))
     else:
         asyncio.run(live(target, rest[0], int(rest[1])))

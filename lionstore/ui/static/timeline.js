@@ -151,8 +151,9 @@
       var head = "<b>" + esc(e.name) + "</b> (" + esc(e["class"]) + ")<br>status " + esc(e.status) +
         ", " + e.attempts.length + " attempt(s)";
       var firstClaim = e.attempts.length ? e.attempts[0].claimed_us : (e.end_us || summary.end_us);
-      seg(e.lane, e.row, e.appended_us, firstClaim, "wait", "",
-        head + "<br>waiting from +" + fmtSpan(ms(e.appended_us)) + " to +" + fmtSpan(ms(firstClaim)), href);
+      head += "<br>waited from +" + fmtSpan((e.appended_us - t0) / 1000) + " to +" + fmtSpan((firstClaim - t0) / 1000);
+      // (a packed lane of many events leaves the wait before the first claim out)
+      if (e.lane.charAt(0) === "e" || !e.attempts.length) seg(e.lane, e.row, e.appended_us, firstClaim, "wait", "", head, href);
       e.deferrals.forEach(function (d) {
         seg(e.lane, e.row, d.at_us, d.retry_at_us, "backoff", "denied",
           head + "<br><b>denied</b>: " + esc(d.reason) + "<br>back-off until +" + fmtSpan(ms(d.retry_at_us)), href);
