@@ -112,7 +112,7 @@
             tl.draw(summary, r[1] || r[0].window);
             current.summary = window.lionstoreUi.summary = summary;
             status(summary);
-            if (!summary.complete) setTimeout(function () { refresh(tl.range); }, 400);
+            if (!summary.complete) setTimeout(function () { refresh(tl.range); }, 1200);
           }).finally(function () { pending = false; });
       }
       status(s);
