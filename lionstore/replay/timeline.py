@@ -288,7 +288,7 @@ class Timeline:
                     {
                         "key": f"g:{name}",
                         "kind": "events",
-                        "title": f"{name}: events",
+                        "title": "events",
                         "executor": name,
                     }
                 )

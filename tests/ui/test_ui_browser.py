@@ -318,7 +318,7 @@ def test_a_big_run_is_drawn_as_counts_until_zoomed_in(browser: Any, tmp_path: Pa
         bars, buckets, aggregates = drawn
         assert aggregates == 1 and buckets > 0  # 2,000 events: counts per time bucket
         assert bars == 1  # only the processor's session is drawn as a bar
-        assert "bulk: events (counts)" in svg_texts(browser)
+        assert "events (counts)" in svg_texts(browser)
         # Zoom in (what the mouse wheel does) onto the busiest 1% of the run.
         browser.execute_script(
             """
