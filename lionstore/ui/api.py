@@ -204,7 +204,9 @@ class RunViewer:
         ``lionstore show --at`` prints."""
         run_id = await self._run_id(ref)
         state = await show_run(self.target, run=run_id, at=at)
-        return state.to_json_dict()
+        tl = await self.timeline(run_id)
+        names = {sid: source.name for sid, source in tl.sources.items()}
+        return {**state.to_json_dict(), "source_names": names}
 
     async def verify(self, ref: str) -> dict[str, Any]:
         """``lionstore verify``: OK, or the first divergence, expected and actual."""

@@ -202,14 +202,21 @@
       var rows = [];
       Object.keys(s.executors).forEach(function (name) {
         s.executors[name].events.forEach(function (e) {
-          rows.push("<tr><td>" + esc(name) + "</td><td><code>" + esc(e.id.slice(0, 8)) + "</code></td><td>" + esc((e["class"] || "").split(".").pop()) +
+          var f = e.fields || {}, given = f.name || f.label || f.title;
+          var shown = typeof given === "string" && given ? esc(given) : "<code>" + esc(e.id.slice(0, 8)) + "</code>";
+          rows.push("<tr><td>" + esc(name) + '</td><td><a href="#/run/' + esc(id) + "/event/" + esc(e.id) + '">' + shown + "</a></td><td>" + esc((e["class"] || "").split(".").pop()) +
             '</td><td><span class="chip s-' + esc(e.status) + '">' + esc(e.status) + '</span></td><td class="num">' + e.attempts + "</td><td><code>" +
             esc(e.error || (e.response != null ? JSON.stringify(e.response) : "")) + "</code></td></tr>");
         });
       });
-      var dead = [];
+      var dead = [], names = s.source_names || {};
       Object.keys(s.routers).forEach(function (name) {
-        s.routers[name].dead_letters.forEach(function (d) { dead.push("<li>" + esc(d.category) + " → <code>" + esc(d.recipient.slice(0, 8)) + "</code>: <b>" + esc(d.reason) + "</b></li>"); });
+        s.routers[name].dead_letters.forEach(function (d) {
+          dead.push('<li><a href="#/run/' + esc(id) + "/mail/" + esc(d.id) + '">' + esc(d.category) + " " + esc(JSON.stringify(d.item)) +
+            "</a> from " + sourceLink(id, d.sender, names[d.sender] || d.sender.slice(0, 8)) +
+            " to " + sourceLink(id, d.recipient, names[d.recipient] || "unknown recipient " + d.recipient.slice(0, 8)) +
+            ": <b>" + esc(d.reason) + "</b> (at the " + esc(d.stage) + ", position " + d.position + ")</li>");
+        });
       });
       main.innerHTML = "<h1>State of run " + esc(s.label || s.run_id) + " at position " + s.position + "</h1>" + tabs(id) +
         '<div class="filters"><input type="range" id="at-slider" min="1" max="' + h.position + '" value="' + pos + '" style="flex:1">' +
