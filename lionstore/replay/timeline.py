@@ -24,7 +24,6 @@ from __future__ import annotations
 import bisect
 import html
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -679,12 +678,10 @@ async def collect_timeline(
     run: str | None = None,
     progress: Progress | None = None,
     builder: TimelineBuilder | None = None,
-    deadline: float | None = None,
 ) -> Timeline:
     """The timeline of ``run`` (id or label; default: the store's run). Pass the
-    ``builder`` of an earlier call to fold only the records written since. With
-    ``deadline`` (a :func:`time.monotonic` value) the fold stops once it has passed,
-    and the timeline says it is not ``complete``: call again to go on."""
+    ``builder`` of an earlier call to fold only the records written since; while
+    the fold runs, its timeline says it is not ``complete``."""
     if builder is None:
         info = store.run if run is None else await store.find_run(run)
         builder = TimelineBuilder(info)
@@ -699,11 +696,8 @@ async def collect_timeline(
         async for r in records:
             apply(r)
             seen += 1
-            if seen % 5_000 == 0:
-                if progress is not None and seen % 10_000 == 0:
-                    progress(seen)
-                if deadline is not None and time.monotonic() > deadline:
-                    return tl
+            if progress is not None and seen % 10_000 == 0:
+                progress(seen)
     tl.complete = True
     return tl
 

@@ -60,6 +60,20 @@
       document.getElementById("f-label").oninput = render;
       document.getElementById("f-status").onchange = render;
       render();
+      // Live: new runs and records show up without a reload (the server keeps the
+      // runs list up to date incrementally, so asking is cheap).
+      var known = JSON.stringify(runs);
+      poll = setInterval(function () {
+        api("runs").then(function (fresh) {
+          var text = JSON.stringify(fresh.runs);
+          if (text === known) return;
+          known = text;
+          runs = fresh.runs;
+          byId = {};
+          runs.forEach(function (r) { byId[r.run_id] = r; });
+          render();
+        }).catch(function () {});
+      }, 2000);
       var kids = {};
       runs.forEach(function (r) { if (r.parent_run_id) (kids[r.parent_run_id] = kids[r.parent_run_id] || []).push(r); });
       function tree(r) {
