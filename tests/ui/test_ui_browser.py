@@ -341,3 +341,41 @@ def test_a_big_run_is_drawn_as_counts_until_zoomed_in(browser: Any, tmp_path: Pa
         )
         events = browser.execute_script("return window.lionstoreUi.timeline.win.events.length")
         assert 0 < events <= 1500  # the events of the window, each drawn
+
+
+def test_markup_in_the_file_is_shown_as_text(browser: Any, tmp_path: Path) -> None:
+    path = tmp_path / "hostile.db"
+    label = '<b id="bold">run</b>'
+    name = '<img id="pwn" src="x">'
+    code = (
+        "import asyncio, sys, lionstore, ui_scenario\n"
+        "async def main():\n"
+        "    async with lionstore.open(sys.argv[1], run=sys.argv[2]):\n"
+        "        ex = lionstore.Executor({'queue_capacity': 5, 'capacity_refresh_time': 0.01})\n"
+        "        await ex.start()\n"
+        "        await ex.append(ui_scenario.Job(name=sys.argv[3], n=-2))\n"
+        "        await ex.forward()\n"
+        "        await ex.join()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(path), label, name],
+        cwd=Path(__file__).parent,
+        check=True,
+        timeout=60,
+    )
+    with ui_server(str(path)) as url:
+        open_page(browser, url, "#/")
+        link = browser.find_element(By.CSS_SELECTOR, "#runs tbody tr a")
+        assert link.text == label
+        link.click()  # runs are linked by id: a label may hold any character
+        WebDriverWait(browser, 20).until(
+            lambda d: (
+                d.find_elements(By.ID, "run-title")
+                and d.find_element(By.ID, "run-title").text == f"Run {label}"
+            )
+        )
+        WebDriverWait(browser, 20).until(lambda d: name in svg_texts(d))
+        assert f"event {name} failed" in browser.find_element(By.CSS_SELECTOR, ".story").text
+        assert not browser.find_elements(By.ID, "bold")
+        assert not browser.find_elements(By.ID, "pwn")
