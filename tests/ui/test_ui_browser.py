@@ -319,19 +319,23 @@ def test_a_big_run_is_drawn_as_counts_until_zoomed_in(browser: Any, tmp_path: Pa
         assert aggregates == 1 and buckets > 0  # 2,000 events: counts per time bucket
         assert bars == 1  # only the processor's session is drawn as a bar
         assert "events (counts)" in svg_texts(browser)
-        # Zoom in (what the mouse wheel does) onto the busiest 1% of the run.
-        browser.execute_script(
+        # Click the busiest bucket of counts: the chart zooms in on it.
+        x, y, w, h = browser.execute_script(
             """
-            const tl = window.lionstoreUi.timeline, g = tl.win.aggregates[0];
-            const total = g.counts.completed.map((c, i) => c);
-            const i = total.indexOf(Math.max(...total));
-            const at = g.start_us + g.width_us * (i + 0.5), t0 = tl.summary.started_us;
-            const span = (tl.summary.end_us - t0) / 200;
-            const x = us => tl.scale.fwd((us - t0) / 1000);
-            tl.chart.dispatchAction({type: 'dataZoom', dataZoomIndex: 0,
-                startValue: x(at - span), endValue: x(at + span)});
+            const tl = window.lionstoreUi.timeline, buckets = tl.items[2];
+            const total = b => b.parts.reduce((n, p) => n + p[1], 0);
+            const best = buckets.reduce((a, b) => (total(b) > total(a) ? b : a));
+            const v = best.value;
+            const p = tl.chart.convertToPixel(
+                {xAxisIndex: 0, yAxisIndex: 0}, [(v[1] + v[2]) / 2, v[0]]);
+            const r = document.getElementById('timeline').getBoundingClientRect();
+            return [p[0], p[1], r.width, r.height];
             """
         )
+        element = browser.find_element(By.ID, "timeline")
+        ActionChains(browser).move_to_element_with_offset(
+            element, int(x - w / 2), int(y - h / 2)
+        ).click().perform()
         WebDriverWait(browser, 20).until(
             lambda d: d.execute_script(
                 "const tl = window.lionstoreUi.timeline;"

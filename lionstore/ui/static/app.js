@@ -99,7 +99,7 @@
       main.innerHTML = '<h1 id="run-title">Run ' + esc(s.title) + "</h1>" + (s.label ? '<div class="muted">' + esc(s.run_id) + "</div>" : "") +
         (s.parent_run_id ? '<div>forked from ' + runLink(s.parent_run_id) + " at position " + s.forked_at_position + "</div>" : "") +
         tabs(id, s) + '<section id="run-head"></section>' + T.legendHtml() +
-        '<div id="timeline" class="timeline"></div><p class="muted">Scroll to zoom, drag to pan; click a bar or an arrow to open it.</p>';
+        '<div id="timeline" class="timeline"></div><p class="muted">Scroll to zoom, drag to pan; click a bar or an arrow to open it, a bucket of counts to zoom in on it.</p>';
       document.getElementById("run-head").innerHTML = T.head(s);
       var tl = new T.Timeline(document.getElementById("timeline"), {
         onOpen: function (href) { location.hash = href.slice(1); },

@@ -101,7 +101,10 @@
     });
     this.chart.on("click", function (p) {
       var item = self.items[p.seriesIndex] && self.items[p.seriesIndex][p.dataIndex];
-      if (item && item.href && self.opts.onOpen) self.opts.onOpen(item.href);
+      if (item && item.zoom) {  // a bucket of counts: zoom in on it
+        self.chart.dispatchAction({ type: "dataZoom", dataZoomIndex: 0,
+          startValue: item.zoom[0], endValue: item.zoom[1] });
+      } else if (item && item.href && self.opts.onOpen) self.opts.onOpen(item.href);
     });
     window.addEventListener("resize", function () { self.chart.resize(); });
   }
@@ -114,7 +117,7 @@
     var sc = this.scale = makeScale((summary.gaps || []).map(function (g) {
       return [(g[0] - t0) / 1000, (g[1] - t0) / 1000];
     }), realEnd);
-    var ms = function (us) { return sc.fwd((us - t0) / 1000); };
+    var ms = function (us) { return sc.fwd((us - t0) / 1000); };  // drawn x (tooltips show real times)
     var endMs = sc.end;
     var cats = [], catKind = [], index = {};
     var aggLanes = {};
@@ -140,7 +143,7 @@
     };
     summary.sessions.forEach(function (s) {
       var tip = "processor " + s.owner + " of executor " + s.executor + "<br>started +" +
-        fmtSpan(ms(s.started_us)) + ", last record +" + fmtSpan(ms(s.last_us)) +
+        fmtSpan((s.started_us - t0) / 1000) + ", last record +" + fmtSpan((s.last_us - t0) / 1000) +
         (s.died ? "<br><b>stopped: its claims expired and were taken over</b>" : "");
       seg("x:" + s.executor, 0, s.started_us, Math.max(s.last_us, s.started_us),
         s.died ? "session-died" : "session",
@@ -156,7 +159,7 @@
       if (e.lane.charAt(0) === "e" || !e.attempts.length) seg(e.lane, e.row, e.appended_us, firstClaim, "wait", "", head, href);
       e.deferrals.forEach(function (d) {
         seg(e.lane, e.row, d.at_us, d.retry_at_us, "backoff", "denied",
-          head + "<br><b>denied</b>: " + esc(d.reason) + "<br>back-off until +" + fmtSpan(ms(d.retry_at_us)), href);
+          head + "<br><b>denied</b>: " + esc(d.reason) + "<br>back-off until +" + fmtSpan((d.retry_at_us - t0) / 1000), href);
       });
       e.attempts.forEach(function (a, i) {
         var end = a.end_us || summary.end_us;
@@ -166,11 +169,11 @@
           kind === "expired" ? " lease expired" : " …");
         seg(e.lane, e.row, a.claimed_us, end, kind, text,
           head + "<br>attempt " + a.n + " by processor " + esc(a.owner.slice(0, 8)) + ": <b>" +
-          esc(a.outcome) + "</b><br>claimed +" + fmtSpan(ms(a.claimed_us)) + ", ended +" + fmtSpan(ms(end)) +
+          esc(a.outcome) + "</b><br>claimed +" + fmtSpan((a.claimed_us - t0) / 1000) + ", ended +" + fmtSpan((end - t0) / 1000) +
           (kind === "failed" && e.error ? "<br>error: " + esc(e.error) : ""), href);
         if (a.taken_over_us && a.taken_over_us > end) {
           seg(e.lane, e.row, end, a.taken_over_us, "gap", "",
-            head + "<br>lease expired +" + fmtSpan(ms(end)) + "; taken over +" + fmtSpan(ms(a.taken_over_us)), href);
+            head + "<br>lease expired +" + fmtSpan((end - t0) / 1000) + "; taken over +" + fmtSpan((a.taken_over_us - t0) / 1000), href);
         }
         var next = e.attempts[i + 1];
         if (next && a.taken_over_us && next.claimed_us > a.taken_over_us) {
@@ -204,8 +207,9 @@
         if (!parts.length) continue;
         var x0 = g.start_us + g.width_us * j;
         aggs.push({ value: [c, ms(x0), ms(x0 + g.width_us)], parts: parts, max: max,
-          tip: "+" + fmtSpan(ms(x0)) + ": " + parts.map(function (p) { return p[1] + " " + esc(p[0]); }).join(", ") +
-            "<br>(zoom in to see each one)" });
+          zoom: [ms(x0 - g.width_us * 2), ms(x0 + g.width_us * 3)],
+          tip: "+" + fmtSpan((x0 - t0) / 1000) + ": " + parts.map(function (p) { return p[1] + " " + esc(p[0]); }).join(", ") +
+            "<br>(click or zoom in to see each one)" });
       }
     });
     this.items = [bars, arrows, aggs, []];
