@@ -311,6 +311,26 @@ class Timeline:
         """The run's id, label and title."""
         return {"run_id": self.run_id, "label": self.label, "title": self.title}
 
+    def _resumes(self) -> list[dict[str, Any]]:
+        """A processor that started after an earlier one of its executor had stopped
+        (its claims were taken over) resumed the run; one that started while the
+        others ran is just another worker, and gets no mark."""
+        out = []
+        for i, session in enumerate(self.sessions):
+            before = [s for s in self.sessions[:i] if s.executor == session.executor]
+            died = [s for s in before if s.died_us is not None]
+            last = [self.owner_last.get(s.owner, s.started_us) for s in died]
+            if died and all(t <= session.started_us for t in last):
+                out.append(
+                    {
+                        "at_us": session.started_us,
+                        "kind": "resume",
+                        "lane": f"x:{session.executor}",
+                        "text": f"processor {_short(session.owner)} started (resumed)",
+                    }
+                )
+        return out
+
     def summary(self) -> dict[str, Any]:
         """The run and its lanes, without items: what the page draws first."""
         statuses: dict[str, int] = {}
@@ -335,7 +355,7 @@ class Timeline:
             "mail": outcomes,
             "lanes": self.lanes(),
             "sessions": [s.to_json(self.owner_last) for s in self.sessions],
-            "marks": sorted(self.marks, key=lambda m: int(m["at_us"])),
+            "marks": sorted([*self.marks, *self._resumes()], key=lambda m: int(m["at_us"])),
             "gaps": sorted(self.gaps),
             "dead_letters": [
                 {
@@ -564,15 +584,6 @@ class TimelineBuilder:
         self._executor(d.executor)
         session = Session(d.executor, d.owner, t, t)
         self._sessions[d.owner] = session
-        if any(s.executor == d.executor for s in tl.sessions):
-            tl.marks.append(
-                {
-                    "at_us": t,
-                    "kind": "resume",
-                    "lane": f"x:{d.executor}",
-                    "text": f"processor {_short(d.owner)} started (resumed)",
-                }
-            )
         tl.sessions.append(session)
 
     def _source_added(self, sid: str, d: SourceAdded, t: int, position: int) -> None:

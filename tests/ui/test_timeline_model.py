@@ -10,6 +10,7 @@ import lionstore
 from lionstore.replay.timeline import (
     MAX_ITEMS,
     EventLine,
+    Session,
     Timeline,
     collect_timeline,
     to_mermaid,
@@ -86,3 +87,19 @@ def test_a_window_with_too_many_events_becomes_counts() -> None:
     zoomed = tl.window(1_000_000, 1_099_999)
     assert [e["name"] for e in zoomed["events"]] == [f"job-{i}" for i in range(1000, 1100)]
     assert zoomed["rows"] == {"g:x": 1} and not zoomed["aggregates"]  # no overlaps: one row
+
+
+def test_only_a_processor_started_after_one_stopped_is_a_resume() -> None:
+    tl = Timeline(run_id="r", started_us=0, end_us=10_000)
+    first, other, late = (
+        Session("x", "p1", 0, 0),
+        Session("x", "p2", 100, 100),  # a second worker, while p1 ran
+        Session("x", "p3", 5_000, 5_000),  # after p1 stopped
+    )
+    tl.sessions += [first, other, late]
+    tl.owner_last.update({"p1": 1_000, "p2": 9_000, "p3": 9_500})
+    assert tl.summary()["marks"] == []  # nobody died: no resume
+    first.died_us = 4_000  # p1's claims were taken over: it had stopped at 1,000
+    marks = tl.summary()["marks"]
+    assert [(m["kind"], m["at_us"]) for m in marks] == [("resume", 5_000)]
+    assert "p3" in marks[0]["text"]
