@@ -39,6 +39,7 @@ from lionstore.cli import (
     runs,
     show,
     timeline,
+    ui,
     verify,
 )
 from lionstore.cli._output import PROG, error_line, one_line
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     fork.register(commands, common)
     db.register(commands, common)
     retention.register(commands, common)
+    ui.register(commands, common)
     return parser
 
 

@@ -1,10 +1,13 @@
 """``lionstore timeline``: draw a run, so a person can look instead of read.
 
 The library behind it is :mod:`lionstore.replay.timeline`: sources are lanes with
-an arrow per mail (a cross for a dead letter), events are bars from their append
-to their outcome. ``mermaid`` is a Markdown document (a sequence diagram and a
-Gantt chart, rendered by GitHub and most Markdown viewers); ``html`` is a
-self-contained page with inline SVG (no scripts, nothing fetched).
+an arrow per mail (a cross for a dead letter, with its reason), events are rows
+from their append through every wait, denial back-off and attempt to their
+outcome, a processor killed and a run resumed are marked. ``mermaid`` is a
+Markdown document (a sequence diagram with items as JSON, and a Gantt chart with
+a section per executor and a task per attempt); ``html`` is one self-contained
+page: the ``lionstore ui`` timeline with its scripts and the run's data inlined
+(nothing is fetched). A long export shows a progress line on a terminal.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 
 import lionstore
 from lionstore.cli._common import describe_run, resolve_run, run_ref
-from lionstore.cli._output import output_stream
+from lionstore.cli._output import Progress, output_stream
 from lionstore.log.backend import RunInfo
+from lionstore.replay.state import Progress as ProgressCallback
 from lionstore.replay.timeline import collect_timeline, to_html, to_mermaid
 
 __all__ = ["FORMATS", "register", "render_timeline"]
@@ -26,7 +30,11 @@ FORMATS = ("mermaid", "html")
 
 
 async def render_timeline(
-    path: str | os.PathLike[str], *, run: str | None = None, fmt: str = "mermaid"
+    path: str | os.PathLike[str],
+    *,
+    run: str | None = None,
+    fmt: str = "mermaid",
+    progress: ProgressCallback | None = None,
 ) -> tuple[RunInfo, str]:
     """Run ``run`` (id or label; default: the newest) of the database at ``path``
     drawn as ``fmt`` (``mermaid`` or ``html``). Read-only."""
@@ -34,7 +42,7 @@ async def render_timeline(
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     async with lionstore.open(path, readonly=True) as store:
         info = await resolve_run(store, run)
-        timeline = await collect_timeline(store, run=info.run_id)
+        timeline = await collect_timeline(store, run=info.run_id, progress=progress)
     return info, to_html(timeline) if fmt == "html" else to_mermaid(timeline)
 
 
@@ -48,10 +56,10 @@ def register(
         help="draw a run: sources as lanes with mail arrows, events as bars",
         description=(
             "Draw run R (default: the newest run): sources as lanes with an arrow per mail "
-            "(a cross for a dead "
-            "letter), events as bars from their append to their outcome. --format mermaid "
-            "writes Markdown with Mermaid diagrams; --format html a self-contained page "
-            "with SVG. Read-only."
+            "(a cross for a dead letter), events as rows from their append through every "
+            "attempt to their outcome. --format mermaid writes Markdown with Mermaid "
+            "diagrams; --format html one self-contained page with the lionstore ui "
+            "timeline (zoom, pan). Read-only."
         ),
         parents=[common],
     )
@@ -75,7 +83,8 @@ async def _timeline_command(args: argparse.Namespace) -> int:
     if fmt is None:
         suffix = Path(args.output).suffix.lower() if args.output else ""
         fmt = "html" if suffix in (".html", ".htm") else "mermaid"
-    info, document = await render_timeline(args.path, run=args.run, fmt=fmt)
+    with Progress("drawing") as progress:
+        info, document = await render_timeline(args.path, run=args.run, fmt=fmt, progress=progress)
     with output_stream(args.output) as out:
         out.write(document if document.endswith("\n") else document + "\n")
     if args.output not in (None, "-"):

@@ -60,6 +60,7 @@ def big_db(tmp_path: Path) -> Path:
         (["verify", "--run", "big"], "verifying"),
         (["export", "--run", "big"], "exporting"),
         (["runs"], "counting"),
+        (["timeline", "--run", "big", "--format", "html"], "drawing"),
     ],
 )
 def test_commands_show_progress_on_a_terminal_only(
