@@ -143,10 +143,19 @@ def test_clicking_an_event_opens_it(browser: Any, server: str, shots: Path) -> N
     browser.save_screenshot(str(shots / "event.png"))
 
 
-def test_state_at_a_position(browser: Any, server: str) -> None:
-    open_page(browser, server, "#/run/nightly-report/state/12")
+def test_state_at_a_position(browser: Any, server: str, crashed_db: Path) -> None:
+    with sqlite3.connect(crashed_db) as db:  # where the fourth event was appended
+        (fourth,) = db.execute(
+            "SELECT position FROM lionstore_records WHERE kind = 'event.appended' "
+            "ORDER BY position LIMIT 1 OFFSET 3"
+        ).fetchone()
+        (claimed,) = db.execute(
+            "SELECT min(position) FROM lionstore_records WHERE kind = 'event.claimed'"
+        ).fetchone()
+    assert fourth < claimed
+    open_page(browser, server, f"#/run/nightly-report/state/{fourth}")
     rows = browser.find_elements(By.CSS_SELECTOR, "#state-events tbody tr")
-    assert len(rows) == 4  # four quick jobs appended by position 12, none claimed yet
+    assert len(rows) == 4  # four quick jobs appended by then, none claimed yet
     assert all("pending" in r.text for r in rows)
     open_page(browser, server, "#/run/nightly-report/state")
     rows = browser.find_elements(By.CSS_SELECTOR, "#state-events tbody tr")
