@@ -72,10 +72,78 @@ def register(
     parser.add_argument(
         "--output", "-o", metavar="FILE", help="write to FILE instead of standard output"
     )
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "otlp", "otlp-json", "spans"),
+        default="jsonl",
+        help=(
+            "jsonl (default): the records; otlp: send the run as OpenTelemetry spans to "
+            "--endpoint; otlp-json: write those spans as OTLP JSON (needs lionstore[otel]); "
+            "spans: print them as an indented tree"
+        ),
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help=(
+            "with --format otlp: the OTLP/HTTP endpoint (e.g. http://127.0.0.1:4318; "
+            "default: $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318)"
+        ),
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --format otlp: give up on the endpoint after this long (default 10)",
+    )
+    parser.add_argument(
+        "--redact",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help=(
+            "with an otlp format: leave out this attribute (e.g. response, fields, item, "
+            "error, or a full name such as lionstore.event.response); repeatable"
+        ),
+    )
     parser.set_defaults(handler=_export_command)
 
 
+async def _export_spans(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from lionstore.otel._attrs import make_redactor
+    from lionstore.otel.recorded import format_tree, recorded_spans
+
+    redact = make_redactor(args.redact)
+    async with lionstore.open(args.path, readonly=True) as store:
+        info = await resolve_run(store, args.run)
+        spans = await recorded_spans(store, str(info.run_id), redact=redact)
+    if args.format == "spans":
+        with output_stream(args.output) as out:
+            out.write(format_tree(spans) + "\n")
+        return 0
+    from lionstore.otel.export import otlp_json, send_otlp, to_sdk_spans
+
+    sdk_spans = to_sdk_spans(str(info.run_id), spans)
+    if args.format == "otlp-json":
+        with output_stream(args.output) as out:
+            out.write(otlp_json(sdk_spans) + "\n")
+        if args.output not in (None, "-"):
+            print(f"wrote {len(spans)} spans of run {describe_run(info)} to {args.output}")
+        return 0
+    await asyncio.to_thread(send_otlp, sdk_spans, args.endpoint, timeout=args.timeout)
+    trace_id = f"{sdk_spans[0].context.trace_id:032x}"
+    print(f"sent {len(spans)} spans of run {describe_run(info)} (trace {trace_id})")
+    return 0
+
+
 async def _export_command(args: argparse.Namespace) -> int:
+    if args.format != "jsonl":
+        return await _export_spans(args)
+    if args.endpoint is not None or args.redact:
+        raise SystemExit("lionstore export: --endpoint and --redact go with --format otlp")
     with output_stream(args.output) as out, Progress("exporting") as progress:
         info, count = await export_run(args.path, out, run=args.run, progress=progress)
     if args.output not in (None, "-"):

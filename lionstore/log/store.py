@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lionstore import _hooks
 from lionstore._gcpause import gc_paused
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import (
@@ -220,6 +221,11 @@ class Store:
         return self.run.run_id
 
     @property
+    def has_run(self) -> bool:
+        """Whether this store is attached to a run (a read-only store may not be)."""
+        return self._run is not None
+
+    @property
     def position(self) -> int:
         """The log position up to which this store's feed has delivered records."""
         return self._seen
@@ -383,9 +389,14 @@ class Store:
                     for pending in appends:
                         if pending.request is not None:
                             pending.request.want_records = True
+                timed = time.perf_counter() if _hooks.commit_observers else 0.0
                 outcome = await self._backend.commit(
                     run, [p.request for p in appends if p.request], self.now_us(), self._seen
                 )
+                if timed:
+                    _hooks.notify_commit(
+                        time.perf_counter() - timed, sum(p.records for p in appends)
+                    )
                 foreign, head = outcome.foreign, outcome.head
             else:
                 tail = await self._backend.tail(run, self._seen)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from lionstore import _hooks
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
 from lionstore.domain.ids import IDType, to_id
@@ -154,11 +155,16 @@ class Executor:
 
     async def append(self, event: Event) -> None:
         """Add an event to the pile and the pending progression (one commit)."""
+        if _hooks.invocation_observers:
+            _hooks.notify_appended([event], self.name)
         await self._repo.append([event])
 
     async def extend(self, events: Iterable[Event]) -> None:
         """Append many events in one commit."""
-        await self._repo.append(list(events))
+        events = list(events)
+        if _hooks.invocation_observers:
+            _hooks.notify_appended(events, self.name)
+        await self._repo.append(events)
 
     async def forward(self) -> None:
         """Move every pending event into the processor queue and run cycles until

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from lionstore import _hooks
 from lionstore._loop import Stoppable
 from lionstore.domain.element import class_path
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
@@ -376,6 +377,11 @@ class Processor(Stoppable):
         except RecordError:
             before = {}
         error: str | None = None
+        observed = (
+            _hooks.start_invocation(event, self._require_repo().state.name, attempt)
+            if _hooks.invocation_observers
+            else None
+        )
         started = time.perf_counter()
         try:
             await event.invoke()
@@ -400,12 +406,15 @@ class Processor(Stoppable):
             error = f"the outcome could not be recorded: {exc}"
         else:
             changed = {k: v for k, v in after.items() if before.get(k) != v} or None
+        duration = execution.duration if execution.duration is not None else elapsed
+        if observed:
+            _hooks.finish_invocation(observed, str(status.value), error, duration)
         return Outcome(
             event_id=event.id,
             attempt=attempt,
             claim_version=claim_version,
             status=status,
-            duration=execution.duration if execution.duration is not None else elapsed,
+            duration=duration,
             response=execution.response,
             error=error,
             fields=changed,
