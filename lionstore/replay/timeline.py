@@ -18,6 +18,7 @@ from lionstore.domain.event_records import (
     EventAppended,
     EventClaimed,
     EventFinished,
+    EventSkipped,
 )
 from lionstore.domain.mail_records import (
     MailDeadLettered,
@@ -83,6 +84,10 @@ async def collect_timeline(store: Store, *, run: str | None = None) -> Timeline:
             bar = tl.bars[sid]
             bar.claimed_us = bar.claimed_us or r.recorded_at_us
             bar.status, bar.attempts = "processing", d.attempt
+        elif isinstance(d, EventSkipped) and sid in tl.bars:
+            bar = tl.bars[sid]
+            bar.end_us = r.recorded_at_us
+            bar.status = "skipped"
         elif isinstance(d, (EventFinished, EventAbandoned)) and sid in tl.bars:
             bar = tl.bars[sid]
             bar.end_us = r.recorded_at_us
@@ -149,6 +154,9 @@ _COLOURS = {
     "failed": "#d64545",
     "processing": "#e0a030",
     "pending": "#9aa5b1",
+    "cancelled": "#8a6fb0",
+    "aborted": "#b05f2a",
+    "skipped": "#6f8fa8",
 }
 
 

@@ -28,8 +28,10 @@ from lionstore.domain.event_records import (
     EventDeferred,
     EventFinished,
     EventQueued,
+    EventReleased,
     EventRequeued,
     EventRetried,
+    EventSkipped,
     duration_to_us,
 )
 from lionstore.domain.ids import IDType, to_id
@@ -196,9 +198,12 @@ class ExecutorRepository(Repository):
         queue_first: Sequence[IDType] = (),
         now_us: int | None = None,
         seen: int = 0,
+        skips: Sequence[IDType] = (),
+        no_backoff: Sequence[IDType] = (),
     ) -> list[tuple[Event, int, int]]:
         """One transaction: queue the pending events ``queue_first`` (a forward),
-        claim ``grants`` (PROCESSING, with a lease) and defer ``denials``. Returns
+        claim ``grants`` (PROCESSING, with a lease), defer ``denials`` (those in
+        ``no_backoff`` due at once) and end ``skips`` as SKIPPED. Returns
         ``(event, attempt, claim_version)`` for each claim won; events someone else
         took meanwhile are skipped."""
         at_us = self.store.now_us() if now_us is None else now_us
@@ -217,6 +222,8 @@ class ExecutorRepository(Repository):
                     cycle=cycle,
                     backoff=backoff,
                     seen=seen,
+                    skips=skips,
+                    no_backoff=no_backoff,
                 )
 
         committed = await self.decide_and_append(decide)
@@ -281,11 +288,33 @@ class ExecutorRepository(Repository):
             return 0
         return len(await self.decide_and_append(decide))
 
+    async def release(self, refs: Iterable[Any], reason: str = "pop") -> list[IDType]:
+        """Let finished events go from the working pile (``event.released``); events
+        not finished (or not held) are left alone. Their records stay in the log."""
+        ids = [to_id(r) for r in refs]
+
+        def decide() -> Decision | None:
+            state = self.state
+            chosen = [
+                i
+                for i in dict.fromkeys(ids)
+                if i in state.versions
+                and i not in state.claims
+                # (not held: cleanup_completed let it go in memory already)
+                and (i not in state.pile._items or state.status(i) in TERMINAL_STATUSES)
+            ]
+            data = EventReleased(reason=reason)
+            return [NewRecord(i, data) for i in chosen], {i: state.versions[i] for i in chosen}
+
+        await self.load()
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
     async def retry(self, refs: Iterable[Any]) -> list[IDType]:
         """Put finished events back in pending (attempt + 1 when next claimed)."""
         ids = [to_id(r) for r in refs]
         for i in ids:
-            if not self.state.knows(i):
+            if i not in self.state.versions:
                 raise ItemNotFoundError(f"event {i} is not in this executor")
 
         def decide() -> Decision | None:
@@ -299,9 +328,16 @@ class ExecutorRepository(Repository):
         return [r.stream_id for r in committed]
 
 
+_RECORDED_STATUS: dict[EventStatus, Any] = {
+    EventStatus.COMPLETED: "completed",
+    EventStatus.CANCELLED: "cancelled",
+    EventStatus.ABORTED: "aborted",
+}
+
+
 def _finished(outcome: Outcome) -> EventFinished:
     return EventFinished(
-        status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
+        status=_RECORDED_STATUS.get(outcome.status, "failed"),
         attempt=outcome.attempt,
         duration_us=duration_to_us(outcome.duration),
         response=outcome.response,
@@ -340,9 +376,12 @@ def decide_claim(
     cycle: int,
     backoff: Any,
     seen: int = 0,
+    skips: Sequence[IDType] = (),
+    no_backoff: Sequence[IDType] = (),
 ) -> Decision:
     """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
-    granted events and defer the denied ones."""
+    granted events, defer the denied ones (at once for ``no_backoff``: a
+    ``handle_denied`` override asked for it) and end ``skips`` as SKIPPED."""
     records: list[NewRecord] = []
     add = records.append
     expected: dict[IDType, int] = {}
@@ -377,15 +416,17 @@ def decide_claim(
                 claim = claims[attempt] = (data, encode_data(data))
             add(NewRecord(i, *claim))
             expected.setdefault(i, versions[i])
+    immediate = set(no_backoff)
     for i in denials:
         if i in state.queue or i in queued:
             denied = state.denials.get(i, 0) + 1
+            wait_us = 0 if i in immediate else int(backoff(denied) * 1_000_000)
             records.append(
                 NewRecord(
                     i,
                     EventDeferred(
                         reason="permission_denied",
-                        retry_at_us=now_us + int(backoff(denied) * 1_000_000),
+                        retry_at_us=now_us + wait_us,
                         denials=denied,
                         owner=owner,
                         cycle=cycle,
@@ -395,6 +436,13 @@ def decide_claim(
                 )
             )
             expected.setdefault(i, state.versions[i])
+    if skips:
+        skipped = EventSkipped(owner=owner, cycle=cycle, at_us=now_us, seen=seen)
+        skipped_text = encode_data(skipped)
+        for i in skips:
+            if i in state.queue or i in queued:
+                add(NewRecord(i, skipped, skipped_text))
+                expected.setdefault(i, versions[i])
     return records, expected
 
 
