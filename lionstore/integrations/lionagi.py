@@ -367,6 +367,8 @@ class DurableAPIExecutor:
             "limit_tokens": config.get("limit_tokens"),
             "max_attempts": max_attempts,
             "lease_seconds": lease_seconds,
+            # a finished call is recorded at once, whatever the slow ones do
+            "finish_each": True,
         }
         self.executor = ModelCallExecutor(processor_config, store=store, name=self.name)
         self.pile = _Pile(self)

@@ -41,6 +41,8 @@ before):
 * A cancelled ``process()`` records CANCELLED for the invocations it cancelled.
 * A processor used on its own (no Executor) inside ``lionstore.open(...)`` keeps
   its queue as an executor of its own in that store.
+* ``finish_each=True`` records each outcome as soon as its invocation ends (a
+  long invocation no longer holds back the records of the short ones).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Processor(Stoppable):
         lease_seconds: float = 300.0,
         max_backoff: float = 60.0,
         name: str | None = None,
+        finish_each: bool = False,
     ) -> None:
         for name, value in (
             ("queue_capacity", queue_capacity),
@@ -180,6 +183,10 @@ class Processor(Stoppable):
         self._in_flight: set[IDType] = set()
         self._name = name
         self._own_repo = False
+        # Record each outcome as soon as its invocation ends (concurrent ones still
+        # share group commits) instead of the whole cycle's in one transaction: a
+        # crash then keeps every outcome that was reached (model calls: never resent).
+        self.finish_each = bool(finish_each)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -493,12 +500,14 @@ class Processor(Stoppable):
         started = time.perf_counter()
         try:
             if len(claimed) == 1:  # no task to spawn for one event (append + forward)
-                outcomes = [await self._invoke(*claimed[0])]
+                await repo.finish([await self._invoke(*claimed[0])])
+            elif self.finish_each:
+                await asyncio.gather(*(self._invoke_and_finish(repo, *claim) for claim in claimed))
             else:
                 outcomes = await asyncio.gather(
                     *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
                 )
-            await repo.finish(outcomes)
+                await repo.finish(outcomes)
         except asyncio.CancelledError:
             # The cycle was cancelled: what it cancelled is CANCELLED, not PROCESSING
             # until a lease expires (a crash still leaves the lease to expire).
@@ -510,6 +519,11 @@ class Processor(Stoppable):
                 if event.execution.status in TERMINAL_STATUSES:
                     notify_terminal(event)
         return ended + len(claimed)
+
+    async def _invoke_and_finish(
+        self, repo: ExecutorRepository, event: Event, attempt: int, version: int
+    ) -> None:
+        await repo.finish([await self._invoke(event, attempt, version)])
 
     async def _record_cancelled(
         self, repo: ExecutorRepository, claimed: list[tuple[Event, int, int]], started: float

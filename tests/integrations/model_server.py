@@ -23,6 +23,7 @@ class ModelServer:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.headers: list[dict[str, str]] = []
         self.gate = threading.Event()
+        self.hold: set[str] = set()  # messages /ok/ holds until release()
         self.arrived = threading.Condition()
         self._lock = threading.Lock()
         server = self
@@ -42,7 +43,7 @@ class ModelServer:
                     server.headers.append(dict(self.headers))
                 with server.arrived:
                     server.arrived.notify_all()
-                if prefix == "slow":
+                if prefix == "slow" or text in server.hold:
                     server.gate.wait(timeout=60)
                 if prefix == "fail":
                     self._send(400, {"error": {"message": "bad request for the test"}})

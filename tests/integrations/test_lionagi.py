@@ -166,3 +166,65 @@ async def test_rate_limit_grants_and_waits_are_recorded_and_survive_a_restart(
 def test_model_call_is_a_lionstore_event() -> None:
     assert issubclass(ModelCall, lionstore.Event)
     assert json.loads(ModelCall(payload={"a": 1}).model_dump_json())["payload"] == {"a": 1}
+
+
+WORKER = Path(__file__).with_name("_lionagi_worker.py")
+
+
+def finished_count(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        [(n,)] = db.execute("SELECT COUNT(*) FROM lionstore_records WHERE kind = 'event.finished'")
+    return int(n)
+
+
+async def test_sigkill_mid_batch_then_resume_sends_finished_calls_once(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "batch.db"
+    held = {f"q{i}" for i in range(5, 10)}
+    server.hold = set(held)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    args = [sys.executable, str(WORKER), "batch", str(path), server.url("ok"), "10"]
+    worker = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # five calls answered and recorded, five in flight (held by the server)
+        assert await asyncio.to_thread(server.wait_for, "ok", 10, 60), "requests never arrived"
+        deadline = time.monotonic() + 60
+        while finished_count(path) < 5:
+            assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+            assert time.monotonic() < deadline, "the five answered calls were never recorded"
+            await asyncio.sleep(0.02)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait(timeout=30)
+    assert finished_count(path) == 5
+    server.hold.clear()
+    server.release()  # the dead worker's held requests end (nobody reads them)
+
+    args[2] = "resume"
+    done = await asyncio.to_thread(
+        subprocess.run, args, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["counts"] == {"completed": 10}
+    for i in range(10):
+        sent = server.counts[("ok", f"q{i}")]
+        if f"q{i}" in held:
+            assert 2 <= sent <= 3, (i, sent)  # in flight: sent again, at most max_attempts
+            assert report["attempts"][f"q{i}"] == 2
+        else:
+            assert sent == 1, (i, sent)  # finished before the kill: never sent again
+    async with lionstore.open(str(path), run="batch") as store:
+        assert (await verify(store)).divergence is None

@@ -411,3 +411,23 @@ async def test_executor_helpers_and_recorded_releases(open_store: Any) -> None:
         finished = await _finished(store)
         assert finished[done.id].response == {"n": 1} and finished[failed.id].status == "failed"
         again.close()
+
+
+async def test_finish_each_records_an_outcome_before_slower_ones_end(open_store: Any) -> None:
+    async with open_store(run="each") as store:
+        Gated.running, Gated.most, Gated.gate = 0, 0, asyncio.Event()
+        processor = Processor(10, 0.01, finish_each=True)
+        quick, slow = Ok(n=1), Gated()
+        await processor.enqueue(quick)
+        await processor.enqueue(slow)
+        cycle = asyncio.create_task(processor.process())
+
+        async def quick_recorded() -> bool:
+            return quick.id in await _finished(store)
+
+        await wait_until(quick_recorded, what="the quick outcome")
+        assert slow.status == EventStatus.PROCESSING and not cycle.done()
+        Gated.gate.set()
+        await asyncio.wait_for(cycle, timeout=10)
+        assert set(await _finished(store)) == {quick.id, slow.id}
+        assert (await verify(store)).divergence is None
