@@ -268,7 +268,7 @@ class _Pile:
         self._owner = owner
 
     async def ainclude(self, call: Any) -> None:
-        await self._owner._include(call)
+        await self._owner._include(call, record=False)
 
     def include(self, call: Any) -> None:
         raise TypeError("use `await pile.ainclude(call)`: recording a call is asynchronous")
@@ -318,8 +318,9 @@ class _ProcessorView:
         return self._processor.is_stopped()
 
     async def enqueue(self, call: Any) -> None:
-        event = await self._owner._include(call)
-        await self._processor.enqueue(event)
+        event = await self._owner._include(call, record=False)
+        await self._processor.enqueue(event)  # appended and queued in one commit
+        self._owner._wrapped.pop(event.id, None)
 
     async def process(self) -> None:
         # lionagi re-drives deferred calls from a replenisher task; here the caller's
@@ -375,6 +376,8 @@ class DurableAPIExecutor:
         self.pending = _Pending(self)
         self._view: _ProcessorView | None = None
         self._finishing: set[asyncio.Task[None]] = set()
+        # calls included (iModel's pile.ainclude) and not yet recorded
+        self._wrapped: dict[IDType, ModelCall] = {}
         _FACTORIES[self.name] = self._rebuild
 
     # -- what iModel calls ----------------------------------------------------------------
@@ -421,9 +424,13 @@ class DurableAPIExecutor:
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _include(self, call: Any) -> ModelCall:
+    async def _include(self, call: Any, *, record: bool = True) -> ModelCall:
+        """The ModelCall of ``call``, recorded (appended) unless ``record`` is False:
+        iModel's ``pile.ainclude`` is followed by ``processor.enqueue``, which appends
+        and queues the call in one commit."""
         if isinstance(call, ModelCall):
-            await self.executor.append(call)
+            if record:
+                await self.executor.append(call)
             return call
         event_id = to_id(call.id)
         if event_id in self.executor:
@@ -431,12 +438,18 @@ class DurableAPIExecutor:
             assert isinstance(existing, ModelCall)
             _LIVE.setdefault(event_id, call)
             return existing
-        event = ModelCall.wrap(call, self.name)
-        await self.executor.append(event)
+        event = self._wrapped.get(event_id)
+        if event is None:
+            event = self._wrapped[event_id] = ModelCall.wrap(call, self.name)
         if event.streamed:
             # iModel.stream consumes the call itself, outside the processor: the call
-            # is claimed now (in flight, under a lease) and finished at its pop.
+            # is recorded and claimed now (in flight, under a lease), finished at its pop.
+            self._wrapped.pop(event_id, None)
+            await self.executor.append(event)
             await self._claim_for_stream(event)
+        elif record:
+            self._wrapped.pop(event_id, None)
+            await self.executor.append(event)
         return event
 
     async def _claim_for_stream(self, event: ModelCall) -> None:
@@ -444,11 +457,11 @@ class DurableAPIExecutor:
         processor = self.executor.processor
         assert processor is not None
         repo = self.executor._repo
-        await repo.queue([event.id])
         processor._cycle += 1
         await repo.claim(
             [event.id],
             [],
+            queue_first=[event.id],
             owner=processor.owner,
             lease_seconds=processor.lease_seconds,
             cycle=processor._cycle,
@@ -460,6 +473,9 @@ class DurableAPIExecutor:
     def _pop(self, ref: Any, default: Any) -> Any:
         event_id = to_id(getattr(ref, "id", ref))
         call = _LIVE.pop(event_id, None)
+        wrapped = self._wrapped.pop(event_id, None)  # included, never enqueued
+        if wrapped is not None and call is None:
+            call = wrapped
         if event_id not in self.executor:
             if default is ...:
                 raise KeyError(event_id)

@@ -114,8 +114,9 @@ class ExecutorRepository(Repository):
 
     # -- append / queue ------------------------------------------------------------------
 
-    async def append(self, events: Sequence[Event]) -> list[Event]:
-        """Record new events (pending). Events already in the pile are left alone.
+    async def append(self, events: Sequence[Event], *, queue: bool = False) -> list[Event]:
+        """Record new events (pending; with ``queue``, queued too, in the same commit).
+        Events already in the pile are left alone.
 
         Returns the events that were new. Raises TypeError for a wrong type and
         RecordError for unstorable fields, before anything is written.
@@ -152,7 +153,10 @@ class ExecutorRepository(Repository):
             fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
             for event, _ in fresh:
                 self.state.live[event.id] = event
-            return [r for _, r in fresh], {e.id: 0 for e, _ in fresh}
+            records = [r for _, r in fresh]
+            if queue:
+                records += [NewRecord(e.id, _QUEUED, _EMPTY) for e, _ in fresh]
+            return records, {e.id: 0 for e, _ in fresh}
 
         await self.load()
         try:
@@ -180,8 +184,11 @@ class ExecutorRepository(Repository):
         return [r.stream_id for r in committed]
 
     async def enqueue_event(self, event: Event) -> None:
-        """Processor.enqueue: append the event if it is new, then queue it if pending."""
-        await self.append([event])
+        """Processor.enqueue: append and queue a new event (one commit), or queue a
+        known one if it is pending."""
+        await self.load()
+        if not self.state.knows(event.id):
+            await self.append([event], queue=True)
         await self.queue([event.id])
 
     # -- claims and outcomes ---------------------------------------------------------------
