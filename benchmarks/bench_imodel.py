@@ -83,7 +83,8 @@ async def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls = 2, 100
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     server = ModelServer().start()
     results = Results()
     try:
