@@ -228,3 +228,26 @@ async def test_sigkill_mid_batch_then_resume_sends_finished_calls_once(
             assert sent == 1, (i, sent)  # finished before the kill: never sent again
     async with lionstore.open(str(path), run="batch") as store:
         assert (await verify(store)).divergence is None
+
+
+async def test_a_run_of_model_calls_forks_and_the_fork_sends_again(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    path = str(tmp_path / "fork.db")
+    async with lionstore.open(path, run="original") as store:
+        imodel = durable(model(server), name="forked-model")
+        await asyncio.wait_for(imodel.invoke(messages=ask("again")), timeout=30)
+        await imodel.executor.flush()
+        [queued] = await records(store, "event.queued")
+        fork = await store.fork(queued.position, label="replayed")
+    assert server.counts[("ok", "again")] == 1
+    async with lionstore.open(path, run=fork.run_id) as store:
+        # the fork holds the call recorded and queued, not yet sent: resuming sends it
+        again = durable(model(server), name="forked-model")
+        await asyncio.wait_for(again.executor.resume(), timeout=30)
+        [finished] = await records(store, "event.finished")
+        assert finished.data.status == "completed"
+        assert finished.data.response["choices"][0]["message"]["content"] == "echo: again"
+        assert (await verify(store)).divergence is None
+        again.executor.executor.close()
+    assert server.counts[("ok", "again")] == 2
