@@ -186,6 +186,9 @@ class ExecutorRepository(Repository):
     async def enqueue_event(self, event: Event) -> None:
         """Processor.enqueue: append and queue a new event (one commit), or queue a
         known one if it is pending."""
+        if not isinstance(event, Event):
+            self.state.pile._check_type(event)  # raises TypeError, naming what it wanted
+            raise TypeError(f"expected an Event, not {type(event).__name__}")
         await self.load()
         if not self.state.knows(event.id):
             await self.append([event], queue=True)
