@@ -318,13 +318,21 @@ class _ProcessorView:
         return self._processor.is_stopped()
 
     async def enqueue(self, call: Any) -> None:
+        # Recorded by the next process(): appended, queued and claimed in the cycle's
+        # one commit (iModel calls process() right after; nothing is sent before).
         event = await self._owner._include(call, record=False)
-        await self._processor.enqueue(event)  # appended and queued in one commit
-        self._owner._wrapped.pop(event.id, None)
+        if event.id not in self._owner.executor:
+            self._owner._admit.setdefault(event.id, event)
 
     async def process(self) -> None:
         # lionagi re-drives deferred calls from a replenisher task; here the caller's
         # process() runs cycles until the queue is drained (waits are recorded).
+        admit = list(self._owner._admit.values())
+        self._owner._admit.clear()
+        for event in admit:
+            self._owner._wrapped.pop(event.id, None)
+        if admit:
+            await self._processor._cycle_with(forward=False, admit=admit)
         await self._processor.join()
 
     async def start(self) -> None:
@@ -378,6 +386,8 @@ class DurableAPIExecutor:
         self._finishing: set[asyncio.Task[None]] = set()
         # calls included (iModel's pile.ainclude) and not yet recorded
         self._wrapped: dict[IDType, ModelCall] = {}
+        # calls enqueued and not yet recorded: the next process() admits them
+        self._admit: dict[IDType, ModelCall] = {}
         _FACTORIES[self.name] = self._rebuild
 
     # -- what iModel calls ----------------------------------------------------------------

@@ -54,7 +54,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from lionstore._loop import Stoppable
@@ -365,12 +365,13 @@ class Processor(Stoppable):
         concurrently, record their outcomes. Capacity is then restored."""
         await self._cycle_with(forward=False)
 
-    async def _cycle_with(self, *, forward: bool) -> int:
-        """One cycle; returns how many events it ran or ended."""
+    async def _cycle_with(self, *, forward: bool, admit: Sequence[Event] | None = None) -> int:
+        """One cycle; returns how many events it ran or ended. ``admit``: new events
+        appended and queued in the cycle's own commit (after the pending ones)."""
         repo = await self._ensure_repo()
         async with self._lock():
             try:
-                return await self._process(repo, forward=forward)
+                return await self._process(repo, forward=forward, admit=admit or [])
             finally:
                 self._available_capacity = self.queue_capacity
 
@@ -449,7 +450,9 @@ class Processor(Stoppable):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
 
-    async def _process(self, repo: ExecutorRepository, *, forward: bool) -> int:
+    async def _process(
+        self, repo: ExecutorRepository, *, forward: bool, admit: Sequence[Event] | None = None
+    ) -> int:
         """One cycle. With ``forward``, the executor's pending events join the queue
         in the same transaction as the cycle's claims (Executor.forward)."""
         await repo.sync()
@@ -458,11 +461,16 @@ class Processor(Stoppable):
         )
         self._available_capacity = self.queue_capacity
         state = repo.state
+        admitted = [(e, r) for e, r in repo.prepare_append(admit or []) if not state.knows(e.id)]
+        forward = forward or bool(admitted)  # what verify sees: an append, then a forward
         to_queue = list(state.pending) if forward else []
         now_us, seen = repo.store.now_us(), state.position
         candidates = cycle_candidates(state, self.queue_capacity, now_us, forward)
+        room = self.queue_capacity - len(candidates)
+        candidates += [e.id for e, _ in admitted[: max(room, 0)]]
         if not candidates:
             return 0
+        new_events = {e.id: e for e, _ in admitted}
         grants: list[IDType] = []
         denials: list[IDType] = []
         skips: list[IDType] = []
@@ -470,7 +478,7 @@ class Processor(Stoppable):
         overridden = type(self).handle_denied is not Processor.handle_denied
         for event_id in candidates:
             self._available_capacity -= 1
-            event = items[event_id]
+            event = items[event_id] if event_id not in new_events else new_events[event_id]
             if await self.request_permission(**event.request):
                 grants.append(event_id)
             elif await self.handle_denied(event):
@@ -490,10 +498,11 @@ class Processor(Stoppable):
             seen=seen,
             skips=skips,
             no_backoff=denials if overridden else (),
+            admit=admitted,
         )
         ended = sum(1 for i in skips if state.status(i) == EventStatus.SKIPPED)
         for i in skips:
-            notify_terminal(items[i])
+            notify_terminal(state.pile._items[i])
         if not claimed:
             return ended
         self._in_flight.update(e.id for e, _, _ in claimed)

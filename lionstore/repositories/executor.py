@@ -121,6 +121,29 @@ class ExecutorRepository(Repository):
         Returns the events that were new. Raises TypeError for a wrong type and
         RecordError for unstorable fields, before anything is written.
         """
+        prepared = self.prepare_append(events)
+
+        def decide() -> Decision | None:
+            fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
+            for event, _ in fresh:
+                self.state.live[event.id] = event
+            records = [r for _, r in fresh]
+            if queue:
+                records += [NewRecord(e.id, _QUEUED, _EMPTY) for e, _ in fresh]
+            return records, {e.id: 0 for e, _ in fresh}
+
+        await self.load()
+        try:
+            committed = await self.decide_and_append(decide)
+        finally:
+            for event, _ in prepared:
+                self.state.live.pop(event.id, None)
+        new = {r.stream_id for r in committed}
+        return [e for e, _ in prepared if e.id in new]
+
+    def prepare_append(self, events: Sequence[Event]) -> list[tuple[Event, NewRecord]]:
+        """The ``event.appended`` record of each event (type checked and encoded, so bad
+        input is refused before anything is written); duplicates dropped."""
         pile = self.state.pile
         limit = self.store.max_record_bytes
         prepared: list[tuple[Event, NewRecord]] = []
@@ -148,24 +171,7 @@ class ExecutorRepository(Repository):
                 )
                 # encoded now, so bad fields are refused before anything is written
                 prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
-
-        def decide() -> Decision | None:
-            fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
-            for event, _ in fresh:
-                self.state.live[event.id] = event
-            records = [r for _, r in fresh]
-            if queue:
-                records += [NewRecord(e.id, _QUEUED, _EMPTY) for e, _ in fresh]
-            return records, {e.id: 0 for e, _ in fresh}
-
-        await self.load()
-        try:
-            committed = await self.decide_and_append(decide)
-        finally:
-            for event, _ in prepared:
-                self.state.live.pop(event.id, None)
-        new = {r.stream_id for r in committed}
-        return [e for e, _ in prepared if e.id in new]
+        return prepared
 
     async def queue(self, ids: Iterable[IDType] | None = None) -> list[IDType]:
         """Move pending events (all, or those named) into the processor queue."""
@@ -210,6 +216,7 @@ class ExecutorRepository(Repository):
         seen: int = 0,
         skips: Sequence[IDType] = (),
         no_backoff: Sequence[IDType] = (),
+        admit: Sequence[tuple[Event, NewRecord]] = (),
     ) -> list[tuple[Event, int, int]]:
         """One transaction: queue the pending events ``queue_first`` (a forward),
         claim ``grants`` (PROCESSING, with a lease), defer ``denials`` (those in
@@ -220,12 +227,17 @@ class ExecutorRepository(Repository):
         lease_us = int(lease_seconds * 1_000_000)
 
         def decide() -> Decision | None:
+            # ``admit``: new events appended in this same commit, then queued with the
+            # forwarded ones (what an append followed by a forward cycle would write).
+            fresh = [(e, r) for e, r in admit if not self.state.knows(e.id)]
+            for event, _ in fresh:
+                self.state.live[event.id] = event
             with gc_paused(len(grants) + len(queue_first)):
-                return decide_claim(
+                records, expected = decide_claim(
                     self.state,
                     grants,
                     denials,
-                    queue_first,
+                    [*queue_first, *(e.id for e, _ in fresh)],
                     owner=owner,
                     now_us=at_us,
                     lease_us=lease_us,
@@ -234,9 +246,18 @@ class ExecutorRepository(Repository):
                     seen=seen,
                     skips=skips,
                     no_backoff=no_backoff,
+                    admitted={e.id for e, _ in fresh},
                 )
+            return [*(r for _, r in fresh), *records], {
+                **expected,
+                **{event.id: 0 for event, _ in fresh},
+            }
 
-        committed = await self.decide_and_append(decide)
+        try:
+            committed = await self.decide_and_append(decide)
+        finally:
+            for event, _ in admit:
+                self.state.live.pop(event.id, None)
         pile = self.state.pile._items
         claimed = EventClaimed.kind
         return [
@@ -388,6 +409,7 @@ def decide_claim(
     seen: int = 0,
     skips: Sequence[IDType] = (),
     no_backoff: Sequence[IDType] = (),
+    admitted: set[IDType] | frozenset[IDType] = frozenset(),
 ) -> Decision:
     """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
     granted events, defer the denied ones (at once for ``no_backoff``: a
@@ -404,9 +426,9 @@ def decide_claim(
         forwarded_text = encode_data(forwarded)
         pending = state.pending
         for i in queue_first:
-            if i in pending:
+            if i in pending or i in admitted:
                 add(NewRecord(i, forwarded, forwarded_text))
-                expected[i] = versions[i]
+                expected[i] = versions.get(i, 0)
                 queued.add(i)
     claims: dict[int, tuple[EventClaimed, str]] = {}
     attempts, queue = state.attempts, state.queue
@@ -425,7 +447,7 @@ def decide_claim(
                 )
                 claim = claims[attempt] = (data, encode_data(data))
             add(NewRecord(i, *claim))
-            expected.setdefault(i, versions[i])
+            expected.setdefault(i, versions.get(i, 0))
     immediate = set(no_backoff)
     for i in denials:
         if i in state.queue or i in queued:
@@ -445,14 +467,14 @@ def decide_claim(
                     ),
                 )
             )
-            expected.setdefault(i, state.versions[i])
+            expected.setdefault(i, state.versions.get(i, 0))
     if skips:
         skipped = EventSkipped(owner=owner, cycle=cycle, at_us=now_us, seen=seen)
         skipped_text = encode_data(skipped)
         for i in skips:
             if i in state.queue or i in queued:
                 add(NewRecord(i, skipped, skipped_text))
-                expected.setdefault(i, versions[i])
+                expected.setdefault(i, versions.get(i, 0))
     return records, expected
 
 

@@ -238,17 +238,20 @@ async def test_a_run_of_model_calls_forks_and_the_fork_sends_again(
 ) -> None:
     path = str(tmp_path / "fork.db")
     async with lionstore.open(path, run="original") as store:
-        imodel = durable(model(server), name="forked-model")
+        imodel = durable(model(server), name="forked-model", lease_seconds=0.5)
         await asyncio.wait_for(imodel.invoke(messages=ask("again")), timeout=30)
         await imodel.executor.flush()
-        [queued] = await records(store, "event.queued")
-        fork = await store.fork(queued.position, label="replayed")
+        [claimed] = await records(store, "event.claimed")
+        # the commit that recorded, queued and claimed the call ends with the claim
+        fork = await store.fork(claimed.position, label="replayed")
     assert server.counts[("ok", "again")] == 1
     async with lionstore.open(path, run=fork.run_id) as store:
-        # the fork holds the call recorded and queued, not yet sent: resuming sends it
-        again = durable(model(server), name="forked-model")
+        # the fork holds the call in flight (claimed by an owner that is gone): once
+        # its lease expires, resuming sends it again
+        again = durable(model(server), name="forked-model", lease_seconds=0.5)
         await asyncio.wait_for(again.executor.resume(), timeout=30)
         [finished] = await records(store, "event.finished")
+        assert finished.data.attempt == 2
         assert finished.data.status == "completed"
         assert finished.data.response["choices"][0]["message"]["content"] == "echo: again"
         assert (await verify(store)).divergence is None

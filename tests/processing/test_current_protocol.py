@@ -431,3 +431,35 @@ async def test_finish_each_records_an_outcome_before_slower_ones_end(open_store:
         await asyncio.wait_for(cycle, timeout=10)
         assert set(await _finished(store)) == {quick.id, slow.id}
         assert (await verify(store)).divergence is None
+
+
+async def test_admitted_events_are_appended_queued_and_claimed_in_one_commit(
+    open_store: Any,
+) -> None:
+    async with open_store(run="admit") as store:
+        processor = Processor(2, 0.01)
+        first, second, third = Ok(n=1), Ok(n=2), Ok(n=3)
+        await processor.enqueue(Ok(n=0))  # one already queued: the cycle takes it first
+        before = await store.head()
+        ran = await asyncio.wait_for(
+            processor._cycle_with(forward=False, admit=[first, second, third]), timeout=10
+        )
+        assert ran == 2  # capacity 2: the queued event and the first admitted one
+        records = [r async for r in await store.read(after=before)]
+        commits = sorted({r.recorded_at_us for r in records if r.kind != "event.finished"})
+        kinds = [r.kind for r in records if r.recorded_at_us == commits[0]]
+        assert kinds == [
+            "event.appended",
+            "event.appended",
+            "event.appended",
+            "event.queued",
+            "event.queued",
+            "event.queued",
+            "event.claimed",
+            "event.claimed",
+        ]
+        assert first.status == EventStatus.COMPLETED and second.status == EventStatus.PENDING
+        assert list(processor.queue) == [second.id, third.id]
+        await asyncio.wait_for(processor.join(), timeout=10)
+        assert third.status == EventStatus.COMPLETED
+        assert (await verify(store)).divergence is None
