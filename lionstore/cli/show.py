@@ -143,6 +143,12 @@ def _executor_lines(name: str, state: dict[str, Any], width: int) -> list[str]:
         f"executor {name}: {_plural(len(events), 'event')} ({count_phrase(statuses)}); "
         f"{len(state['pending'])} waiting to be forwarded, {len(state['queue'])} in the "
         "processor queue"
+        + (
+            f"; {len(state['released'])} released from the working pile (their records "
+            "are in the log: lionstore log / timeline)"
+            if state.get("released")
+            else ""
+        )
     ]
     for owner, config in state["processors"].items():
         lines.append(

@@ -6,12 +6,16 @@
     event.queued     -> forwarded into the processor queue (PENDING)
     event.deferred   -> request_permission said no; stays queued until retry_at
     event.claimed    -> PROCESSING, owned by one processor until lease_expires
-    event.finished   -> COMPLETED or FAILED, with the outcome of invoke()
+    event.finished   -> COMPLETED, FAILED, CANCELLED or ABORTED, with the outcome of
+                        invoke()
+    event.skipped    -> SKIPPED: denied, and handle_denied ended it unrun
     event.lease_renewed -> the owner, still invoking, moved its lease on
     event.requeued   -> the owner's lease expired, or its process is gone
                         (reason ``owner_gone``); back in the queue
     event.abandoned  -> the same, on the last allowed attempt; FAILED
     event.retried    -> an explicit retry of a finished event; pending again
+    event.released   -> removed from the executor's working pile (pile.pop,
+                        cleanup_completed); its records stay in the log
 
 and, on the executor's own stream (``executor_stream_id(name)``):
 
@@ -37,8 +41,10 @@ __all__ = [
     "EventFinished",
     "EventLeaseRenewed",
     "EventQueued",
+    "EventReleased",
     "EventRequeued",
     "EventRetried",
+    "EventSkipped",
     "LeaseTakenOver",
     "ProcessorIdentity",
     "ProcessorStarted",
@@ -123,7 +129,7 @@ class EventFinished(RecordData):
 
     kind: ClassVar[str] = "event.finished"
     kind_version: ClassVar[int] = 2
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "cancelled", "aborted"]
     attempt: int
     duration_us: int | None = None
     response: Any = None
@@ -177,6 +183,26 @@ class EventRetried(RecordData):
     attempt: int
 
 
+class EventSkipped(RecordData):
+    """A cycle asked for permission, was denied, and ``handle_denied`` ended the event
+    (SKIPPED, never invoked). Part of the cycle's commit, like event.deferred."""
+
+    kind: ClassVar[str] = "event.skipped"
+    reason: str = "permission_denied"
+    owner: str = ""
+    cycle: int = 0
+    at_us: int = 0
+    seen: int = 0
+
+
+class EventReleased(RecordData):
+    """The executor let go of a finished event (``pile.pop``, ``cleanup_completed``):
+    it leaves the working pile; its stream, outcome included, stays in the log."""
+
+    kind: ClassVar[str] = "event.released"
+    reason: str = "pop"
+
+
 class ProcessorStarted(RecordData):
     kind: ClassVar[str] = "processor.started"
     executor: str
@@ -188,6 +214,8 @@ class ProcessorStarted(RecordData):
     max_attempts: int
     lease_seconds: float
     max_backoff: float
+    concurrency_limit: int | None = None
+    max_queue_size: int = 0
 
 
 class ProcessorIdentity(RecordData):
@@ -222,6 +250,8 @@ EVENT_KINDS = tuple(
         EventRequeued,
         EventAbandoned,
         EventRetried,
+        EventSkipped,
+        EventReleased,
         ProcessorStarted,
         EventLeaseRenewed,
         ProcessorIdentity,

@@ -21,6 +21,7 @@ Differences from lionagi 0.8.7, on purpose:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -210,3 +211,97 @@ class Executor:
     def close(self) -> None:
         """Stop following the store's feed."""
         self._repo.close()
+
+    # -- current lionagi's helpers -------------------------------------------------------
+
+    @property
+    def cancelled_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.CANCELLED)
+
+    @property
+    def skipped_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.SKIPPED)
+
+    @property
+    def aborted_events(self) -> Pile[Event]:
+        return self._filtered(EventStatus.ABORTED)
+
+    def status_counts(self) -> dict[str, int]:
+        """How many events of the working pile are in each status (``{"completed": 2}``)."""
+        counts: dict[str, int] = {}
+        for event in self.pile:
+            key = event.status.value
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def cleanup_completed(self) -> int:
+        """Release every COMPLETED event from the working pile; returns how many.
+
+        Synchronous, as in lionagi: the events leave the pile at once, and their
+        ``event.released`` records are written by a task this schedules (or by
+        :meth:`release_completed` / the next ``flush_released``). The log keeps each
+        event's records; a reopen before the release is recorded shows them again."""
+        ids = [e.id for e in self.pile if e.status == EventStatus.COMPLETED]
+        self._release_now(ids)
+        return len(ids)
+
+    async def release(self, refs: Any, reason: str = "pop") -> list[IDType]:
+        """Release finished events from the working pile, recorded (``event.released``).
+        Unfinished events are left alone. Returns the ids released."""
+        items = refs if isinstance(refs, (list, tuple, set)) else [refs]
+        await self.flush_released()
+        return await self._repo.release(items, reason)
+
+    async def release_completed(self) -> int:
+        """``cleanup_completed``, recorded before it returns."""
+        ids = [e.id for e in self.pile if e.status == EventStatus.COMPLETED]
+        await self.flush_released()
+        return len(await self._repo.release(ids, "cleanup_completed"))
+
+    async def flush_released(self) -> None:
+        """Record the releases ``cleanup_completed`` made in memory only (returns once
+        every one of them is committed)."""
+        tasks: set[asyncio.Task[None]] = self.__dict__.get("_release_tasks", set())
+        if tasks:
+            await asyncio.gather(*tasks)
+        await self._record_unrecorded()
+
+    async def _record_unrecorded(self) -> None:
+        unrecorded = self.__dict__.get("_unrecorded_releases")
+        while unrecorded:
+            batch = list(unrecorded)
+            unrecorded.clear()
+            await self._repo.release(batch, "cleanup_completed")
+
+    def _release_now(self, ids: list[IDType]) -> None:
+        if not ids:
+            return
+        from lionstore.domain.event_records import EventReleased
+        from lionstore.projections.executor import _released
+
+        # Applied to the projection now (what the record will apply again: idempotent).
+        versions = dict(self._repo.state.versions)
+        for i in ids:
+            _released(self._repo.state, i, EventReleased(reason="cleanup_completed"))
+            # the versions stay until the record is written (its compare-and-set)
+            self._repo.state.versions[i] = versions[i]
+        unrecorded: list[IDType] = self.__dict__.setdefault("_unrecorded_releases", [])
+        unrecorded.extend(ids)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._record_unrecorded())
+        self.__dict__.setdefault("_release_tasks", set()).add(task)
+        task.add_done_callback(self.__dict__["_release_tasks"].discard)
+
+    def inspect_state(self) -> dict[str, Any]:
+        """A summary: total events, status counts, pending count and processor state."""
+        processor = self.processor
+        return {
+            "total_events": len(self.pile),
+            "status_counts": self.status_counts(),
+            "pending_queue": len(self.pending),
+            "processor_running": processor.execution_mode if processor else False,
+            "processor_stopped": processor.is_stopped() if processor else True,
+        }

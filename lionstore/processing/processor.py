@@ -25,33 +25,59 @@ losses fixed (shared/reference/lionagi-0.8.7-behaviour.md sections 2.7 and 5):
   ``start()`` clears it. ``execution_mode`` is reset however ``execute`` ends.
 * **join()** returns once the queue is empty and nothing is in flight (it runs
   cycles itself when no ``execute`` loop is running).
+
+Current lionagi's protocol, as a superset (opt-in: the seed's calls behave as
+before):
+
+* ``concurrency_limit`` bounds concurrent invocations (a semaphore; None or 0:
+  no bound); ``max_queue_size`` bounds the queue (``enqueue`` waits for room,
+  ``try_enqueue`` returns False, ``queue_full`` tells).
+* ``handle_denied(event)``: True ends a denied event as SKIPPED (recorded);
+  False defers it. The default defers with the seed's back-off; a deferral
+  asked for by an override is due again at the next cycle, as in lionagi.
+* Streaming events (``streaming = True``) are consumed through ``stream()``; the
+  recorded response is what the event left in ``execution.response``, or else
+  the list of chunks it yielded.
+* A cancelled ``process()`` records CANCELLED for the invocations it cancelled.
+* A processor used on its own (no Executor) inside ``lionstore.open(...)`` keeps
+  its queue as an executor of its own in that store.
+* ``finish_each=True`` records each outcome as soon as its invocation ends (a
+  long invocation no longer holds back the records of the short ones).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from lionstore import _hooks
 from lionstore._loop import Stoppable
 from lionstore.domain.element import class_path
-from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
+from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus, notify_terminal
 from lionstore.domain.event_records import ProcessorStarted, executor_stream_id
 from lionstore.domain.ids import IDType
 from lionstore.errors import ProcessorNotStartedError, RecordError
+from lionstore.log.store import current_store
 from lionstore.processing.heartbeat import keep_leases
-from lionstore.repositories.executor import Outcome, backoff_for, cycle_candidates, user_fields
+from lionstore.projections.executor import class_materializer
+from lionstore.repositories.executor import (
+    ExecutorRepository,
+    Outcome,
+    backoff_for,
+    cycle_candidates,
+    user_fields,
+)
 from lionstore.repositories.leases import this_process
 
 if TYPE_CHECKING:
     from lionstore.projections.executor import ExecutorState
-    from lionstore.repositories.executor import ExecutorRepository
 
 __all__ = ["Processor", "QueueView"]
 
@@ -63,8 +89,15 @@ class QueueView:
         self._processor = processor
 
     def _ids(self) -> list[IDType]:
-        repo = self._processor._repo
-        return list(repo.state.queue) if repo is not None else []
+        processor = self._processor
+        repo = processor._repo
+        ids = list(repo.state.queue) if repo is not None else []
+        return ids + [e.id for e in processor._staged]
+
+    @property
+    def maxsize(self) -> int:
+        """``max_queue_size`` (0: unbounded), as ``asyncio.Queue.maxsize``."""
+        return self._processor.max_queue_size
 
     def qsize(self) -> int:
         return len(self._ids())
@@ -91,10 +124,14 @@ class Processor(Stoppable):
         self,
         queue_capacity: int,
         capacity_refresh_time: float,
+        concurrency_limit: int | None = None,
+        max_queue_size: int = 0,
         *,
         max_attempts: int = 3,
         lease_seconds: float = 300.0,
         max_backoff: float = 60.0,
+        name: str | None = None,
+        finish_each: bool = False,
     ) -> None:
         for name, value in (
             ("queue_capacity", queue_capacity),
@@ -114,6 +151,26 @@ class Processor(Stoppable):
             raise ValueError("max_attempts must be an int >= 1")
         if lease_seconds <= 0 or max_backoff <= 0:
             raise ValueError("lease_seconds and max_backoff must be > 0")
+        if concurrency_limit is not None and (
+            isinstance(concurrency_limit, bool) or not isinstance(concurrency_limit, int)
+        ):
+            raise TypeError("concurrency_limit must be an int or None")
+        if concurrency_limit is not None and concurrency_limit < 0:
+            raise ValueError("concurrency_limit must be >= 0 (0 or None: no limit)")
+        if isinstance(max_queue_size, bool) or not isinstance(max_queue_size, int):
+            raise TypeError("max_queue_size must be an int")
+        if max_queue_size < 0:
+            raise ValueError("Queue size must be non-negative.")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError("name must be a non-empty string")
+        self.concurrency_limit = concurrency_limit
+        self.max_queue_size = max_queue_size
+        self._concurrency_sem: asyncio.Semaphore | None = (
+            asyncio.Semaphore(concurrency_limit) if concurrency_limit else None
+        )
+        # Events given to try_enqueue() and not yet recorded (a sync call cannot write).
+        self._staged: list[Event] = []
+        self._flush_task: asyncio.Task[None] | None = None
         self.queue_capacity = int(queue_capacity)
         self.capacity_refresh_time = float(capacity_refresh_time)
         self.max_attempts = max_attempts
@@ -127,6 +184,12 @@ class Processor(Stoppable):
         self._cycle = 0
         self._cycle_lock: asyncio.Lock | None = None
         self._in_flight: set[IDType] = set()
+        self._name = name
+        self._own_repo = False
+        # Record each outcome as soon as its invocation ends (concurrent ones still
+        # share group commits) instead of the whole cycle's in one transaction: a
+        # crash then keeps every outcome that was reached (model calls: never resent).
+        self.finish_each = bool(finish_each)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -141,9 +204,35 @@ class Processor(Stoppable):
     def _require_repo(self) -> ExecutorRepository:
         if self._repo is None:
             raise ProcessorNotStartedError(
-                "this processor is not attached to an executor; create it through Executor.start()"
+                "this processor is not attached to an executor; create it through "
+                "Executor.start(), or use it inside `async with lionstore.open(...)`"
             )
         return self._repo
+
+    async def _ensure_repo(self) -> ExecutorRepository:
+        """The executor's repository; for a processor used on its own, an executor of
+        its own in the ambient store (created, loaded and recorded on first use)."""
+        if self._repo is None:
+            store = current_store()
+            if store is None:
+                self._require_repo()  # raises
+            assert store is not None
+            name = self._name or f"{class_path(type(self))}@{self.owner}"
+            # Any Event is accepted, as lionagi's processor queue does.
+            repo = ExecutorRepository(store, name, class_materializer(Event), item_type=Event)
+            await repo.load()
+            self._attach(repo)
+            self._own_repo = True
+            await self._record_start("")
+        await self._flush_staged()
+        return self._require_repo()
+
+    async def _flush_staged(self) -> None:
+        while self._staged and self._repo is not None:
+            event = self._staged[0]
+            await self._repo.enqueue_event(event)
+            if self._staged and self._staged[0] is event:
+                self._staged.pop(0)
 
     def _lock(self) -> asyncio.Lock:
         if self._cycle_lock is None:
@@ -178,9 +267,40 @@ class Processor(Stoppable):
     async def create(cls, **kwargs: Any) -> Self:
         return cls(**kwargs)
 
+    @property
+    def queue_full(self) -> bool:
+        """Whether the queue holds ``max_queue_size`` events (never, when 0)."""
+        return self.max_queue_size > 0 and self.queue.qsize() >= self.max_queue_size
+
     async def enqueue(self, event: Event) -> None:
-        """Add an event to the queue (recording it first if the executor does not know it)."""
-        await self._require_repo().enqueue_event(event)
+        """Add an event to the queue (recording it first if the executor does not know
+        it). With ``max_queue_size``, waits until the queue has room."""
+        repo = await self._ensure_repo()
+        while self.queue_full:
+            await self._wait_for_change(self.capacity_refresh_time)
+        await repo.enqueue_event(event)
+
+    def try_enqueue(self, event: Event) -> bool:
+        """Queue an event unless the queue is full (True if queued). A synchronous
+        call cannot write, so the ``event.queued`` record is written by a task this
+        schedules (or by the processor's next async call): until then the event is
+        queued in memory only."""
+        if not isinstance(event, Event):
+            raise TypeError(f"expected an Event, not {type(event).__name__}")
+        if self.queue_full:
+            return False
+        self._staged.append(event)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return True  # recorded by the next async call
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = loop.create_task(self._flush_soon())
+        return True
+
+    async def _flush_soon(self) -> None:
+        with contextlib.suppress(ProcessorNotStartedError):
+            await self._ensure_repo()
 
     async def dequeue(self) -> Event:
         """Claim and return the next queued event (waiting for one).
@@ -188,7 +308,7 @@ class Processor(Stoppable):
         The caller owns the claim: if it never reports an outcome, the lease
         expires and the event is re-queued.
         """
-        repo = self._require_repo()
+        repo = await self._ensure_repo()
         while True:
             async with self._lock():
                 await repo.sync()
@@ -215,7 +335,7 @@ class Processor(Stoppable):
         """Return once the queue is empty and no event is in flight (here or, by an
         unexpired lease, elsewhere). Without an ``execute`` loop, runs cycles itself;
         leases of crashed owners are taken over when they expire."""
-        repo = self._require_repo()
+        repo = await self._ensure_repo()
         state = repo.state
         while True:
             await repo.sync()
@@ -225,26 +345,45 @@ class Processor(Stoppable):
                 await self._wait_for_change(self.capacity_refresh_time)
                 continue
             before = state.position
-            await self.process()
-            if state.position == before:  # nothing to do yet: wait for a change or a deadline
-                await self._wait_for_change(self._seconds_until_next(state))
+            ran = await self._cycle_with(forward=False)
+            if not ran:  # nothing ran: wait for a change, a deadline or a refresh
+                await self._wait_for_change(self._idle_wait(state, before))
 
     async def request_permission(self, **kwargs: Any) -> bool:
-        """Override to rate-limit or gate events; a denial defers the event."""
+        """Override to rate-limit or gate events; a denial goes to :meth:`handle_denied`."""
         return True
+
+    async def handle_denied(self, event: Event) -> bool:
+        """What a denial does to ``event``: True ends it as SKIPPED (recorded, never
+        run); False defers it. lionstore's default defers it with the seed's back-off
+        (``capacity_refresh_time * 2**(denials-1)``, capped): a denied event is never
+        dropped. (lionagi's default skips it; override this to do that.) When an
+        override returns False the event is due again at the next cycle, as in
+        lionagi, and ``join``/``execute`` wait ``capacity_refresh_time`` after a
+        cycle in which nothing ran."""
+        return False
 
     async def process(self) -> None:
         """Run one cycle: claim up to ``available_capacity`` events, invoke them
         concurrently, record their outcomes. Capacity is then restored."""
         await self._cycle_with(forward=False)
 
-    async def _cycle_with(self, *, forward: bool) -> None:
-        repo = self._require_repo()
+    async def _cycle_with(self, *, forward: bool, admit: Sequence[Event] | None = None) -> int:
+        """One cycle; returns how many events it ran or ended. ``admit``: new events
+        appended and queued in the cycle's own commit (after the pending ones)."""
+        repo = await self._ensure_repo()
         async with self._lock():
             try:
-                await self._process(repo, forward=forward)
+                return await self._process(repo, forward=forward, admit=admit or [])
             finally:
                 self._available_capacity = self.queue_capacity
+
+    def _idle_wait(self, state: ExecutorState, before: int) -> float:
+        """How long a loop waits after a cycle in which nothing ran: the refresh time
+        if the cycle only deferred events, else until the next deadline."""
+        if state.position != before:
+            return self.capacity_refresh_time
+        return self._seconds_until_next(state)
 
     async def execute(self) -> None:
         """Run cycles until ``stop()``; between cycles wait ``capacity_refresh_time``
@@ -253,12 +392,17 @@ class Processor(Stoppable):
             return
         self._execution_mode = True
         try:
+            repo = await self._ensure_repo()
             while not self._stop_requested:
-                await self.process()
+                before = repo.state.position
+                ran = await self._cycle_with(forward=False)
                 if self._stop_requested:
                     break
-                repo = self._require_repo()
-                if not repo.state.eligible(repo.store.now_us()):
+                if not ran:
+                    await self._wait_for_change(
+                        min(self.capacity_refresh_time, self._idle_wait(repo.state, before))
+                    )
+                elif not repo.state.eligible(repo.store.now_us()):
                     await self._wait_for_change(
                         min(self.capacity_refresh_time, self._seconds_until_next(repo.state))
                     )
@@ -287,6 +431,8 @@ class Processor(Stoppable):
                         max_attempts=self.max_attempts,
                         lease_seconds=self.lease_seconds,
                         max_backoff=self.max_backoff,
+                        concurrency_limit=self.concurrency_limit,
+                        max_queue_size=self.max_queue_size,
                     ),
                 ),
                 # where it runs: lets others see at once that it is gone (leases.py)
@@ -314,7 +460,9 @@ class Processor(Stoppable):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=max(timeout, 0.001))
 
-    async def _process(self, repo: ExecutorRepository, *, forward: bool) -> None:
+    async def _process(
+        self, repo: ExecutorRepository, *, forward: bool, admit: Sequence[Event] | None = None
+    ) -> int:
         """One cycle. With ``forward``, the executor's pending events join the queue
         in the same transaction as the cycle's claims (Executor.forward)."""
         await repo.sync()
@@ -323,19 +471,28 @@ class Processor(Stoppable):
         )
         self._available_capacity = self.queue_capacity
         state = repo.state
+        admitted = [(e, r) for e, r in repo.prepare_append(admit or []) if not state.knows(e.id)]
+        forward = forward or bool(admitted)  # what verify sees: an append, then a forward
         to_queue = list(state.pending) if forward else []
         now_us, seen = repo.store.now_us(), state.position
         candidates = cycle_candidates(state, self.queue_capacity, now_us, forward)
+        room = self.queue_capacity - len(candidates)
+        candidates += [e.id for e, _ in admitted[: max(room, 0)]]
         if not candidates:
-            return
+            return 0
+        new_events = {e.id: e for e, _ in admitted}
         grants: list[IDType] = []
         denials: list[IDType] = []
+        skips: list[IDType] = []
         items = state.pile._items
+        overridden = type(self).handle_denied is not Processor.handle_denied
         for event_id in candidates:
             self._available_capacity -= 1
-            event = items[event_id]
+            event = items[event_id] if event_id not in new_events else new_events[event_id]
             if await self.request_permission(**event.request):
                 grants.append(event_id)
+            elif await self.handle_denied(event):
+                skips.append(event_id)
             else:
                 denials.append(event_id)
         self._cycle += 1
@@ -349,10 +506,17 @@ class Processor(Stoppable):
             queue_first=to_queue,
             now_us=now_us,
             seen=seen,
+            skips=skips,
+            no_backoff=denials if overridden else (),
+            admit=admitted,
         )
+        ended = sum(1 for i in skips if state.status(i) == EventStatus.SKIPPED)
+        for i in skips:
+            notify_terminal(state.pile._items[i])
         if not claimed:
-            return
+            return ended
         self._in_flight.update(e.id for e, _, _ in claimed)
+        started = time.perf_counter()
         try:
             async with keep_leases(
                 repo,
@@ -361,15 +525,58 @@ class Processor(Stoppable):
                 lease_seconds=self.lease_seconds,
                 in_flight=self._in_flight,
             ):
+                outcomes: list[Outcome] = []
                 if len(claimed) == 1:  # no task to spawn for one event (append + forward)
                     outcomes = [await self._invoke(*claimed[0])]
-                else:
-                    outcomes = await asyncio.gather(
-                        *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
+                elif self.finish_each:
+                    await asyncio.gather(
+                        *(self._invoke_and_finish(repo, *claim) for claim in claimed)
                     )
-            await repo.finish(outcomes)
+                else:
+                    outcomes = list(
+                        await asyncio.gather(
+                            *(self._invoke(e, attempt, version) for e, attempt, version in claimed)
+                        )
+                    )
+            if outcomes:
+                await repo.finish(outcomes)
+        except asyncio.CancelledError:
+            # The cycle was cancelled: what it cancelled is CANCELLED, not PROCESSING
+            # until a lease expires (a crash still leaves the lease to expire).
+            await asyncio.shield(self._record_cancelled(repo, claimed, started))
+            raise
         finally:
             self._in_flight.difference_update(e.id for e, _, _ in claimed)
+            for event, _, _ in claimed:
+                if event.execution.status in TERMINAL_STATUSES:
+                    notify_terminal(event)
+        return ended + len(claimed)
+
+    async def _invoke_and_finish(
+        self, repo: ExecutorRepository, event: Event, attempt: int, version: int
+    ) -> None:
+        await repo.finish([await self._invoke(event, attempt, version)])
+
+    async def _record_cancelled(
+        self, repo: ExecutorRepository, claimed: list[tuple[Event, int, int]], started: float
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        outcomes = [
+            Outcome(
+                event_id=event.id,
+                attempt=attempt,
+                claim_version=version,
+                status=EventStatus.CANCELLED,
+                duration=event.execution.duration or elapsed,
+                response=None,
+                error="cancelled",
+                fields=None,
+            )
+            for event, attempt, version in claimed
+            if repo.state.versions.get(event.id) == version  # not recorded yet
+        ]
+        if outcomes:
+            await repo.finish(outcomes)
 
     async def _invoke(self, event: Event, attempt: int, claim_version: int) -> Outcome:
         try:
@@ -383,14 +590,23 @@ class Processor(Stoppable):
             else None
         )
         started = time.perf_counter()
+        chunks: list[Any] | None = None
         try:
-            await event.invoke()
+            if self._concurrency_sem is not None:
+                async with self._concurrency_sem:
+                    chunks = await self._run(event)
+            else:
+                chunks = await self._run(event)
         except asyncio.CancelledError:
+            if observed:
+                _hooks.finish_invocation(observed, "cancelled", "cancelled", None)
             raise
         except Exception as exc:  # the failure is the outcome
             error = f"{type(exc).__name__}: {exc}"
         elapsed = time.perf_counter() - started
         execution = event.execution
+        if chunks is not None and execution.response is None:
+            execution.response = _json_ready(chunks)
         if error is not None:
             status = EventStatus.FAILED
         elif execution.status in TERMINAL_STATUSES:
@@ -419,3 +635,28 @@ class Processor(Stoppable):
             error=error,
             fields=changed,
         )
+
+    @staticmethod
+    async def _run(event: Event) -> list[Any] | None:
+        """Invoke the event: its ``stream()`` if it streams (returning the chunks),
+        current lionagi's template if it implements ``_invoke``, else its ``invoke``.
+        (The claim made the event PROCESSING; the template's PENDING check is for
+        callers that invoke it themselves.)"""
+        if getattr(event, "streaming", False):
+            chunks: list[Any] = []
+            async for chunk in event.stream():
+                chunks.append(chunk)
+            return chunks
+        if type(event).invoke is Event.invoke:
+            await event._run_template()
+        else:
+            await event.invoke()
+        return None
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` as JSON data (what a record can hold); text for what is not JSON."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return repr(value)

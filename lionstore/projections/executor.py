@@ -24,8 +24,10 @@ from lionstore.domain.event_records import (
     EventFinished,
     EventLeaseRenewed,
     EventQueued,
+    EventReleased,
     EventRequeued,
     EventRetried,
+    EventSkipped,
     ProcessorStarted,
 )
 from lionstore.domain.ids import IDType
@@ -141,11 +143,13 @@ class ExecutorState:
         self.processors: dict[str, ProcessorStarted] = {}  # owner -> configuration
         # Objects appended in this process, reused instead of rebuilt (identity kept).
         self.live: dict[IDType, Event] = {}
+        # Events released from the pile (event.released): known, no longer held.
+        self.released: set[IDType] = set()
 
     # -- queries -----------------------------------------------------------------------
 
     def knows(self, event_id: IDType) -> bool:
-        return event_id in self.versions
+        return event_id in self.versions or event_id in self.released
 
     def status(self, event_id: IDType) -> EventStatus:
         items = self.pile._items
@@ -194,7 +198,8 @@ class ExecutorState:
         elif sid in self.versions:
             if step is not None:
                 step(self, sid, data)
-            self.versions[sid] = version
+            if step is not _released:
+                self.versions[sid] = version
             self.position = position
         # else: another executor's event (or not an event record)
 
@@ -360,6 +365,30 @@ def _retried(state: ExecutorState, sid: IDType, data: EventRetried) -> None:
     _set_execution(event, _execution(EventStatus.PENDING))
 
 
+def _skipped(state: ExecutorState, sid: IDType, data: EventSkipped) -> None:
+    items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
+    event = dict.__getitem__(items, sid)
+    state.queue.pop(sid, None)
+    state.pending.pop(sid, None)
+    state.not_before_us.pop(sid, None)
+    state.denials.pop(sid, None)
+    if type(event) is tuple:  # a compact pile's
+        _set_raw(items, sid, (*event[:5], EventStatus.SKIPPED, None, None, None))
+        return
+    _set_execution(event, _execution(EventStatus.SKIPPED))
+
+
+def _released(state: ExecutorState, sid: IDType, data: EventReleased) -> None:
+    # Out of the working pile and out of every decision; ``released`` keeps the id
+    # known, so appending the same event again changes nothing.
+    items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
+    dict.pop(items, sid, None)
+    state.live.pop(sid, None)
+    state.versions.pop(sid, None)
+    state.attempts.pop(sid, None)
+    state.released.add(sid)
+
+
 # In the order the classes are tested (a subclass goes to its first base listed).
 _BY_CLASS: tuple[tuple[type, _Step], ...] = (
     (EventAppended, _appended),
@@ -372,6 +401,8 @@ _BY_CLASS: tuple[tuple[type, _Step], ...] = (
     (EventRequeued, _requeued),
     (EventAbandoned, _abandoned),
     (EventRetried, _retried),
+    (EventSkipped, _skipped),
+    (EventReleased, _released),
 )
 _STEPS: dict[type, _Step | None] = dict(_BY_CLASS)
 _UNSEEN: Any = object()

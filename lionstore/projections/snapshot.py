@@ -74,11 +74,11 @@ __all__ = [
     "snapshot_ready",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The layout of snapshots this code writes and reads. Bump it whenever the layout,
 or the meaning of a state the fold builds, changes: older snapshots are then
 ignored and rebuilt. (2: a header line, then one line per event or mail, built
-on first read.)"""
+on first read. 3: the statuses cancelled, aborted, skipped and released events.)"""
 
 State = ExecutorState | MailState
 
@@ -88,9 +88,12 @@ _STATUS_CODE = {
     EventStatus.PROCESSING: "R",
     EventStatus.COMPLETED: "C",
     EventStatus.FAILED: "F",
+    EventStatus.CANCELLED: "X",
+    EventStatus.ABORTED: "A",
+    EventStatus.SKIPPED: "S",
 }
 _CODE_STATUS = {code: status for status, code in _STATUS_CODE.items()}
-_TERMINAL_CODES = frozenset("CF")
+_TERMINAL_CODES = frozenset("CFXAS")
 _PLACE_CODE = {"outbox": "o", "buffer": "b", "inbox": "i", "dead": "d", "gone": "g"}
 _CODE_PLACE = {code: place for place, code in _PLACE_CODE.items()}
 _new_id = str.__new__
@@ -321,6 +324,7 @@ def _dump_executor(state: ExecutorState) -> tuple[dict[str, Any], list[str]]:
         "live": live,
         "samples": list(samples.values()),
         "pending": list(state.pending),
+        "released": list(state.released),
         "queue": list(state.queue),
         "not_before_us": state.not_before_us,
         "denials": state.denials,
@@ -394,6 +398,7 @@ def _load_executor(state: ExecutorState, body: dict[str, Any], lines: list[str])
     for sid in (*_ids(body["live"]), *_ids(body["samples"])):
         items[sid]
     state.pending = dict.fromkeys(_ids(body["pending"]))
+    state.released = set(_ids(body.get("released", [])))
     state.queue = dict.fromkeys(_ids(body["queue"]))
     state.not_before_us = _int_map(body["not_before_us"])
     state.denials = _int_map(body["denials"])

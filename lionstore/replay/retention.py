@@ -47,13 +47,13 @@ class RunNotFinishedError(LionstoreError):
 
 
 async def unfinished_work(store: lionstore.Store, run: str) -> dict[str, int]:
-    """What is not finished in ``run``: events not COMPLETED/FAILED and mail still in
+    """What is not finished in ``run``: events not in a terminal status and mail still in
     an outbox or the buffer, by kind ({} when the run is finished)."""
     counts = (await rebuild(store, run=run)).counts()
     left = {
         f"events {status}": n
         for status, n in counts["events"].items()
-        if status not in ("completed", "failed")
+        if status not in ("completed", "failed", "cancelled", "aborted", "skipped")
     }
     left.update(
         {

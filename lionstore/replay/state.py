@@ -255,6 +255,8 @@ def _executor_summary(state: ExecutorState) -> dict[str, Any]:
         "pending": list(state.pending),
         "queue": list(state.queue),
         "processors": {o: p.model_dump() for o, p in state.processors.items()},
+        # finished events let go of by pile.pop / cleanup_completed (records kept)
+        "released": sorted(state.released),
     }
 
 

@@ -39,6 +39,7 @@ from lionstore.domain.event_records import (
     EventQueued,
     EventRequeued,
     EventRetried,
+    EventSkipped,
     ProcessorStarted,
 )
 from lionstore.domain.mail_records import (
@@ -527,6 +528,7 @@ class TimelineBuilder:
             EventClaimed: self._claimed,
             EventFinished: self._finished,
             EventRetried: self._retried,
+            EventSkipped: self._skipped,
             EventRequeued: self._taken_over,
             EventAbandoned: self._taken_over,
         }
@@ -649,6 +651,10 @@ class TimelineBuilder:
 
     def _retried(self, event: EventLine, d: EventRetried, t: int) -> None:
         event.status = "queued"
+
+    def _skipped(self, event: EventLine, d: EventSkipped, t: int) -> None:
+        """Denied, and the processor's ``handle_denied`` ended it unrun."""
+        event.status, event.end_us = "skipped", t
 
     def _taken_over(self, event: EventLine, d: EventRequeued | EventAbandoned, t: int) -> None:
         abandoned = type(d) is EventAbandoned

@@ -39,6 +39,7 @@ from lionstore.domain.event_records import (
     EventQueued,
     EventRequeued,
     EventRetried,
+    EventSkipped,
 )
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail_records import (
@@ -255,7 +256,19 @@ class _Verifier:
             )
             candidates = [c for c in pool if c not in raced][: len(decided - raced)]
         grants = [c for c in candidates if c in claimed or c not in {r.stream_id for r in group}]
-        denials = [c for c in candidates if c not in grants]
+        # handle_denied's decisions are user code: taken from the log (SKIPPED, or a
+        # deferral due at once, which the seed's back-off never is).
+        skips = [
+            c
+            for c in candidates
+            if c in {r.stream_id for r in group if isinstance(r.data, EventSkipped)}
+        ]
+        at_once = [
+            r.stream_id
+            for r in group
+            if isinstance(r.data, EventDeferred) and r.data.retry_at_us == r.data.at_us
+        ]
+        denials = [c for c in candidates if c not in grants and c not in skips]
         expected_records, _ = executor_decisions.decide_claim(
             state,
             grants,
@@ -269,6 +282,8 @@ class _Verifier:
                 config.capacity_refresh_time, config.max_backoff
             ),
             seen=seen,
+            skips=skips,
+            no_backoff=at_once,
         )
         expected = [
             e for e in expected_records if e.stream_id not in touched or e.stream_id in forward
@@ -417,7 +432,7 @@ class _Verifier:
 
 def _group_key(r: Recorded) -> tuple[Any, ...] | None:
     data: Any = r.data
-    if isinstance(data, (EventClaimed, EventDeferred)):
+    if isinstance(data, (EventClaimed, EventDeferred, EventSkipped)):
         return ("cycle", data.owner, data.cycle)
     if isinstance(data, EventQueued) and data.owner is not None:
         return ("cycle", data.owner, data.cycle)

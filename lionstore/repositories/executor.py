@@ -29,8 +29,10 @@ from lionstore.domain.event_records import (
     EventFinished,
     EventLeaseRenewed,
     EventQueued,
+    EventReleased,
     EventRequeued,
     EventRetried,
+    EventSkipped,
     ProcessorIdentity,
     duration_to_us,
     executor_stream_id,
@@ -122,12 +124,36 @@ class ExecutorRepository(Repository):
 
     # -- append / queue ------------------------------------------------------------------
 
-    async def append(self, events: Sequence[Event]) -> list[Event]:
-        """Record new events (pending). Events already in the pile are left alone.
+    async def append(self, events: Sequence[Event], *, queue: bool = False) -> list[Event]:
+        """Record new events (pending; with ``queue``, queued too, in the same commit).
+        Events already in the pile are left alone.
 
         Returns the events that were new. Raises TypeError for a wrong type and
         RecordError for unstorable fields, before anything is written.
         """
+        prepared = self.prepare_append(events)
+
+        def decide() -> Decision | None:
+            fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
+            for event, _ in fresh:
+                self.state.live[event.id] = event
+            records = [r for _, r in fresh]
+            if queue:
+                records += [NewRecord(e.id, _QUEUED, _EMPTY) for e, _ in fresh]
+            return records, {e.id: 0 for e, _ in fresh}
+
+        await self.load()
+        try:
+            committed = await self.decide_and_append(decide)
+        finally:
+            for event, _ in prepared:
+                self.state.live.pop(event.id, None)
+        new = {r.stream_id for r in committed}
+        return [e for e, _ in prepared if e.id in new]
+
+    def prepare_append(self, events: Sequence[Event]) -> list[tuple[Event, NewRecord]]:
+        """The ``event.appended`` record of each event (type checked and encoded, so bad
+        input is refused before anything is written); duplicates dropped."""
         pile = self.state.pile
         limit = self.store.max_record_bytes
         prepared: list[tuple[Event, NewRecord]] = []
@@ -155,21 +181,7 @@ class ExecutorRepository(Repository):
                 )
                 # encoded now, so bad fields are refused before anything is written
                 prepared.append((event, NewRecord(event.id, data, encode_data(data, limit))))
-
-        def decide() -> Decision | None:
-            fresh = [(e, r) for e, r in prepared if not self.state.knows(e.id)]
-            for event, _ in fresh:
-                self.state.live[event.id] = event
-            return [r for _, r in fresh], {e.id: 0 for e, _ in fresh}
-
-        await self.load()
-        try:
-            committed = await self.decide_and_append(decide)
-        finally:
-            for event, _ in prepared:
-                self.state.live.pop(event.id, None)
-        new = {r.stream_id for r in committed}
-        return [e for e, _ in prepared if e.id in new]
+        return prepared
 
     async def queue(self, ids: Iterable[IDType] | None = None) -> list[IDType]:
         """Move pending events (all, or those named) into the processor queue."""
@@ -188,8 +200,14 @@ class ExecutorRepository(Repository):
         return [r.stream_id for r in committed]
 
     async def enqueue_event(self, event: Event) -> None:
-        """Processor.enqueue: append the event if it is new, then queue it if pending."""
-        await self.append([event])
+        """Processor.enqueue: append and queue a new event (one commit), or queue a
+        known one if it is pending."""
+        if not isinstance(event, Event):
+            self.state.pile._check_type(event)  # raises TypeError, naming what it wanted
+            raise TypeError(f"expected an Event, not {type(event).__name__}")
+        await self.load()
+        if not self.state.knows(event.id):
+            await self.append([event], queue=True)
         await self.queue([event.id])
 
     # -- claims and outcomes ---------------------------------------------------------------
@@ -206,9 +224,13 @@ class ExecutorRepository(Repository):
         queue_first: Sequence[IDType] = (),
         now_us: int | None = None,
         seen: int = 0,
+        skips: Sequence[IDType] = (),
+        no_backoff: Sequence[IDType] = (),
+        admit: Sequence[tuple[Event, NewRecord]] = (),
     ) -> list[tuple[Event, int, int]]:
         """One transaction: queue the pending events ``queue_first`` (a forward),
-        claim ``grants`` (PROCESSING, with a lease) and defer ``denials``. Returns
+        claim ``grants`` (PROCESSING, with a lease), defer ``denials`` (those in
+        ``no_backoff`` due at once) and end ``skips`` as SKIPPED. Returns
         ``(event, attempt, claim_version)`` for each claim won; events someone else
         took meanwhile are skipped."""
         at_us = self.store.now_us() if now_us is None else now_us
@@ -218,21 +240,37 @@ class ExecutorRepository(Repository):
             await self.store.hold_owner_lock(owner)
 
         def decide() -> Decision | None:
+            # ``admit``: new events appended in this same commit, then queued with the
+            # forwarded ones (what an append followed by a forward cycle would write).
+            fresh = [(e, r) for e, r in admit if not self.state.knows(e.id)]
+            for event, _ in fresh:
+                self.state.live[event.id] = event
             with gc_paused(len(grants) + len(queue_first)):
-                return decide_claim(
+                records, expected = decide_claim(
                     self.state,
                     grants,
                     denials,
-                    queue_first,
+                    [*queue_first, *(e.id for e, _ in fresh)],
                     owner=owner,
                     now_us=at_us,
                     lease_us=lease_us,
                     cycle=cycle,
                     backoff=backoff,
                     seen=seen,
+                    skips=skips,
+                    no_backoff=no_backoff,
+                    admitted={e.id for e, _ in fresh},
                 )
+            return [*(r for _, r in fresh), *records], {
+                **expected,
+                **{event.id: 0 for event, _ in fresh},
+            }
 
-        committed = await self.decide_and_append(decide)
+        try:
+            committed = await self.decide_and_append(decide)
+        finally:
+            for event, _ in admit:
+                self.state.live.pop(event.id, None)
         pile = self.state.pile._items
         claimed = EventClaimed.kind
         return [
@@ -357,11 +395,33 @@ class ExecutorRepository(Repository):
 
         return len(await self.decide_and_append(decide))
 
+    async def release(self, refs: Iterable[Any], reason: str = "pop") -> list[IDType]:
+        """Let finished events go from the working pile (``event.released``); events
+        not finished (or not held) are left alone. Their records stay in the log."""
+        ids = [to_id(r) for r in refs]
+
+        def decide() -> Decision | None:
+            state = self.state
+            chosen = [
+                i
+                for i in dict.fromkeys(ids)
+                if i in state.versions
+                and i not in state.claims
+                # (not held: cleanup_completed let it go in memory already)
+                and (i not in state.pile._items or state.status(i) in TERMINAL_STATUSES)
+            ]
+            data = EventReleased(reason=reason)
+            return [NewRecord(i, data) for i in chosen], {i: state.versions[i] for i in chosen}
+
+        await self.load()
+        committed = await self.decide_and_append(decide)
+        return [r.stream_id for r in committed]
+
     async def retry(self, refs: Iterable[Any]) -> list[IDType]:
         """Put finished events back in pending (attempt + 1 when next claimed)."""
         ids = [to_id(r) for r in refs]
         for i in ids:
-            if not self.state.knows(i):
+            if i not in self.state.versions:
                 raise ItemNotFoundError(f"event {i} is not in this executor")
 
         def decide() -> Decision | None:
@@ -378,10 +438,16 @@ class ExecutorRepository(Repository):
 # Stands for an owner that recorded no identity (written before identities were).
 _NO_IDENTITY = ProcessorIdentity(executor="", owner="", host="", pid=0)
 
+_RECORDED_STATUS: dict[EventStatus, Any] = {
+    EventStatus.COMPLETED: "completed",
+    EventStatus.CANCELLED: "cancelled",
+    EventStatus.ABORTED: "aborted",
+}
+
 
 def _finished(outcome: Outcome) -> EventFinished:
     return EventFinished(
-        status="completed" if outcome.status == EventStatus.COMPLETED else "failed",
+        status=_RECORDED_STATUS.get(outcome.status, "failed"),
         attempt=outcome.attempt,
         duration_us=duration_to_us(outcome.duration),
         response=outcome.response,
@@ -420,9 +486,13 @@ def decide_claim(
     cycle: int,
     backoff: Any,
     seen: int = 0,
+    skips: Sequence[IDType] = (),
+    no_backoff: Sequence[IDType] = (),
+    admitted: set[IDType] | frozenset[IDType] = frozenset(),
 ) -> Decision:
     """Records for one cycle: queue ``queue_first`` (pending, a forward), claim the
-    granted events and defer the denied ones."""
+    granted events, defer the denied ones (at once for ``no_backoff``: a
+    ``handle_denied`` override asked for it) and end ``skips`` as SKIPPED."""
     records: list[NewRecord] = []
     add = records.append
     expected: dict[IDType, int] = {}
@@ -435,9 +505,9 @@ def decide_claim(
         forwarded_text = encode_data(forwarded)
         pending = state.pending
         for i in queue_first:
-            if i in pending:
+            if i in pending or i in admitted:
                 add(NewRecord(i, forwarded, forwarded_text))
-                expected[i] = versions[i]
+                expected[i] = versions.get(i, 0)
                 queued.add(i)
     claims: dict[int, tuple[EventClaimed, str]] = {}
     attempts, queue = state.attempts, state.queue
@@ -456,16 +526,18 @@ def decide_claim(
                 )
                 claim = claims[attempt] = (data, encode_data(data))
             add(NewRecord(i, *claim))
-            expected.setdefault(i, versions[i])
+            expected.setdefault(i, versions.get(i, 0))
+    immediate = set(no_backoff)
     for i in denials:
         if i in state.queue or i in queued:
             denied = state.denials.get(i, 0) + 1
+            wait_us = 0 if i in immediate else int(backoff(denied) * 1_000_000)
             records.append(
                 NewRecord(
                     i,
                     EventDeferred(
                         reason="permission_denied",
-                        retry_at_us=now_us + int(backoff(denied) * 1_000_000),
+                        retry_at_us=now_us + wait_us,
                         denials=denied,
                         owner=owner,
                         cycle=cycle,
@@ -474,7 +546,14 @@ def decide_claim(
                     ),
                 )
             )
-            expected.setdefault(i, state.versions[i])
+            expected.setdefault(i, state.versions.get(i, 0))
+    if skips:
+        skipped = EventSkipped(owner=owner, cycle=cycle, at_us=now_us, seen=seen)
+        skipped_text = encode_data(skipped)
+        for i in skips:
+            if i in state.queue or i in queued:
+                add(NewRecord(i, skipped, skipped_text))
+                expected.setdefault(i, versions.get(i, 0))
     return records, expected
 
 

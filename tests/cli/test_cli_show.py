@@ -50,7 +50,7 @@ def test_show_json_structure(cli: Cli, work_db: WorkDb) -> None:
 
     (calc,) = state["executors"].values()
     assert list(state["executors"]) == ["calc"]
-    assert set(calc) == {"events", "pending", "queue", "processors"}
+    assert set(calc) == {"events", "pending", "queue", "processors", "released"}
     assert calc["pending"] == [] and calc["queue"] == []
     (config,) = calc["processors"].values()
     assert config["queue_capacity"] == 2

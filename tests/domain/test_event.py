@@ -21,19 +21,29 @@ class Fetch(Event):
         self.response = {"url": self.url}
 
 
-def test_event_status_has_exactly_the_four_lionagi_values() -> None:
+def test_event_status_has_exactly_current_lionagis_values() -> None:
     assert [(s.name, s.value) for s in EventStatus] == [
         ("PENDING", "pending"),
         ("PROCESSING", "processing"),
         ("COMPLETED", "completed"),
         ("FAILED", "failed"),
+        ("CANCELLED", "cancelled"),
+        ("ABORTED", "aborted"),
+        ("SKIPPED", "skipped"),
     ]
     assert EventStatus.PENDING == "pending"
     assert EventStatus("completed") is EventStatus.COMPLETED
     assert str(EventStatus.FAILED) == "failed"
     with pytest.raises(ValueError):
         EventStatus("PENDING")  # values are lowercase, as in lionagi
-    assert frozenset({EventStatus.COMPLETED, EventStatus.FAILED}) == TERMINAL_STATUSES
+    assert (
+        frozenset(EventStatus)
+        - {
+            EventStatus.PENDING,
+            EventStatus.PROCESSING,
+        }
+        == TERMINAL_STATUSES
+    )
 
 
 def test_execution_defaults_and_str() -> None:

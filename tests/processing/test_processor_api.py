@@ -54,7 +54,7 @@ def test_processor_init_and_seed_validation_messages() -> None:
         with pytest.raises(TypeError):
             Processor(1, bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        Processor(1, 1.0, concurrency_limit=2)  # type: ignore[call-arg]
+        Processor(1, 1.0, concurrency_limit="2")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Processor(1)  # type: ignore[call-arg]
     with pytest.raises(ValueError):

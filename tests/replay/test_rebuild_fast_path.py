@@ -276,6 +276,22 @@ def test_a_scan_reads_one_whole_run_from_its_start(tmp_path: Path) -> None:
         backend.scan_run(ReadQuery(run_no=1), 0)
 
 
+class SkipLabelled(lionstore.Processor):
+    """Denies the jobs labelled ``skip`` and ends them (lionagi's SKIPPED)."""
+
+    event_type: ClassVar[type[lionstore.Event]] = ReplayJob
+
+    async def request_permission(self, **kwargs: Any) -> bool:
+        return kwargs.get("label") != "skip"
+
+    async def handle_denied(self, event: lionstore.Event) -> bool:
+        return True
+
+
+class SkipExecutor(lionstore.Executor):
+    processor_type: ClassVar[type[lionstore.Processor]] = SkipLabelled
+
+
 async def _every_kind(path: str, clock: Any) -> None:
     """A run with what the replay scenario lacks: a lease renewed, claims requeued and
     abandoned after their leases expired, mail received straight into a mailbox and
@@ -311,6 +327,15 @@ async def _every_kind(path: str, clock: Any) -> None:
         clock.advance(60)
         await processor.join()
         await executor.extend([ReplayJob(value=5), ReplayJob(value=-6)])
+        # current lionagi's records: a denial handle_denied ends (event.skipped) and a
+        # finished event released from the working pile (event.released)
+        skipper = SkipExecutor(config, store=store, name="skips")
+        await skipper.start()
+        kept = ReplayJob(value=8)
+        await skipper.extend([ReplayJob(value=7, label="skip"), kept])
+        await skipper.forward()
+        assert await skipper.release(kept) == [kept.id]
+        skipper.close()
 
         exchange = lionstore.Exchange(store=store, name="post")
         a, b, c = lionstore.Source(), lionstore.Source(), lionstore.Source()

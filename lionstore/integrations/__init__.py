@@ -1,0 +1,1 @@
+"""Top floor: integrations with other libraries (each behind its own extra)."""

@@ -1,0 +1,1 @@
+"""Tests of the integrations (a package, so its module names cannot clash)."""
