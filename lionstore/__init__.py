@@ -6,11 +6,12 @@ buffer are projections rebuilt from it.
 """
 
 from lionstore._version import __version__
-from lionstore.domain.element import Element, register_class
+from lionstore.domain.element import ID, Element, register_class, validate_order
 from lionstore.domain.event import Event, EventStatus, Execution
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.mail import Mail, Package, PackageCategory
-from lionstore.domain.pile import Pile
+from lionstore.domain.node import Node
+from lionstore.domain.pile import Pile, pile
 from lionstore.domain.progression import Progression
 from lionstore.domain.records import NewRecord, RecordData, Recorded, UnknownRecord
 from lionstore.errors import (
@@ -18,6 +19,8 @@ from lionstore.errors import (
     CorruptDatabaseError,
     EventClassNotFoundError,
     IDError,
+    IndexOutOfRangeError,
+    InvalidItemError,
     ItemExistsError,
     ItemNotFoundError,
     LionstoreError,
@@ -54,23 +57,29 @@ __all__ = [
     "Event",
     "EventStatus",
     "Exchange",
+    "ID",
     "Execution",
     "Executor",
     "Mail",
     "MailManager",
     "Mailbox",
+    "Node",
     "Package",
     "PackageCategory",
     "Pile",
     "Processor",
     "Progression",
     "Source",
+    "pile",
     "register_class",
+    "validate_order",
     "ConcurrencyError",
     "CorruptDatabaseError",
     "EventClassNotFoundError",
     "IDError",
     "IDType",
+    "IndexOutOfRangeError",
+    "InvalidItemError",
     "ItemExistsError",
     "ItemNotFoundError",
     "LionstoreError",

@@ -14,6 +14,8 @@ __all__ = [
     "EventClassNotFoundError",
     "IDError",
     "ItemExistsError",
+    "IndexOutOfRangeError",
+    "InvalidItemError",
     "ItemNotFoundError",
     "LionstoreError",
     "MailError",
@@ -55,6 +57,24 @@ class RecordTooLargeError(RecordError):
 
 class ItemNotFoundError(LionstoreError, LookupError):
     """A Pile, Progression or projection lookup found nothing."""
+
+
+class IndexOutOfRangeError(ItemNotFoundError, IndexError, ValueError):
+    """A position past the end of a Pile or Progression.
+
+    An :class:`ItemNotFoundError` (and an :class:`IndexError`) like lionstore's other
+    lookups, and also a :class:`ValueError`, which is what lionagi's Pile raises when
+    a set by position is out of range: ``except ValueError`` written for lionagi
+    still catches it.
+    """
+
+
+class InvalidItemError(LionstoreError, TypeError, ValueError):
+    """An object a Pile cannot hold: not an Element, or not of the pile's ``item_type``.
+
+    A :class:`TypeError`, and a :class:`ValueError` as lionagi raises for a
+    non-element given to a Pile (``pile.update(5)``).
+    """
 
 
 class ItemExistsError(LionstoreError, ValueError):

@@ -13,14 +13,23 @@ database file can never make lionstore import a module.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, ClassVar, Self
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, Self, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from lionstore.domain.ids import IDType
+from lionstore.domain.ids import IDType, is_id, to_id, to_ids
 from lionstore.errors import EventClassNotFoundError, ReadOnlyProjectionError
 
-__all__ = ["Element", "ReadOnlyGuard", "class_path", "register_class", "resolve_class"]
+__all__ = [
+    "ID",
+    "Element",
+    "ReadOnlyGuard",
+    "class_path",
+    "register_class",
+    "resolve_class",
+    "validate_order",
+]
 
 
 def _now() -> float:
@@ -190,3 +199,40 @@ class Element(BaseModel):
 
     def __bool__(self) -> bool:
         return True
+
+
+def validate_order(order: Any) -> list[IDType]:
+    """Flatten elements, ids, UUIDs, UUID strings, nested lists/tuples/sets and mapping
+    keys (``None`` skipped) into a list of ids, in order (lionagi's ``validate_order``).
+
+    Raises :class:`~lionstore.errors.IDError` (a ValueError) for anything else.
+    """
+    return to_ids(order)
+
+
+E = TypeVar("E", bound=Element)
+
+
+class ID(Generic[E]):
+    """lionagi's id helpers and type aliases: ``ID.get_id(x)``, ``ID.is_id(x)``,
+    ``ID.ID``, ``ID.Ref``, ``ID.RefSeq`` ... (``ID[Node].Ref`` reads as in lionagi)."""
+
+    ID: TypeAlias = IDType
+    Item: TypeAlias = Element
+    Ref: TypeAlias = IDType | Element | str
+    IDSeq: TypeAlias = Sequence[IDType]
+    ItemSeq: TypeAlias = Sequence[Element]
+    RefSeq: TypeAlias = Sequence[IDType | Element | str]
+
+    @staticmethod
+    def get_id(item: Any) -> IDType:
+        """The id of an element, an id, a ``uuid.UUID`` or a UUID string.
+
+        Raises :class:`~lionstore.errors.IDError` (a ValueError) for anything else.
+        """
+        return to_id(item)
+
+    @staticmethod
+    def is_id(item: Any) -> bool:
+        """True if ``item`` can be read as an id."""
+        return is_id(item)

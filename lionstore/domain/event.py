@@ -79,9 +79,11 @@ class Execution(BaseModel):
             raise ValueError(f"invalid event status {value!r}; expected one of {allowed}") from None
 
     def __str__(self) -> str:
+        """Printed as lionagi prints it: ``Execution(status=completed, duration=1.2,
+        response=ok, error=None)`` (values shown with ``str``)."""
         return (
             f"Execution(status={self.status.value}, duration={self.duration}, "
-            f"response={self.response!r}, error={self.error!r})"
+            f"response={self.response}, error={self.error})"
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from typing import Any
+from uuid import UUID as _UUID
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
@@ -44,6 +45,12 @@ class IDType(str):
 
     @property
     def uuid(self) -> uuid.UUID:
+        """The id as a :class:`uuid.UUID`."""
+        return uuid.UUID(self)
+
+    @property
+    def _id(self) -> _UUID:
+        """lionagi's name for :attr:`uuid` (its ``IDType`` wraps a UUID in ``_id``)."""
         return uuid.UUID(self)
 
     def __repr__(self) -> str:

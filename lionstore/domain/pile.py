@@ -17,9 +17,15 @@ from pydantic import ConfigDict, PrivateAttr
 from lionstore.domain.element import Element, ReadOnlyGuard
 from lionstore.domain.ids import IDType, to_id, to_ids
 from lionstore.domain.progression import Progression
-from lionstore.errors import IDError, ItemExistsError, ItemNotFoundError
+from lionstore.errors import (
+    IDError,
+    IndexOutOfRangeError,
+    InvalidItemError,
+    ItemExistsError,
+    ItemNotFoundError,
+)
 
-__all__ = ["Pile"]
+__all__ = ["Pile", "pile"]
 
 T = TypeVar("T", bound=Element)
 _UNDEFINED: Any = object()
@@ -46,6 +52,11 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
         strict_type: bool = False,
         **kwargs: Any,
     ) -> None:
+        # lionagi code (and its ``pile()`` helper) spells the flag ``strict=``; lionagi
+        # silently ignores it, lionstore honours it.
+        strict = kwargs.pop("strict", None)
+        if strict is not None:
+            strict_type = bool(strict_type) or bool(strict)
         super().__init__(**kwargs)
         self._item_type = self._validate_item_type(item_type)
         self._strict = bool(strict_type)
@@ -54,7 +65,8 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
             self._check_type(item)
         by_id = {item.id: item for item in items}
         if order is not None:
-            ids = to_ids(order)
+            # A Progression gives the order its iteration yields (not its own id).
+            ids = to_ids(list(order)) if isinstance(order, Progression) else to_ids(order)
             if len(ids) != len(set(ids)) or set(ids) != set(by_id):
                 raise ValueError("order must list every item of the pile exactly once")
             by_id = {i: by_id[i] for i in ids}
@@ -84,18 +96,18 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
 
     def _check_type(self, item: Any) -> None:
         if not isinstance(item, Element):
-            raise TypeError(f"Invalid pile item {type(item).__name__}: piles hold Elements")
+            raise InvalidItemError(f"Invalid pile item {type(item).__name__}: piles hold Elements")
         allowed = self._item_type
         if allowed is None:
             return
         if self._strict:
             if type(item) not in allowed:
-                raise TypeError(
+                raise InvalidItemError(
                     f"Invalid item type in pile: {type(item).__name__} is not exactly one of "
                     f"{sorted(t.__name__ for t in allowed)}"
                 )
         elif not isinstance(item, tuple(allowed)):
-            raise TypeError(
+            raise InvalidItemError(
                 f"Invalid item type in pile: {type(item).__name__} is not one of "
                 f"{sorted(t.__name__ for t in allowed)} or their subclasses"
             )
@@ -109,7 +121,7 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
         if isinstance(value, dict):
             return list(value.values())
         if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            raise TypeError(f"expected elements, not {type(value).__name__}")
+            raise InvalidItemError(f"expected elements, not {type(value).__name__}")
         return list(value)
 
     def _put(self, item: T) -> None:
@@ -178,7 +190,7 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
             try:
                 return self._items[list(self._items)[key]]
             except IndexError:
-                raise ItemNotFoundError(f"index {key} is out of range") from None
+                raise IndexOutOfRangeError(f"index {key} is out of range") from None
         if isinstance(key, slice):
             return self._new(self._items[i] for i in list(self._items)[key])
         ids = self._key_ids(key)
@@ -269,7 +281,7 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
             try:
                 old_id, _ = entries[key]
             except IndexError:
-                raise ItemNotFoundError(f"index {key} is out of range") from None
+                raise IndexOutOfRangeError(f"index {key} is out of range") from None
             if item.id != old_id and item.id in self._items:
                 raise ItemExistsError(f"item {item.id} is already in the pile")
             entries[key] = (item.id, item)
@@ -367,3 +379,22 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
     async def __aiter__(self) -> AsyncIterator[T]:
         for item in await self._locked(list, self._items.values()):
             yield item
+
+
+def pile(
+    collections: Any = None,
+    /,
+    item_type: type | Iterable[type] | None = None,
+    progression: Any = None,
+    strict_type: bool = False,
+    **kwargs: Any,
+) -> Pile[Any]:
+    """A new free-standing :class:`Pile` (lionagi's ``pile(...)`` helper).
+
+    ``progression`` is the initial order (a Progression or any refs). Unlike lionagi's,
+    ``strict_type=True`` is honoured. lionagi's ``df=``/``fp=`` loaders are not
+    supported (lionstore reads no files or data frames).
+    """
+    return Pile(
+        collections, item_type=item_type, order=progression, strict_type=strict_type, **kwargs
+    )

@@ -15,7 +15,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from lionstore.domain.element import Element, ReadOnlyGuard
 from lionstore.domain.ids import IDType, to_id, to_ids
-from lionstore.errors import IDError, ItemNotFoundError
+from lionstore.errors import IDError, IndexOutOfRangeError, ItemNotFoundError
 
 __all__ = ["Progression"]
 
@@ -66,6 +66,13 @@ class Progression(ReadOnlyGuard, Element):
             return False
         return bool(ids) and all(self._counts.get(i, 0) for i in ids)
 
+    def __next__(self) -> IDType:
+        """The first id, as lionagi's ``next(progression)`` gives (it does not advance);
+        StopIteration when empty. Use ``iter(progression)`` to walk the ids."""
+        if not self.order:
+            raise StopIteration("No more items in the progression")
+        return self.order[0]
+
     def __list__(self) -> list[IDType]:
         return list(self.order)
 
@@ -84,13 +91,20 @@ class Progression(ReadOnlyGuard, Element):
         try:
             return self.order[key]
         except IndexError:
-            raise ItemNotFoundError(f"index {key} is out of range") from None
+            raise IndexOutOfRangeError(f"index {key} is out of range") from None
 
-    def __setitem__(self, key: int, value: Any) -> None:
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        """Set by position (an index at or past the end appends) or replace a slice
+        with the ids of ``value`` (one ref or a list of them; lengths may differ)."""
         self._check()
-        ref = to_id(value)
+        if isinstance(key, slice):
+            ids = to_ids(value)
+            self.order[key] = ids
+            self._counts = Counter(self.order)
+            return
         if isinstance(key, bool) or not isinstance(key, int):
-            raise TypeError("progression indices must be int")
+            raise TypeError(f"progression indices must be int or slice, not {type(key).__name__}")
+        ref = to_id(value)
         if key >= len(self.order):
             self.order.append(ref)
         else:
@@ -162,7 +176,9 @@ class Progression(ReadOnlyGuard, Element):
         try:
             ref = self.order.pop(index)
         except IndexError:
-            raise ItemNotFoundError("pop from an empty progression or index out of range") from None
+            raise IndexOutOfRangeError(
+                "pop from an empty progression or index out of range"
+            ) from None
         self._counts[ref] -= 1
         if not self._counts[ref]:
             del self._counts[ref]
@@ -171,7 +187,7 @@ class Progression(ReadOnlyGuard, Element):
     def popleft(self) -> IDType:
         if not self.order:
             self._check()
-            raise ItemNotFoundError("popleft from an empty progression")
+            raise IndexOutOfRangeError("popleft from an empty progression")
         return self.pop(0)
 
     def remove(self, refs: Any) -> None:

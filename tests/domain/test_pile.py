@@ -69,9 +69,13 @@ def test_construction_from_dict_pile_and_single_element() -> None:
 
 
 def test_unknown_constructor_kwargs_are_refused() -> None:
-    """lionagi silently ignored unknown kwargs, so ``strict=True`` ran non-strict."""
+    """lionagi silently ignored unknown kwargs (so its ``strict=True`` ran non-strict);
+    lionstore refuses them, and honours ``strict=`` as lionagi's spelling of
+    ``strict_type=``."""
     with pytest.raises(ValueError):
-        Pile(strict=True)
+        Pile(bogus=True)
+    assert Pile(strict=True).strict_type is True
+    assert Pile(strict=False).strict_type is False
 
 
 # -- types ---------------------------------------------------------------------------------
