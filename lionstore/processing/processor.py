@@ -133,16 +133,16 @@ class Processor(Stoppable):
         name: str | None = None,
         finish_each: bool = False,
     ) -> None:
-        for name, value in (
+        for setting, value in (
             ("queue_capacity", queue_capacity),
             ("capacity_refresh_time", capacity_refresh_time),
             ("lease_seconds", lease_seconds),
             ("max_backoff", max_backoff),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+                raise TypeError(f"{setting} must be a number, not {type(value).__name__}")
             if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, not {value}")
+                raise ValueError(f"{setting} must be a finite number, not {value}")
         if queue_capacity < 1:
             raise ValueError("Queue capacity must be greater than 0.")
         if capacity_refresh_time <= 0:

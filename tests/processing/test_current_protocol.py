@@ -186,6 +186,7 @@ async def test_a_processor_on_its_own_records_under_an_executor_of_its_own(
         assert events[1].execution.error == "ValueError: boom"
         assert events[0].execution.duration is not None
         name = processor._require_repo().state.name
+        assert name == f"lionstore.processing.processor.Processor@{processor.owner}"
         started = await read_all(store, kinds=("processor.started",))
         assert [r.data.executor for r in started] == [name]  # type: ignore[attr-defined]
         assert started[0].data.concurrency_limit == 2  # type: ignore[attr-defined]
@@ -198,6 +199,15 @@ async def test_a_processor_on_its_own_records_under_an_executor_of_its_own(
         assert again.status_counts() == {"completed": 2, "failed": 1}
         assert again.pile[events[0].id].response == {"n": 1}
         again.close()
+
+
+async def test_a_processor_on_its_own_records_under_the_name_given(open_store: Any) -> None:
+    async with open_store(run="named") as store:
+        processor = Processor(**CURRENT, name="model-calls")
+        await processor.enqueue(Ok(n=1))
+        await asyncio.wait_for(processor.join(), timeout=10)
+        started = await read_all(store, kinds=("processor.started",))
+        assert [r.data.executor for r in started] == ["model-calls"]  # type: ignore[attr-defined]
 
 
 async def test_try_enqueue_is_recorded_and_enqueue_waits_for_room(open_store: Any) -> None:
