@@ -97,7 +97,7 @@ def test_the_numbers_are_the_codes() -> None:
         "`max_attempts` (3)": defaults["max_attempts"].default == 3,
         "`lease_seconds` (300)": defaults["lease_seconds"].default == 300,
         "`max_backoff` (60)": defaults["max_backoff"].default == 60,
-        "`FORMAT_VERSION` (2)": FORMAT_VERSION == 2,
+        "`FORMAT_VERSION` (3)": FORMAT_VERSION == 3,
         "more than 10,000 records": CHECKPOINT_EVERY == 10_000,
         "(up to 50,000 records)": store_module._MAX_GROUP_RECORDS == 50_000,
         "(up to 256 rows": sqlite_backend._INLINE_MAX_ROWS == 256,
