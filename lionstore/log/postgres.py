@@ -1029,11 +1029,25 @@ class PostgresBackend(LogBackend):
         while True:
             await asyncio.sleep(_LOCK_WATCH_INTERVAL)
             conn = self._lock_conn
-            if conn is None or conn.is_closed():
-                try:
-                    await self._take_owner_locks()
-                except Exception:  # still away past reconnect_timeout: keep trying
-                    log.warning("%s: owner locks not held yet; retrying", self._label)
+            if conn is not None and not conn.is_closed():
+                # An idle connection need not have noticed that the server restarted
+                # (is_closed() stays False until something is read): ask it, under the
+                # guard that keeps it to one operation at a time.
+                if self._lock_guard is None:
+                    self._lock_guard = asyncio.Lock()
+                async with self._lock_guard:
+                    if conn is not self._lock_conn:
+                        continue
+                    try:
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), _LOCK_WATCH_INTERVAL * 4)
+                        continue
+                    except Exception:
+                        conn.terminate()
+                        self._lock_conn = None
+            try:
+                await self._take_owner_locks()
+            except Exception:  # still away past reconnect_timeout: keep trying
+                log.warning("%s: owner locks not held yet; retrying", self._label)
 
     async def owner_lock_free(self, owner: str) -> bool | None:
         key = owner_lock_key(owner)
