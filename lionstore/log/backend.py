@@ -129,9 +129,10 @@ class RunScan(abc.ABC):
     it. What ``lionstore.replay.rebuild`` folds; an async context manager.
 
     A row is ``(position, stream_no, stream_version, kind, kind_version, data,
-    stream_id)``: the stream by its number, which a fold maps to one id object per
-    stream, and its text id at least on the stream's first record (None elsewhere is
-    allowed); :meth:`stream_id` finds the id of a stream whose rows brought none.
+    stream_id, recorded_at_us, digest)``: the stream by its number, which a fold maps
+    to one id object per stream, and its text id at least on the stream's first record
+    (None elsewhere is allowed); :meth:`stream_id` finds the id of a stream whose rows
+    brought none. The time and digest let the fold check the digest chain.
     """
 
     async def __aenter__(self) -> Self:

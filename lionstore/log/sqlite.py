@@ -998,11 +998,13 @@ class SQLiteBackend(LogBackend):
 
 
 # A scan row: (position, stream_no, stream_version, kind, kind_version, data, stream_id
-# or None). The stream's text id comes only with its version 1 record (every stream
-# belongs to one run and starts there); RunScan.stream_id finds any other.
+# or None, recorded_at_us, digest). The stream's text id comes only with its version 1
+# record (every stream belongs to one run and starts there); RunScan.stream_id finds
+# any other.
 _SCAN_RECORDS = (
     "SELECT r.position, r.stream_no, r.stream_version, r.kind, r.kind_version, r.data,"
-    " CASE WHEN r.stream_version = 1 THEN s.stream_id END FROM lionstore_records r"
+    " CASE WHEN r.stream_version = 1 THEN s.stream_id END, r.recorded_at_us, r.digest"
+    " FROM lionstore_records r"
     " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
 )
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from lionstore.domain.records import (
     encode_records,
 )
 from lionstore.errors import (
+    CorruptDatabaseError,
     LionstoreError,
     NoStoreError,
     RunNotFoundError,
@@ -53,6 +55,7 @@ from lionstore.errors import (
 )
 from lionstore.log import migrate
 from lionstore.log.backend import AppendRequest, Checkpoint, LogBackend, ReadQuery, RunInfo
+from lionstore.log.digest import chain_start
 
 __all__ = [
     "Store",
@@ -491,6 +494,76 @@ class Store:
                 task = fetch(rows[-1][0]) if len(rows) == page_size else None
                 for row in rows:
                     yield decode(row, run_ids)
+        finally:
+            if task is not None:
+                task.cancel()
+
+    async def read_chained(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        tip: str | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[Recorded]:
+        """This run's records of ``kinds`` (all when None or empty) in positions
+        ``(after, upto]``, checking the digest chain of every record of the run in that
+        range, of any kind, before yielding the next: what a projection load reads.
+
+        ``tip`` is the digest of the run's last record at or before ``after`` (a
+        checkpoint's digest); with ``after=0`` the chain starts from the run id. A
+        record changed, deleted, duplicated or read out of place (a damaged index)
+        raises :class:`CorruptDatabaseError` naming its position, so a load returns
+        the logged state or raises, never a silently different one. Rows of other
+        kinds are hashed but not decoded.
+        """
+        self._ensure_open()
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        run = self.run
+        if tip is None:
+            if after:
+                raise ValueError("a read after position 0 needs the digest there (tip)")
+            tip = chain_start(run.run_id)
+        wanted = frozenset(kinds or ())
+        return self._chained_pages(
+            ReadQuery(run_no=run.run_no, after=after, upto=upto), page_size, tip, wanted
+        )
+
+    async def _chained_pages(
+        self, query: ReadQuery, page_size: int, tip: str, wanted: frozenset[str]
+    ) -> AsyncIterator[Recorded]:
+        backend = self._backend
+        decode = backend.decode_row
+        new_hash = sha256
+
+        def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
+            return asyncio.ensure_future(
+                backend.read_rows(dataclasses.replace(query, after=after), page_size)
+            )
+
+        task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after)
+        try:
+            while task is not None:
+                rows, run_ids = await task
+                task = fetch(rows[-1][0]) if len(rows) == page_size else None
+                for row in rows:
+                    position, sid, version, kind, kind_version, data, at_us, _, digest = row
+                    h = new_hash(
+                        f"{tip}|{position}|{sid}|{version}|{kind}|{kind_version}|{at_us}|".encode()
+                    )
+                    h.update(data.encode())
+                    tip = h.hexdigest()[:32]
+                    if tip != digest:
+                        raise CorruptDatabaseError(
+                            f"{self.target}: the record at position {position} does not chain"
+                            " to the run's record before it (digest mismatch): a record was"
+                            " changed or deleted behind lionstore's back, or an index of the"
+                            " file is damaged; `lionstore verify` reports where"
+                        )
+                    if not wanted or kind in wanted:
+                        yield decode(row, run_ids)
         finally:
             if task is not None:
                 task.cancel()

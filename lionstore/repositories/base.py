@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import NewRecord, Recorded
-from lionstore.errors import ConcurrencyError, LionstoreError
+from lionstore.errors import ConcurrencyError, LionstoreError, RecordError
 from lionstore.log.store import Store
 from lionstore.projections import snapshot
 
@@ -102,11 +102,24 @@ class Repository(abc.ABC):
         if self._loaded:
             return
         upto = self.store.position
-        after = await self._restore(upto)
+        after, tip = await self._restore(upto)
         apply = self.apply
         folded = 0
-        async for record in await self.store.read(kinds=self.kinds, after=after, upto=upto):
-            apply(record)
+        # Every record of the run in the range is hashed (the digest chain), whatever
+        # its kind: a load returns the logged state or raises CorruptDatabaseError.
+        records = await self.store.read_chained(kinds=self.kinds, after=after, upto=upto, tip=tip)
+        async for record in records:
+            try:
+                apply(record)
+            except LionstoreError:
+                raise
+            except (ValueError, TypeError, LookupError) as exc:
+                # e.g. a pydantic ValidationError: the record names a class that is not
+                # its own. That record's problem, reported as such.
+                raise RecordError(
+                    f"the {record.kind} record at position {record.position} cannot be"
+                    f" applied: {type(exc).__name__}: {exc}"
+                ) from exc
             folded += 1
         held, self._held = self._held, []
         self._loaded = True
@@ -120,15 +133,16 @@ class Repository(abc.ABC):
         state: snapshot.State = getattr(self, "state")  # noqa: B009 - set by subclasses
         return state
 
-    async def _restore(self, upto: int) -> int:
+    async def _restore(self, upto: int) -> tuple[int, str | None]:
         """Restore ``state`` from the run's checkpoint if it checks out; return the
-        position it covers (0: none, fold from the start)."""
+        position it covers and the log's digest there ((0, None): none, fold from the
+        start)."""
         name = self._checkpoint_name
         if name is None or not self.store.checkpoints:
-            return 0
+            return 0, None
         found = await self.store.read_checkpoint(name)
         if found is None:
-            return 0
+            return 0, None
         reason = None
         if found.format_version != snapshot.FORMAT_VERSION:
             reason = f"format {found.format_version}, this code reads {snapshot.FORMAT_VERSION}"
@@ -150,9 +164,9 @@ class Repository(abc.ABC):
                     setattr(self, "state", fresh)  # noqa: B010 - a subclass's own state
                     self._checkpointed_at = found.position
                     self.restored_from = found.position
-                    return found.position
+                    return found.position, found.digest
         log.info("checkpoint %s ignored and rebuilt: %s", name, reason)
-        return 0
+        return 0, None
 
     async def checkpoint(self) -> bool:
         """Store a snapshot of the projection as of the store's position (best effort:
