@@ -205,6 +205,12 @@ class LogBackend(abc.ABC):
     @abc.abstractmethod
     async def head_position(self) -> int: ...
 
+    async def check_head(self) -> None:
+        """Raise CorruptDatabaseError when the head row is behind what the tables hold
+        (an edited or damaged file: appends would collide with stored rows). Cheap:
+        run at every open."""
+        return None
+
     @abc.abstractmethod
     async def list_runs(self) -> list[RunInfo]: ...
 

@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import functools
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -63,7 +64,7 @@ from lionstore.log.backend import (
 )
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 
-__all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "translate_sqlite_error"]
+__all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "io_error", "translate_sqlite_error"]
 
 T = TypeVar("T")
 
@@ -82,6 +83,7 @@ _INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) V
 _CHUNK = 500  # SQLite's default host-parameter limit is far above this
 _CACHE_SIZE = 100_000
 _INLINE_MAX_ROWS = 256  # larger batches commit on the writer thread, off the event loop
+_FULL_BELOW = 1 << 20  # bytes free: a disk I/O error with less room than this is a full disk
 
 
 def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
@@ -94,7 +96,30 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
         "malformed" in message or "not a database" in message
     ):
         return CorruptDatabaseError(f"{path}: the database file is damaged ({message})")
-    return StoreError(f"{path}: {message}")
+    return io_error(path, message) or StoreError(f"{path}: {message}")
+
+
+def io_error(path: str, message: str) -> StoreError | None:
+    """The error for a SQLite failure to write or read at all (None for other failures).
+
+    SQLite says "database or disk is full" when a write finds no room, but only
+    "disk I/O error" when it cannot even create the ``-shm`` index of the WAL, which
+    opening a healthy file on a full disk does: with (almost) no room left on the
+    file's disk, that is the disk being full too. Neither says anything about the
+    file, which is never called damaged for it.
+    """
+    if "database or disk is full" in message or ("disk I/O error" in message and _disk_full(path)):
+        return StoreError(f"{path}: disk full, no room to write ({message})")
+    if "disk I/O error" in message:
+        return StoreError(f"{path}: input/output error from the operating system ({message})")
+    return None
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        return shutil.disk_usage(Path(path).parent).free < _FULL_BELOW
+    except (OSError, ValueError):
+        return False
 
 
 class _BusyError(Exception):
@@ -872,6 +897,28 @@ class SQLiteBackend(LogBackend):
                 "SELECT last_position FROM lionstore_head WHERE id = 1"
             ).fetchone()[0]
         )
+
+    async def check_head(self) -> None:
+        await self._read(self._check_head)
+
+    def _check_head(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(
+            "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1"
+        ).fetchone()
+        if row is None:
+            raise CorruptDatabaseError(f"{self._label}: the head row of the log is missing")
+        # Each a look-up at the end of a primary key (a rowid), not of an index.
+        found = (
+            conn.execute("SELECT max(position) FROM lionstore_records").fetchone()[0] or 0,
+            conn.execute("SELECT max(stream_no) FROM lionstore_streams").fetchone()[0] or 0,
+            conn.execute("SELECT max(run_no) FROM lionstore_runs").fetchone()[0] or 0,
+        )
+        for what, head, last in zip(("position", "stream", "run"), row, found, strict=True):
+            if last > head:
+                raise CorruptDatabaseError(
+                    f"{self._label}: the head row says the last {what} is {head}, but the"
+                    f" file holds {what} {last}: the file was edited or damaged"
+                )
 
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
         return await self._read(self._read_rows, query, limit)

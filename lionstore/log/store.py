@@ -27,6 +27,7 @@ import contextvars
 import dataclasses
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -668,6 +669,16 @@ class Store:
                 _current.reset(self._ambient.pop())
 
 
+def _creation_error(path: Path, exc: Exception) -> StoreError:
+    """What creating a new database file failed on (a full disk, most often)."""
+    from lionstore.log.sqlite import translate_sqlite_error
+
+    reason = getattr(exc, "orig", None) or exc
+    if isinstance(reason, sqlite3.Error):
+        return translate_sqlite_error(reason, str(path))
+    return StorePathError(f"{path}: cannot create the database file ({reason})")
+
+
 def _as_store_error(exc: BaseException) -> BaseException:
     if isinstance(exc, LionstoreError):
         return exc
@@ -791,7 +802,12 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             if not state.exists:
                 if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
                     raise StorePathError(f"{path}: directory {path.parent} is not writable")
-                await migrate.create_sqlite(path)
+                try:
+                    await migrate.create_sqlite(path)
+                except LionstoreError:
+                    raise
+                except Exception as exc:  # sqlalchemy's wrapper of the sqlite3 error
+                    raise _creation_error(path, exc) from exc
                 # ours, or one another process created a moment before: check it again
                 state = migrate.inspect_sqlite_file(path)
                 state.require_current(upgrade_allowed=self._upgrade)
@@ -822,6 +838,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
 
     async def _attached_store(self, backend: LogBackend, target: str) -> Store:
         try:
+            await backend.check_head()
             run, created = await self._attach(backend)
             seen = await backend.head_position()
         except BaseException:
