@@ -205,6 +205,15 @@ class LogBackend(abc.ABC):
     @abc.abstractmethod
     async def head_position(self) -> int: ...
 
+    async def last_position(
+        self, run_no: int, upto: int, until_us: int | None = None
+    ) -> int | None:
+        """The position of run ``run_no``'s last record at or before ``upto`` (and
+        recorded at or before ``until_us``), found without the ``(run_no, position)``
+        index a read goes through, so a read that stopped early on a damaged index is
+        told apart (0: none; None: this backend does not check)."""
+        return None
+
     async def check_head(self) -> None:
         """Raise CorruptDatabaseError when the head row is behind what the tables hold
         (an edited or damaged file: appends would collide with stored rows). Cheap:

@@ -898,6 +898,23 @@ class SQLiteBackend(LogBackend):
             ).fetchone()[0]
         )
 
+    async def last_position(
+        self, run_no: int, upto: int, until_us: int | None = None
+    ) -> int | None:
+        # Backwards along the table's own b-tree (position is the rowid) from ``upto``:
+        # one row for the run being written, a few more past other runs' records.
+        sql = (
+            "SELECT position FROM lionstore_records NOT INDEXED WHERE position <= ? AND run_no = ?"
+        )
+        params: list[Any] = [upto, run_no]
+        if until_us is not None:
+            sql += " AND recorded_at_us <= ?"
+            params.append(until_us)
+        row = await self._read(
+            lambda conn: conn.execute(f"{sql} ORDER BY position DESC LIMIT 1", params).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
     async def check_head(self) -> None:
         await self._read(self._check_head)
 
@@ -940,6 +957,12 @@ class SQLiteBackend(LogBackend):
                 no: to_id(rid)
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
             }
+            for row in rows:
+                if row[7] not in self._run_ids:
+                    raise CorruptDatabaseError(
+                        f"{self._label}: the record at position {row[0]} names run {row[7]},"
+                        " which is not in the file: the file or one of its indexes is damaged"
+                    )
         return rows, self._run_ids
 
     def scan_run(self, query: ReadQuery, page_size: int) -> SQLiteRunScan:

@@ -528,6 +528,8 @@ class Store:
                 raise ValueError("a read after position 0 needs the digest there (tip)")
             tip = chain_start(run.run_id)
         wanted = frozenset(kinds or ())
+        if upto is None:
+            upto = await self._backend.head_position()
         return self._chained_pages(
             ReadQuery(run_no=run.run_no, after=after, upto=upto), page_size, tip, wanted
         )
@@ -545,12 +547,20 @@ class Store:
             )
 
         task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after)
+        last = query.after
         try:
             while task is not None:
                 rows, run_ids = await task
                 task = fetch(rows[-1][0]) if len(rows) == page_size else None
                 for row in rows:
-                    position, sid, version, kind, kind_version, data, at_us, _, digest = row
+                    position, sid, version, kind, kind_version, data, at_us, run_no, digest = row
+                    last = position
+                    if run_no != query.run_no:  # read through a damaged index
+                        raise CorruptDatabaseError(
+                            f"{self.target}: a read of run {query.run_no} found a record of"
+                            f" run {run_no} at position {position}: an index of the file is"
+                            " damaged"
+                        )
                     h = new_hash(
                         f"{tip}|{position}|{sid}|{version}|{kind}|{kind_version}|{at_us}|".encode()
                     )
@@ -565,6 +575,8 @@ class Store:
                         )
                     if not wanted or kind in wanted:
                         yield decode(row, run_ids)
+            assert query.run_no is not None and query.upto is not None
+            await check_run_end(backend, self.target, query.run_no, query.upto, last)
         finally:
             if task is not None:
                 task.cancel()
@@ -667,6 +679,25 @@ class Store:
         finally:
             if self._ambient:
                 _current.reset(self._ambient.pop())
+
+
+async def check_run_end(
+    backend: LogBackend,
+    target: str,
+    run_no: int,
+    upto: int,
+    last: int,
+    until_us: int | None = None,
+) -> None:
+    """Raise CorruptDatabaseError when a read of run ``run_no`` up to ``upto`` ended at
+    ``last`` but the table holds a later record of the run (a damaged index dropped the
+    tail: the digest chain of what was read holds, yet it is not the whole run)."""
+    found = await backend.last_position(run_no, upto, until_us)
+    if found is not None and found > last:
+        raise CorruptDatabaseError(
+            f"{target}: a read of the run stopped at position {last}, but the run holds"
+            f" records up to position {found}: an index of the file is damaged"
+        )
 
 
 def _creation_error(path: Path, exc: Exception) -> StoreError:

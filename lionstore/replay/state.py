@@ -25,7 +25,7 @@ from lionstore.domain.records import Recorded, UnknownRecord, decode_data, recor
 from lionstore.errors import CorruptDatabaseError, LionstoreError, RecordError
 from lionstore.log.backend import ReadQuery
 from lionstore.log.digest import chain_start
-from lionstore.log.store import Store, _to_us
+from lionstore.log.store import Store, _to_us, check_run_end
 from lionstore.mail.source import Source
 from lionstore.projections.executor import (
     ExecutorState,
@@ -422,7 +422,12 @@ async def _fold_rows(
     projection.tip = chain_start(info.run_id)
     projection.label = store.target
     until_us = _to_us(until) if until is not None else None
-    query = ReadQuery(run_no=run_no, upto=at, until_us=until_us)
+    # Bounded by the head as it is now: what the scan reads is then fixed (committed
+    # and append-only), and the run's end can be checked apart from the scan.
+    upto = await store._backend.head_position()
+    if at is not None:
+        upto = min(at, upto)
+    query = ReadQuery(run_no=run_no, upto=upto, until_us=until_us)
     fold_page = projection._fold_page
     kinds: dict[str, list[Any]] = {}
     ids: dict[int, IDType] = {}
@@ -434,3 +439,4 @@ async def _fold_rows(
                 progress(mark)
                 mark += 10_000
             await asyncio.sleep(0)  # a page at a time, the loop's other tasks between
+    await check_run_end(store._backend, store.target, run_no, upto, projection.position, until_us)

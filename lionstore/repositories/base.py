@@ -111,6 +111,10 @@ class Repository(abc.ABC):
         async for record in records:
             try:
                 apply(record)
+            except RecordError as exc:  # e.g. a package item that does not fit its class
+                raise RecordError(
+                    f"the {record.kind} record at position {record.position}: {exc}"
+                ) from exc
             except LionstoreError:
                 raise
             except (ValueError, TypeError, LookupError) as exc:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from dbtools import execute, query
+from dbtools import execute, query, rechain
 from pydantic import BaseModel
-from replay_scenarios import JobExecutor, Recording, ReplayJob, rechain
+from replay_scenarios import JobExecutor, Recording, ReplayJob
 
 import lionstore
 from lionstore.domain.event import Event
