@@ -205,6 +205,10 @@ class Store:
         self._writer = _Writer()
         self._closed = False
         self._ambient: list[contextvars.Token[Store | None]] = []
+        # (lo, hi, digest at hi): the run's records in (lo, hi] had their digest chain
+        # checked by a read_chained of this store (the file is trusted not to be
+        # rewritten under an open store; positions up to the head never change).
+        self._chain_checked: tuple[int, int, str] | None = None
 
     # -- identity --------------------------------------------------------------------
 
@@ -530,9 +534,35 @@ class Store:
         wanted = frozenset(kinds or ())
         if upto is None:
             upto = await self._backend.head_position()
-        return self._chained_pages(
-            ReadQuery(run_no=run.run_no, after=after, upto=upto), page_size, tip, wanted
-        )
+        query = ReadQuery(run_no=run.run_no, after=after, upto=upto)
+        checked = self._chain_checked
+        if checked is not None and checked[0] <= after <= checked[1]:
+            # (after, checked[1]] was hashed by an earlier load of this store (the
+            # executor's, say, before the exchange's): read just the kinds asked for
+            # there, through the same index, and hash only what lies beyond.
+            plain = ReadQuery(
+                run_no=run.run_no,
+                kinds=tuple(wanted) or None,
+                after=after,
+                upto=min(checked[1], upto),
+            )
+            rest = dataclasses.replace(query, after=checked[1]) if upto > checked[1] else None
+            return self._checked_then_chained(plain, rest, page_size, checked[2], wanted)
+        return self._chained_pages(query, page_size, tip, wanted)
+
+    async def _checked_then_chained(
+        self,
+        plain: ReadQuery,
+        rest: ReadQuery | None,
+        page_size: int,
+        tip: str,
+        wanted: frozenset[str],
+    ) -> AsyncIterator[Recorded]:
+        async for record in self._pages(plain, page_size):
+            yield record
+        if rest is not None:
+            async for record in self._chained_pages(rest, page_size, tip, wanted):
+                yield record
 
     async def _chained_pages(
         self, query: ReadQuery, page_size: int, tip: str, wanted: frozenset[str]
@@ -577,6 +607,11 @@ class Store:
                         yield decode(row, run_ids)
             assert query.run_no is not None and query.upto is not None
             await check_run_end(backend, self.target, query.run_no, query.upto, last)
+            checked = self._chain_checked
+            if checked is None or not checked[0] <= query.after <= checked[1]:
+                self._chain_checked = (query.after, query.upto, tip)
+            elif query.upto > checked[1]:
+                self._chain_checked = (checked[0], query.upto, tip)
         finally:
             if task is not None:
                 task.cancel()
