@@ -8,6 +8,7 @@ tests/log/test_bad_input.py; this file covers the objects built on it.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -183,7 +184,11 @@ CASES: list[Case] = [
         BAD_ARG,
     ),
     # -- Exchange --------------------------------------------------------------------
-    ("Exchange(store=None)", lambda w: Exchange(store=None), (TypeError,)),  # type: ignore[arg-type]
+    (  # outside any open store (the world's is ambient here): no store at all
+        "Exchange(store=None)",
+        lambda w: contextvars.Context().run(Exchange, store=None),
+        (TypeError,),
+    ),
     ("Exchange(sources=[object])", lambda w: Exchange([object()], store=w.store), (TypeError,)),
     ("Exchange(name='')", lambda w: Exchange(store=w.store, name=""), (ValueError,)),
     ("exchange.add_source(object)", lambda w: w.exchange.add_source(object()), (TypeError,)),
