@@ -919,19 +919,20 @@ class SQLiteBackend(LogBackend):
         await self._read(self._check_head)
 
     def _check_head(self, conn: sqlite3.Connection) -> None:
+        # One statement, so one snapshot: another process's commit cannot land between
+        # reading the head and reading the tables. Each max() is a look-up at the end of
+        # a primary key (a rowid), not of an index.
         row = conn.execute(
-            "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1"
+            "SELECT h.last_position, h.last_stream_no, h.last_run_no,"
+            " (SELECT max(position) FROM lionstore_records),"
+            " (SELECT max(stream_no) FROM lionstore_streams),"
+            " (SELECT max(run_no) FROM lionstore_runs)"
+            " FROM lionstore_head h WHERE h.id = 1"
         ).fetchone()
         if row is None:
             raise CorruptDatabaseError(f"{self._label}: the head row of the log is missing")
-        # Each a look-up at the end of a primary key (a rowid), not of an index.
-        found = (
-            conn.execute("SELECT max(position) FROM lionstore_records").fetchone()[0] or 0,
-            conn.execute("SELECT max(stream_no) FROM lionstore_streams").fetchone()[0] or 0,
-            conn.execute("SELECT max(run_no) FROM lionstore_runs").fetchone()[0] or 0,
-        )
-        for what, head, last in zip(("position", "stream", "run"), row, found, strict=True):
-            if last > head:
+        for what, head, last in zip(("position", "stream", "run"), row[:3], row[3:], strict=True):
+            if (last or 0) > head:
                 raise CorruptDatabaseError(
                     f"{self._label}: the head row says the last {what} is {head}, but the"
                     f" file holds {what} {last}: the file was edited or damaged"
