@@ -183,6 +183,10 @@ class RunProjection:
         owners = self._owners
         tip = self.tip
         id_texts = self._id_texts
+        # "|kind|kind_version|recorded_at_us|" of the last row: a commit's records share
+        # the time, and a run of them often the kind, so it is rarely formatted again.
+        tail_kind = tail_kv = tail_at = None
+        tail = ""
         row: Any = None
         try:
             for row in rows:
@@ -200,9 +204,10 @@ class RunProjection:
                     id_text = id_texts[stream_no] = str(sid)
                 # The digest chain (lionstore.log.digest), checked before the record is
                 # folded: the state returned is the logged one, or rebuild raises.
-                h = new_hash(
-                    f"{tip}|{row[0]}|{id_text}|{row[2]}|{kind}|{row[4]}|{row[7]}|".encode()
-                )
+                if row[7] != tail_at or kind != tail_kind or row[4] != tail_kv:
+                    tail_kind, tail_kv, tail_at = kind, row[4], row[7]
+                    tail = f"|{kind}|{tail_kv}|{tail_at}|"
+                h = new_hash(f"{tip}|{row[0]}|{id_text}|{row[2]}{tail}".encode())
                 h.update(text.encode())
                 tip = h.hexdigest()[:32]
                 if tip != row[8]:
