@@ -132,3 +132,25 @@ def write_lock_held(target: str | Path) -> Iterator[None]:
     finally:
         release.set()
         thread.join(60)
+
+
+def rechain(target: str | Path, run: str) -> None:
+    """Recompute the digest chain of ``run`` (its id or label) over the stored bytes,
+    as someone hiding an edit would: a test of what an edit does past the digest check
+    every load makes."""
+    from lionstore.log.digest import chain_start, record_digest
+
+    ((run_no, run_id),) = query(
+        target, "SELECT run_no, run_id FROM lionstore_runs WHERE run_id = ? OR label = ?", run, run
+    )
+    rows = query(
+        target,
+        "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+        " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
+        " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
+        run_no,
+    )
+    tip = chain_start(run_id)
+    for row in rows:
+        tip = record_digest(tip, *row)
+        execute(target, "UPDATE lionstore_records SET digest = ? WHERE position = ?", tip, row[0])

@@ -111,7 +111,7 @@ def _data_text(record: Recorded) -> str:
 def _compact(raw: str) -> str:
     try:
         return compact_json(json.loads(raw))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return " ".join(raw.split())
 
 

@@ -13,11 +13,11 @@ import math
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from lionstore.domain.element import Element, class_path, resolve_class
 from lionstore.domain.ids import IDType, to_id
-from lionstore.errors import MailError
+from lionstore.errors import MailError, RecordError
 
 __all__ = [
     "Mail",
@@ -95,10 +95,21 @@ def item_to_json(item: Any) -> tuple[Any, str | None]:
 
 
 def item_from_json(value: Any, model_class: str | None) -> Any:
+    """The package item a record holds: its JSON, or validated into ``model_class``
+    when the record names one (a pydantic model defined in this process, never one of
+    lionstore's own classes: a file cannot make lionstore build its records or
+    elements from an item). A RecordError when the data does not fit the class."""
     if model_class is None:
         return value
     cls = resolve_class(model_class, BaseModel)
-    return cls.model_validate(value)
+    if cls.__module__.split(".")[0] == "lionstore":
+        raise RecordError(f"a package item names {model_class}, one of lionstore's own classes")
+    try:
+        return cls.model_validate(value)
+    except ValidationError as exc:
+        raise RecordError(
+            f"a package item does not validate as the {model_class} it names: {exc}"
+        ) from None
 
 
 class Package(Element):

@@ -14,9 +14,11 @@ Older versions pass through registered upcasters first (see :func:`register_upca
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,6 +29,7 @@ from lionstore.errors import RecordError, RecordTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
+    "MAX_JSON_DEPTH",
     "NewRecord",
     "Recorded",
     "RecordData",
@@ -40,6 +43,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20  # 1 MiB of JSON per record
+MAX_JSON_DEPTH = 128
+"""How deeply a record's JSON may nest (arrays and objects, the record's own object
+included). Appends refuse deeper data with :class:`RecordError`; every reader reads
+anything within it (pydantic's JSON parser stops at about 200 levels, Python's
+``json`` module at the interpreter's recursion limit), so whatever lionstore
+writes it reads back."""
 
 _KINDS: dict[str, type[RecordData]] = {}
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -117,6 +126,7 @@ def encode_data(data: RecordData, max_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> 
         or size > max_bytes
     ):
         _check_encoded(text, size, data.kind, max_bytes)
+    _check_depth(text, data.kind)
     return text
 
 
@@ -126,6 +136,29 @@ def _to_json(data: RecordData) -> tuple[str, int]:
     in bytes."""
     raw = data.__pydantic_serializer__.to_json(data)
     return raw.decode(), len(raw)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests (0 for a scalar). Linear, in C loops."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _check_depth(text: str, kind: str) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`. Counting the opening
+    brackets (memchr-fast) settles it for nearly every record; only a text with more
+    of them than the limit is measured."""
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise RecordError(
+                f"{kind}: data is nested {depth} levels deep, over the limit of {MAX_JSON_DEPTH}"
+            )
 
 
 def _check_encoded(text: str, size: int | None, kind: str, max_bytes: int) -> None:
@@ -196,6 +229,7 @@ def encode_records(
                 or size > max_bytes
             ):
                 _check_encoded(text, size, kind, max_bytes)
+            _check_depth(text, kind)
         else:
             text = encode_data(data, max_bytes)
         add((sid, kind, data.kind_version, text, data))
@@ -234,9 +268,11 @@ def decode_data(kind: str, kind_version: int, text: str) -> RecordData | Unknown
 
 
 def _loads(text: str) -> Any:
+    """The parsed JSON, or the text itself when it is not JSON or nests too deeply
+    for Python's parser (a hostile file: one record's problem, never a crash)."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 

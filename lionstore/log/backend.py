@@ -129,9 +129,10 @@ class RunScan(abc.ABC):
     it. What ``lionstore.replay.rebuild`` folds; an async context manager.
 
     A row is ``(position, stream_no, stream_version, kind, kind_version, data,
-    stream_id)``: the stream by its number, which a fold maps to one id object per
-    stream, and its text id at least on the stream's first record (None elsewhere is
-    allowed); :meth:`stream_id` finds the id of a stream whose rows brought none.
+    stream_id, recorded_at_us, digest)``: the stream by its number, which a fold maps
+    to one id object per stream, and its text id at least on the stream's first record
+    (None elsewhere is allowed); :meth:`stream_id` finds the id of a stream whose rows
+    brought none. The time and digest let the fold check the digest chain.
     """
 
     async def __aenter__(self) -> Self:
@@ -203,6 +204,21 @@ class LogBackend(abc.ABC):
 
     @abc.abstractmethod
     async def head_position(self) -> int: ...
+
+    async def last_position(
+        self, run_no: int, upto: int, until_us: int | None = None
+    ) -> int | None:
+        """The position of run ``run_no``'s last record at or before ``upto`` (and
+        recorded at or before ``until_us``), found without the ``(run_no, position)``
+        index a read goes through, so a read that stopped early on a damaged index is
+        told apart (0: none; None: this backend does not check)."""
+        return None
+
+    async def check_head(self) -> None:
+        """Raise CorruptDatabaseError when the head row is behind what the tables hold
+        (an edited or damaged file: appends would collide with stored rows). Cheap:
+        run at every open."""
+        return None
 
     @abc.abstractmethod
     async def list_runs(self) -> list[RunInfo]: ...

@@ -326,7 +326,11 @@ def inspect_sqlite_file(path: Path) -> FileState:
             revision = row[0] if row else None
         check = conn.execute("PRAGMA quick_check").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise CorruptDatabaseError(f"{path}: the database file is damaged ({exc})") from exc
+        from lionstore.log.sqlite import io_error
+
+        raise io_error(str(path), str(exc)) or CorruptDatabaseError(
+            f"{path}: the database file is damaged ({exc})"
+        ) from exc
     finally:
         conn.close()
     if check is None or check[0] != "ok":

@@ -1111,7 +1111,8 @@ class PostgresRunScan(RunScan):
                 where.append(condition.format(len(params)))
         self._sql = (
             "SELECT r.position, r.stream_no, r.stream_version, r.kind, r.kind_version,"
-            f" r.data, s.stream_id{_FROM} WHERE {' AND '.join(where)} ORDER BY r.position"
+            f" r.data, s.stream_id, r.recorded_at_us, r.digest{_FROM}"
+            f" WHERE {' AND '.join(where)} ORDER BY r.position"
         )
         self._params = params
         self._pool: Any = None

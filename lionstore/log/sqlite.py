@@ -30,6 +30,7 @@ import atexit
 import contextlib
 import functools
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -64,7 +65,7 @@ from lionstore.log.backend import (
 from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.migrate import file_state, readonly_uri
 
-__all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "translate_sqlite_error"]
+__all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "io_error", "translate_sqlite_error"]
 
 T = TypeVar("T")
 
@@ -83,6 +84,7 @@ _INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) V
 _CHUNK = 500  # SQLite's default host-parameter limit is far above this
 _CACHE_SIZE = 100_000
 _INLINE_MAX_ROWS = 256  # larger batches commit on the writer thread, off the event loop
+_FULL_BELOW = 1 << 20  # bytes free: a disk I/O error with less room than this is a full disk
 
 
 def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
@@ -95,7 +97,30 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str) -> StoreError:
         "malformed" in message or "not a database" in message
     ):
         return CorruptDatabaseError(f"{path}: the database file is damaged ({message})")
-    return StoreError(f"{path}: {message}")
+    return io_error(path, message) or StoreError(f"{path}: {message}")
+
+
+def io_error(path: str, message: str) -> StoreError | None:
+    """The error for a SQLite failure to write or read at all (None for other failures).
+
+    SQLite says "database or disk is full" when a write finds no room, but only
+    "disk I/O error" when it cannot even create the ``-shm`` index of the WAL, which
+    opening a healthy file on a full disk does: with (almost) no room left on the
+    file's disk, that is the disk being full too. Neither says anything about the
+    file, which is never called damaged for it.
+    """
+    if "database or disk is full" in message or ("disk I/O error" in message and _disk_full(path)):
+        return StoreError(f"{path}: disk full, no room to write ({message})")
+    if "disk I/O error" in message:
+        return StoreError(f"{path}: input/output error from the operating system ({message})")
+    return None
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        return shutil.disk_usage(Path(path).parent).free < _FULL_BELOW
+    except (OSError, ValueError):
+        return False
 
 
 class _BusyError(Exception):
@@ -885,6 +910,46 @@ class SQLiteBackend(LogBackend):
             ).fetchone()[0]
         )
 
+    async def last_position(
+        self, run_no: int, upto: int, until_us: int | None = None
+    ) -> int | None:
+        # Backwards along the table's own b-tree (position is the rowid) from ``upto``:
+        # one row for the run being written, a few more past other runs' records.
+        sql = (
+            "SELECT position FROM lionstore_records NOT INDEXED WHERE position <= ? AND run_no = ?"
+        )
+        params: list[Any] = [upto, run_no]
+        if until_us is not None:
+            sql += " AND recorded_at_us <= ?"
+            params.append(until_us)
+        row = await self._read(
+            lambda conn: conn.execute(f"{sql} ORDER BY position DESC LIMIT 1", params).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def check_head(self) -> None:
+        await self._read(self._check_head)
+
+    def _check_head(self, conn: sqlite3.Connection) -> None:
+        # One statement, so one snapshot: another process's commit cannot land between
+        # reading the head and reading the tables. Each max() is a look-up at the end of
+        # a primary key (a rowid), not of an index.
+        row = conn.execute(
+            "SELECT h.last_position, h.last_stream_no, h.last_run_no,"
+            " (SELECT max(position) FROM lionstore_records),"
+            " (SELECT max(stream_no) FROM lionstore_streams),"
+            " (SELECT max(run_no) FROM lionstore_runs)"
+            " FROM lionstore_head h WHERE h.id = 1"
+        ).fetchone()
+        if row is None:
+            raise CorruptDatabaseError(f"{self._label}: the head row of the log is missing")
+        for what, head, last in zip(("position", "stream", "run"), row[:3], row[3:], strict=True):
+            if (last or 0) > head:
+                raise CorruptDatabaseError(
+                    f"{self._label}: the head row says the last {what} is {head}, but the"
+                    f" file holds {what} {last}: the file was edited or damaged"
+                )
+
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
         return await self._read(self._read_rows, query, limit)
 
@@ -905,6 +970,12 @@ class SQLiteBackend(LogBackend):
                 no: to_id(rid)
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")
             }
+            for row in rows:
+                if row[7] not in self._run_ids:
+                    raise CorruptDatabaseError(
+                        f"{self._label}: the record at position {row[0]} names run {row[7]},"
+                        " which is not in the file: the file or one of its indexes is damaged"
+                    )
         return rows, self._run_ids
 
     def scan_run(self, query: ReadQuery, page_size: int) -> SQLiteRunScan:
@@ -1010,11 +1081,13 @@ class SQLiteBackend(LogBackend):
 
 
 # A scan row: (position, stream_no, stream_version, kind, kind_version, data, stream_id
-# or None). The stream's text id comes only with its version 1 record (every stream
-# belongs to one run and starts there); RunScan.stream_id finds any other.
+# or None, recorded_at_us, digest). The stream's text id comes only with its version 1
+# record (every stream belongs to one run and starts there); RunScan.stream_id finds
+# any other.
 _SCAN_RECORDS = (
     "SELECT r.position, r.stream_no, r.stream_version, r.kind, r.kind_version, r.data,"
-    " CASE WHEN r.stream_version = 1 THEN s.stream_id END FROM lionstore_records r"
+    " CASE WHEN r.stream_version = 1 THEN s.stream_id END, r.recorded_at_us, r.digest"
+    " FROM lionstore_records r"
     " JOIN lionstore_streams s ON s.stream_no = r.stream_no"
 )
 

@@ -27,10 +27,12 @@ import contextvars
 import dataclasses
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from lionstore.domain.records import (
     encode_records,
 )
 from lionstore.errors import (
+    CorruptDatabaseError,
     LionstoreError,
     NoStoreError,
     RunNotFoundError,
@@ -54,6 +57,7 @@ from lionstore.errors import (
 )
 from lionstore.log import migrate
 from lionstore.log.backend import AppendRequest, Checkpoint, LogBackend, ReadQuery, RunInfo
+from lionstore.log.digest import chain_start
 
 __all__ = [
     "Store",
@@ -206,6 +210,10 @@ class Store:
         # Opens a second, read-only store on the same database and run (set by
         # ``open``): a repository folds its history through it from synchronous code.
         self._reader_opener: Callable[[], Awaitable[Store]] | None = None
+        # (lo, hi, digest at hi): the run's records in (lo, hi] had their digest chain
+        # checked by a read_chained of this store (the file is trusted not to be
+        # rewritten under an open store; positions up to the head never change).
+        self._chain_checked: tuple[int, int, str] | None = None
 
     # -- identity --------------------------------------------------------------------
 
@@ -510,6 +518,119 @@ class Store:
             if task is not None:
                 task.cancel()
 
+    async def read_chained(
+        self,
+        *,
+        kinds: Iterable[str] | None = None,
+        after: int = 0,
+        upto: int | None = None,
+        tip: str | None = None,
+        page_size: int = 1000,
+    ) -> AsyncIterator[Recorded]:
+        """This run's records of ``kinds`` (all when None or empty) in positions
+        ``(after, upto]``, checking the digest chain of every record of the run in that
+        range, of any kind, before yielding the next: what a projection load reads.
+
+        ``tip`` is the digest of the run's last record at or before ``after`` (a
+        checkpoint's digest); with ``after=0`` the chain starts from the run id. A
+        record changed, deleted, duplicated or read out of place (a damaged index)
+        raises :class:`CorruptDatabaseError` naming its position, so a load returns
+        the logged state or raises, never a silently different one. Rows of other
+        kinds are hashed but not decoded.
+        """
+        self._ensure_open()
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        run = self.run
+        if tip is None:
+            if after:
+                raise ValueError("a read after position 0 needs the digest there (tip)")
+            tip = chain_start(run.run_id)
+        wanted = frozenset(kinds or ())
+        if upto is None:
+            upto = await self._backend.head_position()
+        query = ReadQuery(run_no=run.run_no, after=after, upto=upto)
+        checked = self._chain_checked
+        if checked is not None and checked[0] <= after <= checked[1]:
+            # (after, checked[1]] was hashed by an earlier load of this store (the
+            # executor's, say, before the exchange's): read just the kinds asked for
+            # there, through the same index, and hash only what lies beyond.
+            plain = ReadQuery(
+                run_no=run.run_no,
+                kinds=tuple(wanted) or None,
+                after=after,
+                upto=min(checked[1], upto),
+            )
+            rest = dataclasses.replace(query, after=checked[1]) if upto > checked[1] else None
+            return self._checked_then_chained(plain, rest, page_size, checked[2], wanted)
+        return self._chained_pages(query, page_size, tip, wanted)
+
+    async def _checked_then_chained(
+        self,
+        plain: ReadQuery,
+        rest: ReadQuery | None,
+        page_size: int,
+        tip: str,
+        wanted: frozenset[str],
+    ) -> AsyncIterator[Recorded]:
+        async for record in self._pages(plain, page_size):
+            yield record
+        if rest is not None:
+            async for record in self._chained_pages(rest, page_size, tip, wanted):
+                yield record
+
+    async def _chained_pages(
+        self, query: ReadQuery, page_size: int, tip: str, wanted: frozenset[str]
+    ) -> AsyncIterator[Recorded]:
+        backend = self._backend
+        decode = backend.decode_row
+        new_hash = sha256
+
+        def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
+            return asyncio.ensure_future(
+                backend.read_rows(dataclasses.replace(query, after=after), page_size)
+            )
+
+        task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after)
+        last = query.after
+        try:
+            while task is not None:
+                rows, run_ids = await task
+                task = fetch(rows[-1][0]) if len(rows) == page_size else None
+                for row in rows:
+                    position, sid, version, kind, kind_version, data, at_us, run_no, digest = row
+                    last = position
+                    if run_no != query.run_no:  # read through a damaged index
+                        raise CorruptDatabaseError(
+                            f"{self.target}: a read of run {query.run_no} found a record of"
+                            f" run {run_no} at position {position}: an index of the file is"
+                            " damaged"
+                        )
+                    h = new_hash(
+                        f"{tip}|{position}|{sid}|{version}|{kind}|{kind_version}|{at_us}|".encode()
+                    )
+                    h.update(data.encode())
+                    tip = h.hexdigest()[:32]
+                    if tip != digest:
+                        raise CorruptDatabaseError(
+                            f"{self.target}: the record at position {position} does not chain"
+                            " to the run's record before it (digest mismatch): a record was"
+                            " changed or deleted behind lionstore's back, or an index of the"
+                            " file is damaged; `lionstore verify` reports where"
+                        )
+                    if not wanted or kind in wanted:
+                        yield decode(row, run_ids)
+            assert query.run_no is not None and query.upto is not None
+            await check_run_end(backend, self.target, query.run_no, query.upto, last)
+            checked = self._chain_checked
+            if checked is None or not checked[0] <= query.after <= checked[1]:
+                self._chain_checked = (query.after, query.upto, tip)
+            elif query.upto > checked[1]:
+                self._chain_checked = (checked[0], query.upto, tip)
+        finally:
+            if task is not None:
+                task.cancel()
+
     async def head(self) -> int:
         """The log's last committed position (all runs)."""
         self._ensure_open()
@@ -644,6 +765,35 @@ class Store:
         finally:
             if self._ambient:
                 _current.reset(self._ambient.pop())
+
+
+async def check_run_end(
+    backend: LogBackend,
+    target: str,
+    run_no: int,
+    upto: int,
+    last: int,
+    until_us: int | None = None,
+) -> None:
+    """Raise CorruptDatabaseError when a read of run ``run_no`` up to ``upto`` ended at
+    ``last`` but the table holds a later record of the run (a damaged index dropped the
+    tail: the digest chain of what was read holds, yet it is not the whole run)."""
+    found = await backend.last_position(run_no, upto, until_us)
+    if found is not None and found > last:
+        raise CorruptDatabaseError(
+            f"{target}: a read of the run stopped at position {last}, but the run holds"
+            f" records up to position {found}: an index of the file is damaged"
+        )
+
+
+def _creation_error(path: Path, exc: Exception) -> StoreError:
+    """What creating a new database file failed on (a full disk, most often)."""
+    from lionstore.log.sqlite import translate_sqlite_error
+
+    reason = getattr(exc, "orig", None) or exc
+    if isinstance(reason, sqlite3.Error):
+        return translate_sqlite_error(reason, str(path))
+    return StorePathError(f"{path}: cannot create the database file ({reason})")
 
 
 def _as_store_error(exc: BaseException) -> BaseException:
@@ -785,7 +935,12 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             if not state.exists:
                 if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
                     raise StorePathError(f"{path}: directory {path.parent} is not writable")
-                await migrate.create_sqlite(path)
+                try:
+                    await migrate.create_sqlite(path)
+                except LionstoreError:
+                    raise
+                except Exception as exc:  # sqlalchemy's wrapper of the sqlite3 error
+                    raise _creation_error(path, exc) from exc
                 # ours, or one another process created a moment before: check it again
                 state = migrate.inspect_sqlite_file(path)
                 state.require_current(upgrade_allowed=self._upgrade)
@@ -816,6 +971,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
 
     async def _attached_store(self, backend: LogBackend, target: str) -> Store:
         try:
+            await backend.check_head()
             run, created = await self._attach(backend)
             seen = await backend.head_position()
         except BaseException:

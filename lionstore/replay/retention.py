@@ -118,7 +118,7 @@ def verify_archive(file: str | os.PathLike[str]) -> ArchiveCheck:
         for number, text in enumerate(fh, 1):
             try:
                 line = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return ArchiveCheck(False, run_id, count, number, "not JSON")
             if number == 1:
                 if not isinstance(line, dict) or line.get("lionstore_archive") != ARCHIVE_FORMAT:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from hashlib import sha256
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,8 +22,10 @@ from lionstore.domain.ids import IDType
 from lionstore.domain.mail import Mail
 from lionstore.domain.mail_records import MailReceived, MailSent, SourceAdded, SourceDeleted
 from lionstore.domain.records import Recorded, UnknownRecord, decode_data, record_kinds
+from lionstore.errors import CorruptDatabaseError, LionstoreError, RecordError
 from lionstore.log.backend import ReadQuery
-from lionstore.log.store import Store, _to_us
+from lionstore.log.digest import chain_start
+from lionstore.log.store import Store, _to_us, check_run_end
 from lionstore.mail.source import Source
 from lionstore.projections.executor import (
     ExecutorState,
@@ -89,6 +92,13 @@ class RunProjection:
         self._executor_owner: dict[str, Owner] = {}
         self._router_owner: dict[str, Owner] = {}
         self._ids: dict[IDType, IDType] = {}  # one object per sender/recipient id
+        # The digest chain as _fold_page checks it: the last record's digest (set to the
+        # run's chain start by rebuild) and the file, for the error.
+        self.tip = ""
+        self.label = ""
+        # stream number -> its id as a plain str: formatting the IDType subclass into
+        # the digest's text costs a fifth of the hash.
+        self._id_texts: dict[int, str] = {}
 
     def _raw_mail(self, mail_id: IDType, data: MailSent | MailReceived) -> Mail:
         return mail_from_record(mail_id, data, raw=True, ids=self._ids)
@@ -115,7 +125,14 @@ class RunProjection:
         return state
 
     def apply(self, record: Recorded) -> None:
-        self.fold(record.stream_id, record.stream_version, record.position, record.data)
+        """Fold one record; a record the fold cannot take (its data names a class that
+        is not its own, say) raises :class:`RecordError` naming its position."""
+        try:
+            self.fold(record.stream_id, record.stream_version, record.position, record.data)
+        except LionstoreError:
+            raise
+        except (ValueError, TypeError, LookupError) as exc:
+            raise _unfoldable(record.kind, record.position, exc) from exc
 
     def fold(self, sid: IDType, version: int, position: int, data: Any) -> None:
         """Apply one record given by its parts (what :meth:`apply` takes from a Recorded)."""
@@ -160,44 +177,75 @@ class RunProjection:
         and ``ids`` one stream id object per stream number, across pages;
         ``stream_id`` finds the id of a stream whose row did not bring it."""
         new_id = str.__new__
+        new_hash = sha256
         routes = _ROUTES
         owner_of = self.owner_of
         owners = self._owners
-        for row in rows:
-            kind = row[3]
-            text = row[5]
-            decoder = kinds.get(kind)
-            if decoder is None:
-                decoder = kinds[kind] = _kind_decoder(kind)
-            route = decoder[5]  # the route of the kind's class
-            if row[4] != decoder[0]:  # an older version, or a kind this code doesn't know
-                data = decode_data(kind, row[4], text)
-                route = None
-            elif text == decoder[3]:  # the shareable JSON decoded last time
-                data = decoder[4]
-            else:
-                try:
-                    data = decoder[1](text)
-                except ValidationError:
-                    data = decode_data(kind, row[4], text)  # its UnknownRecord
+        tip = self.tip
+        id_texts = self._id_texts
+        # "|kind|kind_version|recorded_at_us|" of the last row: a commit's records share
+        # the time, and a run of them often the kind, so it is rarely formatted again.
+        tail_kind = tail_kv = tail_at = None
+        tail = ""
+        row: Any = None
+        try:
+            for row in rows:
+                kind = row[3]
+                text = row[5]
+                stream_no = row[1]
+                sid = ids.get(stream_no)
+                if sid is None:
+                    first = row[6]
+                    sid = ids[stream_no] = (
+                        stream_id(stream_no) if first is None else new_id(IDType, first)
+                    )
+                id_text = id_texts.get(stream_no)
+                if id_text is None:
+                    id_text = id_texts[stream_no] = str(sid)
+                # The digest chain (lionstore.log.digest), checked before the record is
+                # folded: the state returned is the logged one, or rebuild raises.
+                if row[7] != tail_at or kind != tail_kind or row[4] != tail_kv:
+                    tail_kind, tail_kv, tail_at = kind, row[4], row[7]
+                    tail = f"|{kind}|{tail_kv}|{tail_at}|"
+                h = new_hash(f"{tip}|{row[0]}|{id_text}|{row[2]}{tail}".encode())
+                h.update(text.encode())
+                tip = h.hexdigest()[:32]
+                if tip != row[8]:
+                    raise _broken_chain(self.label, row[0])
+                decoder = kinds.get(kind)
+                if decoder is None:
+                    decoder = kinds[kind] = _kind_decoder(kind)
+                route = decoder[5]  # the route of the kind's class
+                if row[4] != decoder[0]:  # an older version, or a kind this code doesn't know
+                    data = decode_data(kind, row[4], text)
                     route = None
-                if decoder[2]:
-                    decoder[3] = text
-                    decoder[4] = data
-            if route is None:
-                route = routes.get(type(data))
+                elif text == decoder[3]:  # the shareable JSON decoded last time
+                    data = decoder[4]
+                else:
+                    try:
+                        data = decoder[1](text)
+                    except ValidationError:
+                        data = decode_data(kind, row[4], text)  # its UnknownRecord
+                        route = None
+                    if decoder[2]:
+                        decoder[3] = text
+                        decoder[4] = data
                 if route is None:
-                    route = _route_for(type(data))
-            sid = ids.get(row[1])
-            if sid is None:
-                first = row[6]
-                sid = ids[row[1]] = stream_id(row[1]) if first is None else new_id(IDType, first)
-            if route == _OTHER:  # the common case, inline
-                owner = owner_of.get(sid)
-                if owner is not None:
-                    owners[owner](sid, row[2], row[0], data)
-            else:
-                self._enter(route, sid, row[2], row[0], data)
+                    route = routes.get(type(data))
+                    if route is None:
+                        route = _route_for(type(data))
+                if route == _OTHER:  # the common case, inline
+                    owner = owner_of.get(sid)
+                    if owner is not None:
+                        owners[owner](sid, row[2], row[0], data)
+                else:
+                    self._enter(route, sid, row[2], row[0], data)
+        except LionstoreError:
+            raise
+        except (ValueError, TypeError, LookupError) as exc:
+            raise _unfoldable(row[3], row[0], exc) from exc
+        finally:
+            self.tip = tip
         if rows:
             self.records += len(rows)
             self.position = rows[-1][0]
@@ -316,6 +364,22 @@ _SHAREABLE_KINDS = frozenset(
 )
 
 
+def _unfoldable(kind: str, position: int, exc: BaseException) -> RecordError:
+    """The error for a record that decodes but cannot be folded (e.g. its metadata
+    names a class that is not its own, so building its element fails validation)."""
+    return RecordError(
+        f"the {kind} record at position {position} cannot be applied: {type(exc).__name__}: {exc}"
+    )
+
+
+def _broken_chain(label: str, position: int) -> CorruptDatabaseError:
+    return CorruptDatabaseError(
+        f"{label}: the record at position {position} does not chain to the run's record"
+        " before it (digest mismatch): a record was changed or deleted behind lionstore's"
+        " back, or an index of the file is damaged; `lionstore verify` reports where"
+    )
+
+
 def _kind_decoder(kind: str) -> list[Any]:
     """``[kind_version, validate_json, shareable, last JSON, its data, route]`` for a kind:
     records at the current version are validated as ``decode_data`` validates them
@@ -372,9 +436,17 @@ async def _fold_rows(
     per row, and decoding a shareable record whose JSON repeats the previous one of
     its kind once. Other tasks on the loop run between pages."""
     store._ensure_open()
-    run_no = store.run.run_no if run is None else (await store.find_run(run)).run_no
+    info = store.run if run is None else await store.find_run(run)
+    run_no = info.run_no
+    projection.tip = chain_start(info.run_id)
+    projection.label = store.target
     until_us = _to_us(until) if until is not None else None
-    query = ReadQuery(run_no=run_no, upto=at, until_us=until_us)
+    # Bounded by the head as it is now: what the scan reads is then fixed (committed
+    # and append-only), and the run's end can be checked apart from the scan.
+    upto = await store._backend.head_position()
+    if at is not None:
+        upto = min(at, upto)
+    query = ReadQuery(run_no=run_no, upto=upto, until_us=until_us)
     fold_page = projection._fold_page
     kinds: dict[str, list[Any]] = {}
     ids: dict[int, IDType] = {}
@@ -386,3 +458,4 @@ async def _fold_rows(
                 progress(mark)
                 mark += 10_000
             await asyncio.sleep(0)  # a page at a time, the loop's other tasks between
+    await check_run_end(store._backend, store.target, run_no, upto, projection.position, until_us)

@@ -50,6 +50,7 @@ from lionstore.domain.mail_records import (
     SourceDeleted,
 )
 from lionstore.domain.records import NewRecord, Recorded, UnknownRecord, record_kinds
+from lionstore.errors import RecordError
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.store import Store
 from lionstore.projections.executor import ExecutorState
@@ -198,7 +199,10 @@ class _Verifier:
             if found is not None:
                 return found
             for r in group:
-                self.apply(r)
+                try:
+                    self.apply(r)
+                except RecordError as exc:  # a record the fold cannot take: its problem
+                    return Divergence(r.position, str(exc), None, _show(r))
             i = j
         return None
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import NewRecord, Recorded
-from lionstore.errors import ConcurrencyError, LionstoreError
+from lionstore.errors import ConcurrencyError, LionstoreError, RecordError
 from lionstore.log.store import Store
 from lionstore.projections import snapshot
 
@@ -169,12 +169,29 @@ class Repository(abc.ABC):
         """A state holding the run's history up to ``upto``, read through ``reader``:
         the newest good checkpoint (else ``empty``) and the records after it; and how
         many records were folded. ``self.state`` is not touched."""
-        restored, after = await self._restore(reader, upto)
+        restored, after, tip = await self._restore(reader, upto)
         state = empty if restored is None else restored
         apply = state.apply
         folded = 0
-        async for record in await reader.read(kinds=self.kinds, after=after, upto=upto):
-            apply(record)
+        # Every record of the run in the range is hashed (the digest chain), whatever
+        # its kind: a load returns the logged state or raises CorruptDatabaseError.
+        records = await reader.read_chained(kinds=self.kinds, after=after, upto=upto, tip=tip)
+        async for record in records:
+            try:
+                apply(record)
+            except RecordError as exc:  # e.g. a package item that does not fit its class
+                raise RecordError(
+                    f"the {record.kind} record at position {record.position}: {exc}"
+                ) from exc
+            except LionstoreError:
+                raise
+            except (ValueError, TypeError, LookupError) as exc:
+                # e.g. a pydantic ValidationError: the record names a class that is not
+                # its own. That record's problem, reported as such.
+                raise RecordError(
+                    f"the {record.kind} record at position {record.position} cannot be"
+                    f" applied: {type(exc).__name__}: {exc}"
+                ) from exc
             folded += 1
         return state, folded
 
@@ -191,15 +208,18 @@ class Repository(abc.ABC):
         state: snapshot.State = getattr(self, "state")  # noqa: B009 - set by subclasses
         return state
 
-    async def _restore(self, reader: Store, upto: int) -> tuple[snapshot.State | None, int]:
+    async def _restore(
+        self, reader: Store, upto: int
+    ) -> tuple[snapshot.State | None, int, str | None]:
         """The state of the run's checkpoint (read through ``reader``) if it checks out,
-        and the position it covers; (None, 0) when there is none to use."""
+        the position it covers and the log's digest there; (None, 0, None) when there
+        is none to use (fold from the start)."""
         name = self._checkpoint_name
         if name is None or not reader.checkpoints:
-            return None, 0
+            return None, 0, None
         found = await reader.read_checkpoint(name)
         if found is None:
-            return None, 0
+            return None, 0, None
         reason = None
         if found.format_version != snapshot.FORMAT_VERSION:
             reason = f"format {found.format_version}, this code reads {snapshot.FORMAT_VERSION}"
@@ -220,9 +240,9 @@ class Repository(abc.ABC):
                 else:
                     self._checkpointed_at = found.position
                     self.restored_from = found.position
-                    return fresh, found.position
+                    return fresh, found.position, found.digest
         log.info("checkpoint %s ignored and rebuilt: %s", name, reason)
-        return None, 0
+        return None, 0, None
 
     async def checkpoint(self) -> bool:
         """Store a snapshot of the projection as of the store's position (best effort:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbtools import rechain
+
 import lionstore
 from lionstore.cli.show import format_state, show_run
 
@@ -167,6 +169,7 @@ def test_show_without_the_event_classes(cli: Cli, work_db: WorkDb) -> None:
             "UPDATE lionstore_records SET data = replace(data, 'cli_scenarios.Square', "
             "'nowhere.to.be.Found') WHERE kind = 'event.appended'"
         )
+    rechain(work_db.path, "work")  # past the digest check show makes
     state = show_json(cli, work_db.path, "--run", "work")
     events = state["executors"]["calc"]["events"]
     assert {e["class"] for e in events} == {"nowhere.to.be.Found"}

@@ -12,6 +12,7 @@ import pytest
 from fixture_kinds import FixtureExecutor, FixtureTask
 
 import lionstore
+from lionstore.log.digest import chain_start, record_digest
 from lionstore.projections import snapshot
 from lionstore.replay import verify
 
@@ -195,11 +196,42 @@ async def test_a_checkpoint_whose_log_changed_is_ignored(checkpointed: Path) -> 
         pos,
     )
     assert anchor == 43 < pos
+    # the record's time moved and the run's chain recomputed, as someone hiding an edit
+    # would: the chain holds, but not at the checkpoint's digest
     rows(
-        checkpointed, "UPDATE lionstore_records SET digest = ? WHERE position = ?", "f" * 32, anchor
+        checkpointed,
+        "UPDATE lionstore_records SET recorded_at_us = recorded_at_us + 1 WHERE position = ?",
+        anchor,
     )
+    _rechain(checkpointed, "fixture")
     opened = await open_state(checkpointed)
     assert opened[2] is None and opened[3] is None
+
+
+async def test_a_log_whose_chain_is_broken_does_not_load(checkpointed: Path) -> None:
+    """Only the digest rewritten (the chain broken there): the checkpoint is ignored and
+    folding the log from the start stops at that record with a CorruptDatabaseError,
+    rather than returning a state the log does not vouch for."""
+    rows(checkpointed, "UPDATE lionstore_records SET digest = ? WHERE position = 43", "f" * 32)
+    with pytest.raises(lionstore.CorruptDatabaseError, match="position 43 does not chain"):
+        await open_state(checkpointed)
+
+
+def _rechain(path: Path, label: str) -> None:
+    """Recompute run ``label``'s digest chain over the stored bytes."""
+    ((run_no, run_id),) = rows(
+        path, "SELECT run_no, run_id FROM lionstore_runs WHERE label = ?", label
+    )
+    tip = chain_start(run_id)
+    for row in rows(
+        path,
+        "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+        " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
+        " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
+        run_no,
+    ):
+        tip = record_digest(tip, *row)
+        rows(path, "UPDATE lionstore_records SET digest = ? WHERE position = ?", tip, row[0])
 
 
 async def test_no_checkpoint_while_an_event_is_in_flight(upgraded: Path) -> None:

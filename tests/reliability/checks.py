@@ -10,6 +10,7 @@ from pathlib import Path
 from rel_workload import read_lines
 
 import lionstore
+from lionstore.log.digest import chain_start, record_digest
 from lionstore.replay import verify
 
 TERMINAL_KINDS = ("event.finished", "event.abandoned")
@@ -51,6 +52,32 @@ def check_structure(path: Path) -> int:
         assert version == next_version[stream], (position, stream, version)
         next_version[stream] = version + 1
     return len(rows)
+
+
+def rechain(path: Path, run: str) -> None:
+    """Recompute the digest chain of run ``run`` (its label) over the stored bytes, as
+    someone hiding an edit would; the check of the edit itself must then report it."""
+    conn = sqlite3.connect(path)
+    try:
+        ((run_no, run_id),) = conn.execute(
+            "SELECT run_no, run_id FROM lionstore_runs WHERE label = ?", (run,)
+        ).fetchall()
+        rows = conn.execute(
+            "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
+            " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
+            " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
+            (run_no,),
+        ).fetchall()
+        tip = chain_start(run_id)
+        for row in rows:
+            tip = record_digest(tip, *row)
+            conn.execute(
+                "UPDATE lionstore_records SET digest = ? WHERE position = ?", (tip, row[0])
+            )
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 async def check_run(

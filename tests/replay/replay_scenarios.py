@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from dbtools import execute, query
+from dbtools import query
 
 import lionstore
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import Recorded
-from lionstore.log.digest import chain_start, record_digest
 from lionstore.replay import RunProjection
 
 EXECUTOR = "jobs"
@@ -199,19 +198,3 @@ def positions(target: str, kind: str) -> list[int]:
         target, "SELECT position FROM lionstore_records WHERE kind = ? ORDER BY position", kind
     )
     return [p for (p,) in rows]
-
-
-def rechain(target: str, run_id: str) -> None:
-    """Recompute the run's digest chain, as someone hiding an edit would."""
-    ((run_no,),) = query(target, "SELECT run_no FROM lionstore_runs WHERE run_id = ?", run_id)
-    rows = query(
-        target,
-        "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version,"
-        " r.recorded_at_us, r.data FROM lionstore_records r JOIN lionstore_streams s"
-        " ON s.stream_no = r.stream_no WHERE r.run_no = ? ORDER BY r.position",
-        run_no,
-    )
-    tip = chain_start(run_id)
-    for row in rows:
-        tip = record_digest(tip, *row)
-        execute(target, "UPDATE lionstore_records SET digest = ? WHERE position = ?", tip, row[0])

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from dbtools import execute, query, record_data, set_field
-from replay_scenarios import Recording, positions, rechain
+from dbtools import execute, query, rechain, record_data, set_field
+from replay_scenarios import Recording, positions
 
 import lionstore
 import lionstore.repositories.executor as decisions
