@@ -90,6 +90,7 @@ from lionstore.log.digest import chain_digests, chain_start, record_digest
 from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
 
 __all__ = [
+    "with_reconnect",
     "PostgresBackend",
     "PostgresRunScan",
     "asyncpg_dsn",
@@ -309,6 +310,23 @@ class _Backoff:
     def recovered(self) -> None:
         if self.deadline is not None:
             log.warning("%s: reconnected to PostgreSQL after %d retries", self.label, self.attempts)
+
+
+async def with_reconnect(call: Callable[[], Awaitable[T]], timeout: float, label: str) -> T:
+    """``await call()``, made again after a lost connection or a server that is not
+    accepting connections yet (back-off, for up to ``timeout`` seconds; then the last
+    error). For calls that only read, or that are whole or absent (opening a store)."""
+    backoff = _Backoff(timeout, label)
+    while True:
+        try:
+            result = await call()
+        except Exception as exc:
+            if timeout <= 0 or not is_disconnect(exc):
+                raise
+            await backoff.wait(exc)
+            continue
+        backoff.recovered()
+        return result
 
 
 def owner_lock_key(owner: str) -> int:

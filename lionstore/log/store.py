@@ -899,14 +899,25 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         return await self._open_sqlite(path), str(path)
 
     async def _open_postgres(self, url: str) -> tuple[LogBackend, str]:
-        from lionstore.log.postgres import PostgresBackend, display_url, require_asyncpg
+        from lionstore.log.postgres import (
+            PostgresBackend,
+            display_url,
+            require_asyncpg,
+            with_reconnect,
+        )
 
         require_asyncpg()
         shown = display_url(url)
-        state = await migrate.inspect_postgres(url, shown)
+
+        def inspect() -> Awaitable[migrate.FileState]:
+            return migrate.inspect_postgres(url, shown)
+
+        # A worker (re)started while the server restarts waits for it, as a running
+        # store's calls do (reconnect_timeout), instead of failing at the door.
+        state = await with_reconnect(inspect, self._reconnect_timeout, shown)
         if state.status == "new" and not self._readonly:
             await migrate.upgrade(migrate.to_url(url))
-            state = await migrate.inspect_postgres(url, shown)
+            state = await with_reconnect(inspect, self._reconnect_timeout, shown)
         if self._readonly and state.status == "new":
             raise StorePathError(f"{shown}: no lionstore schema in this database")
         state.require_current(upgrade_allowed=self._upgrade and not self._readonly)

@@ -107,7 +107,7 @@ class Attempt:
     claimed_us: int
     lease_expires_us: int
     end_us: int | None = None
-    # completed | failed | lease expired (requeued) | lease expired (abandoned) | running
+    # completed | failed | lease expired | process gone (each maybe ", abandoned") | running
     outcome: str = "running"
     taken_over_us: int | None = None  # when another processor took the expired claim
 
@@ -661,7 +661,9 @@ class TimelineBuilder:
         lost = self._claims.pop(event.id, None)
         if lost is not None:
             lost.end_us = min(lost.lease_expires_us, t)
-            lost.outcome = "lease expired, abandoned" if abandoned else "lease expired"
+            # owner_gone: taken over at once, its process seen gone (before its lease ran out)
+            why = "process gone" if d.reason == "owner_gone" else "lease expired"
+            lost.outcome = f"{why}, abandoned" if abandoned else why
             lost.taken_over_us = t
         if abandoned:
             event.status, event.end_us = "failed", t

@@ -104,6 +104,33 @@ async def test_a_call_waits_for_the_server_to_come_back(
     assert "reconnected to PostgreSQL" in caplog.text
 
 
+async def test_opening_waits_for_the_server_to_come_back(
+    own_cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started while the server restarts waits for it at open, as a running
+    store's calls do, instead of failing with 'cannot connect'."""
+    url = own_cluster.create_database()
+    async with lionstore.open(url, run="later") as store:  # the schema exists
+        await store.append([(lionstore.IDType.create(), _Note(n=1))])
+    await asyncio.to_thread(own_cluster.stop_server)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lionstore.postgres"):
+            opening = asyncio.ensure_future(lionstore.open(url, run="later").__aenter__())
+            await _wait_for(
+                lambda: "reconnecting for up to 60 s" in caplog.text or opening.done(),
+                timeout=30,
+                what="the open to retry",
+            )
+            assert not opening.done()
+    finally:
+        await asyncio.to_thread(own_cluster.start_server)
+    store = await asyncio.wait_for(opening, timeout=60)
+    try:
+        assert [r.data.n async for r in await store.read(kinds=["pgrestart.note"])] == [1]  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+
+
 async def test_reconnect_timeout_zero_raises_at_once(own_cluster: Cluster) -> None:
     url = own_cluster.create_database()
     stream = lionstore.IDType.create()

@@ -15,6 +15,7 @@ from typing import Any
 from ui_browser import CHROMEDRIVER, CHROMIUM
 
 import lionstore
+from lionstore.replay.timeline import Timeline, collect_timeline
 
 HERE = Path(__file__).parent
 SHOTS = Path(os.environ.get("LIONSTORE_UI_SHOTS", "/tmp/ui-shots"))
@@ -86,3 +87,13 @@ def record_crashed_run(path: Path) -> None:
         child.wait(timeout=30)
     resumed = scenario("resume", str(path))
     assert resumed.wait(timeout=60) == 0
+
+
+def timeline_of(path: Path, run: str) -> Timeline:
+    """The timeline model of run ``run`` of the database at ``path`` (read-only)."""
+
+    async def collect() -> Timeline:
+        async with lionstore.open(path, readonly=True) as store:
+            return await collect_timeline(store, run=run)
+
+    return asyncio.run(collect())

@@ -61,7 +61,7 @@
     var keys = [
       ["waiting in the queue", C.wait], ["denied, back-off", C.backoff],
       ["attempt completed", C.completed], ["attempt failed", C.failed],
-      ["attempt running", C.running], ["lease expired (process died)", C.expired],
+      ["attempt running", C.running], ["lost: process died (lease expired or process gone)", C.expired],
       ["processor session", C.session], ["mail", C.mail], ["dead letter", C.dead],
       ["killed → resumed", "#f6d5d5"]
     ];
@@ -166,7 +166,7 @@
         var kind = a.outcome === "completed" ? "completed" : a.outcome === "failed" ? "failed" :
           a.outcome === "running" ? "running" : "expired";
         var text = "attempt " + a.n + (kind === "completed" ? " ✓" : kind === "failed" ? " ✗" :
-          kind === "expired" ? " lease expired" : " …");
+          kind === "expired" ? " " + a.outcome.split(",")[0] : " …");
         seg(e.lane, e.row, a.claimed_us, end, kind, text,
           head + "<br>attempt " + a.n + " by processor " + esc(a.owner.slice(0, 8)) + ": <b>" +
           esc(a.outcome) + "</b><br>claimed +" + fmtSpan((a.claimed_us - t0) / 1000) + ", ended +" + fmtSpan((end - t0) / 1000) +
