@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from evo_helpers import run_cli, stored_rows
 
 import lionstore
 from lionstore.domain.event_records import EventFinished, duration_to_us
-from lionstore.domain.records import UnknownRecord, decode_data, register_upcaster
+from lionstore.domain.records import RecordData, UnknownRecord, decode_data, register_upcaster
 from lionstore.replay import rebuild, verify
 
 
@@ -123,3 +123,31 @@ def test_register_upcaster_refuses_bad_arguments(
 ) -> None:
     with pytest.raises(error):
         register_upcaster(kind, version, fn)
+
+
+class _Gapped(RecordData):
+    """At version 3, with an upcaster from 2 only: version 1 has no path to the current shape."""
+
+    kind: ClassVar[str] = "evotest.gapped"
+    kind_version: ClassVar[int] = 3
+    value: int = 0
+    steps: tuple[int, ...] = ()
+
+
+def _gapped_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "steps": (*data.get("steps", ()), 3)}
+
+
+register_upcaster(_Gapped.kind, 2, _gapped_2_to_3)
+
+
+def test_a_missing_upcaster_in_the_chain_leaves_the_record_unknown() -> None:
+    # Version 1 data happens to validate as version 3, so skipping the missing 1 -> 2 step
+    # would silently read it as current; it must come back unknown, stored data intact.
+    old = decode_data(_Gapped.kind, 1, json.dumps({"value": 7}))
+    assert isinstance(old, UnknownRecord)
+    assert old.kind_version == 1 and old.raw == {"value": 7}
+    # The registered part of the chain still runs, in order.
+    v2 = decode_data(_Gapped.kind, 2, json.dumps({"value": 7, "steps": [2]}))
+    assert v2 == _Gapped(value=7, steps=(2, 3))
+    assert decode_data(_Gapped.kind, 3, json.dumps({"value": 7})) == _Gapped(value=7)

@@ -13,6 +13,7 @@ from processing_events import Job, OtherJob
 import lionstore
 from lionstore.domain.event import Event, EventStatus
 from lionstore.repositories.base import NotLoadedError
+from lionstore.repositories.executor import Outcome
 
 
 async def build_history(store: lionstore.Store) -> dict[str, Any]:
@@ -276,3 +277,73 @@ async def test_repeated_expiry_ends_failed_abandoned(open_store: Any, clock: Any
         await again.load()
         assert again.pile[event.id].status is EventStatus.FAILED
         assert "abandoned" in (again.pile[event.id].execution.error or "")
+
+
+async def _claim_two(store: lionstore.Store, clock: Any) -> tuple[Any, Job, Job, list[int]]:
+    """Two jobs claimed at attempt 1 with a 10 s lease, through the repository itself."""
+    executor = make_executor(store, lease_seconds=10.0)
+    await executor.start()
+    repo = executor._repo
+    first, second = Job(n=1), Job(n=2)
+    await executor.extend([first, second])
+    await repo.queue([first.id, second.id])
+    won = await repo.claim(
+        [first.id, second.id], [], owner="old", lease_seconds=10.0, cycle=1, backoff=lambda n: 0.0
+    )
+    assert [(e.id, attempt) for e, attempt, _ in won] == [(first.id, 1), (second.id, 1)]
+    return repo, first, second, [version for _, _, version in won]
+
+
+def _outcome(event: Job, attempt: int, version: int) -> Outcome:
+    return Outcome(
+        event_id=event.id,
+        attempt=attempt,
+        claim_version=version,
+        status=EventStatus.COMPLETED,
+        duration=0.001,
+        response=f"attempt {attempt}",
+        error=None,
+        fields=None,
+    )
+
+
+async def test_a_claim_still_in_flight_is_not_reclaimed_when_its_lease_expires(
+    open_store: Any, clock: Any
+) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        repo, first, second, _ = await _claim_two(store, clock)
+        clock.advance(11.0)  # both leases expired; the second is still running here
+        assert await repo.reclaim_expired(max_attempts=3, in_flight={second.id}) == 1
+        assert (await kinds_of(store, first.id))[-1] == "event.requeued"
+        assert (await kinds_of(store, second.id))[-1] == "event.claimed"
+        assert second.id in repo.state.claims and first.id not in repo.state.claims
+        # once it is no longer in flight, it is taken over like any other
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set()) == 1
+        assert (await kinds_of(store, second.id))[-1] == "event.requeued"
+
+
+async def test_an_outcome_after_its_lease_was_taken_over_is_dropped_and_the_rest_recorded(
+    open_store: Any, clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        repo, first, second, versions = await _claim_two(store, clock)
+        clock.advance(11.0)
+        assert await repo.reclaim_expired(max_attempts=3, in_flight={second.id}) == 1
+        (taken,) = await repo.claim(
+            [first.id], [], owner="new", lease_seconds=10.0, cycle=2, backoff=lambda n: 0.0
+        )
+        assert taken[1] == 2  # the new owner runs attempt 2
+        with caplog.at_level("WARNING", logger="lionstore.executor"):
+            recorded = await asyncio.wait_for(
+                repo.finish([_outcome(first, 1, versions[0]), _outcome(second, 1, versions[1])]),
+                timeout=30,
+            )
+        assert recorded == [second.id]  # the stale outcome is dropped, its batch-mate kept
+        assert "dropped: its claim was taken over" in caplog.text
+        assert (await kinds_of(store, first.id))[-1] == "event.claimed"
+        assert repo.state.status(first.id) is EventStatus.PROCESSING
+        assert repo.state.status(second.id) is EventStatus.COMPLETED
+        # the current owner's outcome is recorded as usual
+        assert await repo.finish([_outcome(first, 2, taken[2])]) == [first.id]
+        finished = await read_all(store, kinds=("event.finished",), stream=first.id)
+        assert [r.data.attempt for r in finished] == [2]  # type: ignore[union-attr]

@@ -181,3 +181,30 @@ def test_verify_a_fork(recording: Recording) -> None:
     report = asyncio.run(fork_and_verify())
     assert report.ok, report.divergence
     assert report.records == recording.end - 3
+
+
+def test_a_stream_version_gap_is_caught_even_with_a_rebuilt_chain(recording: Recording) -> None:
+    """The last record of a stream moved one version up (as if one before it were lost),
+    digests recomputed: verify names the jump."""
+    finished = positions(recording.path, "event.finished")[0]
+    ((stream_no,),) = query(
+        recording.path, "SELECT stream_no FROM lionstore_records WHERE position = ?", finished
+    )
+    ((last, version),) = query(
+        recording.path,
+        "SELECT position, stream_version FROM lionstore_records WHERE stream_no = ?"
+        " ORDER BY stream_version DESC LIMIT 1",
+        stream_no,
+    )
+    changed = execute(
+        recording.path,
+        "UPDATE lionstore_records SET stream_version = ? WHERE position = ?",
+        version + 1,
+        last,
+    )
+    assert changed == 1
+    rechain(recording.path, recording.run_id)
+    report = verify_file(recording)
+    assert report.divergence is not None
+    assert report.divergence.position == last
+    assert f"jumps from version {version - 1} to {version + 1}" in report.divergence.reason
