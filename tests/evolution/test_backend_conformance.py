@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from bounds import bounded
 from dbtools import execute, query
 
 import lionstore
@@ -42,7 +43,7 @@ async def run_chores(open_store: Callable[..., Any], run: str, count: int) -> No
         await executor.start()
         await executor.extend([Chore(n=n) for n in range(count)])
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from bounds import bounded
 from evo_helpers import run_cli, stored_rows
 
 import lionstore
@@ -66,7 +67,7 @@ async def test_new_records_are_v2_next_to_old_v1_ones_and_the_run_still_verifies
         assert old.execution.duration is not None
         await executor.append(FixtureTask(name="new", numerator=6, denominator=3))
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
         records = [r async for r in await store.read(kinds=["event.finished"])]
         assert [r.kind_version for r in records] == [1, 1, 1, 1, 1, 2]

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
+from bounds import bounded
 
 import lionstore
 from lionstore import Exchange, Mail, MailManager, Source, UnknownSourceError
@@ -99,14 +100,20 @@ async def test_two_exchanges_racing_on_one_store_move_each_mail_once(
     inbox = Source()
     first = Exchange([*senders, inbox], store=store, name="shared")
     second = Exchange([*senders, inbox], store=store, name="shared")
-    await asyncio.gather(first.load(), second.load())
+    await bounded(asyncio.gather(first.load(), second.load()), "the loads")
     expected = await _send_round_robin(first, senders, inbox, 20, "race")
-    moved = await asyncio.gather(
-        first.collect_all(), second.collect_all(), first.collect_all(), second.collect_all()
+    moved = await bounded(
+        asyncio.gather(
+            first.collect_all(), second.collect_all(), first.collect_all(), second.collect_all()
+        ),
+        "the collects",
     )
     assert sum(moved) == 60
-    moved = await asyncio.gather(
-        first.deliver_all(), second.deliver_all(), first.deliver_all(), second.deliver_all()
+    moved = await bounded(
+        asyncio.gather(
+            first.deliver_all(), second.deliver_all(), first.deliver_all(), second.deliver_all()
+        ),
+        "the deliveries",
     )
     assert sum(moved) == 60
     assert _inbox(inbox) == expected
@@ -336,7 +343,7 @@ async def test_add_source_is_atomic(store: lionstore.Store) -> None:
 async def test_concurrent_add_source_registers_once(store: lionstore.Store) -> None:
     sources = [Source() for _ in range(4)]
     routers = [Exchange(store=store, name="same") for _ in range(3)]
-    results = await asyncio.gather(*(r.add_source(sources) for r in routers))
+    results = await bounded(asyncio.gather(*(r.add_source(sources) for r in routers)), "add_source")
     assert sorted(i for res in results for i in res) == sorted(s.id for s in sources)
     added = [r.stream_id for r in await log_records(store, kinds=["source.added"])]
     assert sorted(added) == sorted(s.id for s in sources)

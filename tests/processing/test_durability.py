@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from bounds import bounded
 from proc_helpers import kinds_of, make_executor, read_all, run_worker, snapshot
 from processing_events import Job, OtherJob
 
@@ -89,7 +90,7 @@ async def test_reopen_in_process_gives_the_same_pile(open_store: Any) -> None:
         assert executor.processor is not None
         assert list(executor.processor.queue) == history["queue"]
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         assert [e.status for e in executor.pile][3:] == [EventStatus.COMPLETED] * 3
         assert len(executor.pending) == 0
         assert len(executor.completed_events) == 5
@@ -239,7 +240,7 @@ async def test_a_crashed_owner_claim_is_recovered_after_reopen(open_store: Any, 
         await processor.process()
         assert back.status is EventStatus.PROCESSING  # lease still valid
         clock.advance(31)
-        await processor.join()
+        await bounded(processor.join(), "processor.join()")
         assert back.status is EventStatus.COMPLETED
         claims = await read_all(store, kinds=("event.claimed",))
         assert [c.data.owner for c in claims] == [crashed_owner, processor.owner]  # type: ignore[union-attr]
@@ -269,7 +270,7 @@ async def test_repeated_expiry_ends_failed_abandoned(open_store: Any, clock: Any
         assert executor.attempts(event) == 2
         assert (await kinds_of(store, event.id))[-1] == "event.abandoned"
         assert list(executor.failed_events) == [event]
-        await processor.join()  # nothing left in flight
+        await bounded(processor.join(), "processor.join()")  # nothing left in flight
         assert event.status is EventStatus.FAILED
 
     async with open_store(run="r", clock=clock) as store:

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
+from bounds import bounded
 from proc_helpers import kinds_of, make_executor, read_all, wait_until
 from processing_events import Job
 
@@ -195,7 +196,7 @@ async def test_a_denied_event_does_not_block_the_others(open_store: Any, clock: 
             assert executor.processor is not None
             assert executor.processor.available_capacity == 2
             clock.advance(60)
-            await executor.join()
+            await bounded(executor.join(), "executor.join()")
             assert first.status is EventStatus.COMPLETED
     finally:
         DenyFirst.deny = 3
@@ -223,7 +224,7 @@ async def test_finished_events_appended_again_are_not_invoked_again(open_store: 
             assert executor.processor is not None
             await executor.processor.enqueue(done)
             await executor.forward()
-            await executor.join()
+            await bounded(executor.join(), "executor.join()")
         assert Counted.calls[done.id] == 1
         assert Counted.calls[failed.id] == 1
         assert done.status is EventStatus.COMPLETED

@@ -24,7 +24,7 @@ RUN = "shared"
 LEASE = 120.0  # no claim expires while its owner is alive: each event runs once
 TIMEOUT = 120.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 async def test_four_processes_share_one_file(
@@ -72,7 +72,7 @@ async def test_four_processes_share_one_file(
         for child in children:
             if child.poll() is None:
                 child.kill()
-                child.wait()
+                child.wait(timeout=30)
             if child.stderr:
                 child.stderr.close()
     assert not errors, errors

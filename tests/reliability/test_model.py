@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -42,6 +43,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 PROFILE = settings.get_profile("reliability-soak" if SOAK else "reliability-ci")
+pytestmark = pytest.mark.timeout(3600 if SOAK else 600)
 RUN, EXECUTOR, ROUTER = "model", "model-executor", "model-post"
 
 
