@@ -54,7 +54,9 @@ async def load(open_store: Callable[..., Any], run: str, **kwargs: Any) -> tuple
         view = [
             (e.id, e.n, e.status.value, e.execution.response, e.execution.error)
             for e in executor.pile
+            if isinstance(e, Chore)
         ]
+        assert len(view) == len(executor.pile)  # every event is a Chore
         return view, executor._repo.restored_from
 
 

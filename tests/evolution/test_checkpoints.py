@@ -38,7 +38,7 @@ def executor_view(executor: lionstore.Executor) -> list[tuple[Any, ...]]:
             e.execution.response,
             e.execution.error,
             e.execution.duration,
-            e.name,
+            e.name,  # type: ignore[attr-defined]  # a FixtureTask
             executor.attempts(e.id),
         )
         for e in executor.pile

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -241,7 +241,7 @@ def _other_id(line: str) -> str:
     return line[:at] + ("1" if line[at] == "0" else "0") + line[at + 1 :]
 
 
-DAMAGE = {
+DAMAGE: dict[str, Callable[[str], str]] = {
     "a field its class refuses": lambda line: line.replace('"numerator":21', '"numerator":"x"'),
     "not JSON": lambda line: line[:-3],
     "another event's id": lambda line: _other_id(line),

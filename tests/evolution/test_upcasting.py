@@ -18,7 +18,7 @@ from lionstore.replay import rebuild, verify
 
 
 def stored_finished(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(row[6]) for row in stored_rows(path) if row[4] == "event.finished"]
+    return [json.loads(str(row[6])) for row in stored_rows(path) if row[4] == "event.finished"]
 
 
 async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) -> None:
@@ -31,6 +31,7 @@ async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) 
         assert record.kind_version == 1 and record.upcast
         assert isinstance(record.data, EventFinished)
         assert record.data.duration_us == round(old["duration"] * 1_000_000)
+        assert record.data.duration_us is not None
         assert record.data.duration == record.data.duration_us / 1_000_000
         assert json.loads(record.raw) == old  # the stored bytes are untouched
         shown = record.to_json_dict()
@@ -42,11 +43,10 @@ async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) 
 async def test_rebuild_and_verify_over_upcast_records(upgraded: Path) -> None:
     async with lionstore.open(upgraded, readonly=True) as store:
         projection = await rebuild(store, run="fixture")
-        durations = sorted(
-            e.execution.duration for e in projection.executors["worker"].pile if e.execution
-        )
-        assert all(d is not None and d > 0 for d in durations)
-        assert all(round(d * 1_000_000) == d * 1_000_000 or d is None for d in durations)
+        found = [e.execution.duration for e in projection.executors["worker"].pile]
+        durations = sorted(d for d in found if d is not None)
+        assert len(durations) == len(found) and all(d > 0 for d in durations)
+        assert all(round(d * 1_000_000) == d * 1_000_000 for d in durations)
         for run in ("fixture", "fixture-fork"):
             report = await verify(store, run=run)
             assert report.ok, report.divergence

@@ -13,13 +13,14 @@ from bounds import bounded
 
 import lionstore
 from lionstore import Exchange, Mail, MailManager, Source, UnknownSourceError
+from lionstore.domain.mail_records import MailDeadLettered
 
 from .mailtools import CommitCounter, assert_one_commit, kinds_by_mail, log_records
 
 ONCE = ["mail.sent", "mail.collected", "mail.delivered"]
 
 
-def _waiting(router: Any) -> dict[str, list[Mail]]:
+def _waiting(router: Any) -> dict[Any, list[Mail]]:
     """Collected, undelivered mail by recipient: Exchange.buffer or MailManager.mails."""
     if isinstance(router, Exchange):
         return router.buffer
@@ -214,6 +215,7 @@ async def test_mail_to_an_unknown_recipient_is_dead_lettered_and_does_not_block(
     assert dead.mail.package.item == "to nobody"
     (record,) = await log_records(store, kinds=["mail.dead_lettered"])
     assert record.stream_id == lost.id
+    assert isinstance(record.data, MailDeadLettered)
     assert record.data.reason == "recipient_unknown"
     assert lost not in a.mailbox
 
@@ -233,6 +235,7 @@ async def test_mail_to_a_deleted_recipient_is_dead_lettered_and_does_not_block(
     assert _inbox(b) == {a.id: [behind.id]}
     assert [(d.mail.id, d.reason) for d in ex.dead_letters] == [(lost.id, "recipient_deleted")]
     (record,) = await log_records(store, kinds=["mail.dead_lettered"])
+    assert isinstance(record.data, MailDeadLettered)
     assert (record.stream_id, record.data.reason) == (lost.id, "recipient_deleted")
 
 
@@ -269,7 +272,11 @@ async def test_delete_source_dead_letters_undelivered_mail_both_ways_in_one_comm
         records = await log_records(store, after=head)
         assert_one_commit(records)
         assert (records[0].kind, records[0].stream_id) == ("source.deleted", c.id)
-        dead = {r.stream_id: (r.data.reason, r.data.stage) for r in records[1:]}
+        assert all(isinstance(r.data, MailDeadLettered) for r in records[1:])
+        dead = {
+            r.stream_id: (r.data.reason, r.data.stage)  # type: ignore[union-attr]
+            for r in records[1:]
+        }
         assert all(r.kind == "mail.dead_lettered" for r in records[1:])
         assert dead == {
             outbox_from_c.id: ("sender_deleted", "outbox"),
@@ -325,7 +332,7 @@ async def test_add_source_is_atomic(store: lionstore.Store) -> None:
     for bad_list in (
         [*fresh, object()],
         [fresh[0], "not a source", fresh[1]],
-        [fresh[0], Source.model_construct(id="not-an-id")],
+        [fresh[0], Source.model_construct(id="not-an-id")],  # type: ignore[arg-type]
     ):
         with pytest.raises((TypeError, lionstore.IDError)):
             await ex.add_source(bad_list)
@@ -380,8 +387,8 @@ async def test_collect_all_and_deliver_all_commit_once_per_sweep(
             records = await log_records(store, after=head)
             assert_one_commit(records)
             kinds: dict[str, int] = {}
-            for r in records:
-                kinds[r.kind] = kinds.get(r.kind, 0) + 1
+            for rec in records:
+                kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
             assert kinds == expected_kinds
             assert records[0].recorded_at == clock()  # the ticking FakeClock's reading
         commits.close()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import lionstore
-from lionstore import Exchange, Source
+from lionstore import Exchange, IDType, Source
 
 from .mailtools import kinds_by_mail, log_records, wait_for
 
@@ -163,5 +163,5 @@ async def _share_one_exchange(
             for rec in await log_records(store, kinds=["mail.delivered"])
         }
         for ids_in_order in sent.values():
-            positions = [delivered_at[i] for i in ids_in_order]
+            positions = [delivered_at[IDType(i)] for i in ids_in_order]
             assert positions == sorted(positions)

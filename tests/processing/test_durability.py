@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from bounds import bounded
-from proc_helpers import kinds_of, make_executor, read_all, run_worker, snapshot
+from proc_helpers import kinds_of, make_executor, read_all, run_worker, snapshot, status_of
 from processing_events import Job, OtherJob
 
 import lionstore
@@ -202,7 +202,7 @@ async def test_an_expired_claim_is_requeued_and_run(open_store: Any, clock: Any)
 
         clock.advance(2.0)  # now it has expired
         await processor.process()
-        assert event.status is EventStatus.COMPLETED
+        assert status_of(event) is EventStatus.COMPLETED
         assert executor.attempts(event) == 2
         records = await read_all(store, stream=event.id)
         assert [r.kind for r in records] == [
@@ -241,7 +241,7 @@ async def test_a_crashed_owner_claim_is_recovered_after_reopen(open_store: Any, 
         assert back.status is EventStatus.PROCESSING  # lease still valid
         clock.advance(31)
         await bounded(processor.join(), "processor.join()")
-        assert back.status is EventStatus.COMPLETED
+        assert status_of(back) is EventStatus.COMPLETED
         claims = await read_all(store, kinds=("event.claimed",))
         assert [c.data.owner for c in claims] == [crashed_owner, processor.owner]  # type: ignore[union-attr]
         assert [c.data.attempt for c in claims] == [1, 2]  # type: ignore[union-attr]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 from bounds import bounded
-from proc_helpers import kinds_of, make_executor, read_all, wait_until
+from proc_helpers import kinds_of, make_executor, read_all, status_of, wait_until
 from processing_events import Job
 
 from lionstore.domain.event import Event, EventStatus
@@ -197,7 +197,7 @@ async def test_a_denied_event_does_not_block_the_others(open_store: Any, clock: 
             assert executor.processor.available_capacity == 2
             clock.advance(60)
             await bounded(executor.join(), "executor.join()")
-            assert first.status is EventStatus.COMPLETED
+            assert status_of(first) is EventStatus.COMPLETED
     finally:
         DenyFirst.deny = 3
 
@@ -245,7 +245,7 @@ async def test_retry_reruns_a_finished_event_as_a_new_attempt(open_store: Any) -
         assert executor.attempts(event) == 1
 
         await executor.retry(event)
-        assert event.status is EventStatus.PENDING
+        assert status_of(event) is EventStatus.PENDING
         assert list(executor.pending) == [event.id]
         await executor.forward()
         assert Counted.calls[event.id] == 2
@@ -447,4 +447,4 @@ async def test_execution_mode_is_reset_when_request_permission_raises(open_store
 
         Exploding.explode = False
         await asyncio.wait_for(processor.join(), timeout=5)
-        assert event.status is EventStatus.COMPLETED
+        assert status_of(event) is EventStatus.COMPLETED

@@ -123,7 +123,11 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
         events = [LineJob(out=str(out), gate=str(gate)) for _ in range(12)]
         await executor.extend(events)
     ids = [e.id for e in events]
-    config = {"queue_capacity": 4, "capacity_refresh_time": 0.02, "lease_seconds": 1.0}
+    config: dict[str, Any] = {
+        "queue_capacity": 4,
+        "capacity_refresh_time": 0.02,
+        "lease_seconds": 1.0,
+    }
 
     proc = spawn_worker("run", {"db": db_target, "run": "crash", "name": "mp", "config": config})
     try:
@@ -131,7 +135,8 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
 
             async def worker_claimed_a_batch() -> bool:
                 claims = await read_all(store, kinds=("event.claimed",))
-                return len([c for c in claims if owner_pid(c.data.owner) == proc.pid]) == 4
+                mine = [c for c in claims if owner_pid(c.data.owner) == proc.pid]  # type: ignore[union-attr]
+                return len(mine) == 4
 
             await wait_until(worker_claimed_a_batch, timeout=60, interval=0.02, what="claims")
             os.kill(proc.pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ async def kill_while_working(
         child.stderr.close()
 
 
-async def test_crash_loop(tmp_path: Path, record_property: pytest.RecordProperty) -> None:
+async def test_crash_loop(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     db, ack, side = tmp_path / "crash.db", tmp_path / "ack.log", tmp_path / "invoked.log"
     rng = random.Random(SEED)
     sources = fixed_source_ids(f"{SEED}-sources")

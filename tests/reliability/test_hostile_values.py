@@ -170,7 +170,7 @@ CASES: list[Case] = [
     ("processor.enqueue(str)", lambda w: w.executor.processor.enqueue("e"), BAD_ARG),  # type: ignore[union-attr,arg-type]
     # -- enums -----------------------------------------------------------------------
     ("EventStatus('done')", lambda w: EventStatus("done"), (ValueError,)),
-    ("Execution(status='done')", lambda w: Execution(status="done"), (ValueError,)),  # type: ignore[arg-type]
+    ("Execution(status='done')", lambda w: Execution(status="done"), (ValueError,)),
     ("event.status = 'done'", lambda w: setattr(Loose(), "status", "done"), (ValueError,)),
     (
         "create_mail(category='telegram')",
@@ -183,7 +183,7 @@ CASES: list[Case] = [
         BAD_ARG,
     ),
     # -- Exchange --------------------------------------------------------------------
-    ("Exchange(store=None)", lambda w: Exchange(store=None), (TypeError,)),  # type: ignore[arg-type]
+    ("Exchange(store=None)", lambda w: Exchange(store=None), (TypeError,)),
     ("Exchange(sources=[object])", lambda w: Exchange([object()], store=w.store), (TypeError,)),
     ("Exchange(name='')", lambda w: Exchange(store=w.store, name=""), (ValueError,)),
     ("exchange.add_source(object)", lambda w: w.exchange.add_source(object()), (TypeError,)),

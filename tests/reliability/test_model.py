@@ -217,10 +217,10 @@ class LogMachine(RuleBasedStateMachine):
                 for mail in queue:
                     self.dead[mail] = "recipient_deleted" if to == sid else "sender_deleted"
                 del self.buffer[(to, frm)]
-        for queue in self.outbox.values():
-            for mail, to in [m for m in queue if m[1] == sid]:
+        for outgoing in self.outbox.values():
+            for mail, to in [m for m in outgoing if m[1] == sid]:
                 self.dead[mail] = "recipient_deleted"
-                queue.remove((mail, to))
+                outgoing.remove((mail, to))
         for key in [k for k in self.inbox if k[0] == sid]:
             del self.inbox[key]  # a deleted source's inbox is no longer shown
 
@@ -237,7 +237,7 @@ class LogMachine(RuleBasedStateMachine):
         else:
             to = IDType.create()
         mail = self.exchange.create_mail(sender, to, "message", {"n": len(self.dead)})
-        self.run(self.exchange.mailboxes[sender].append_out(mail))
+        self.run(self.exchange.mailboxes[IDType(sender)].append_out(mail))
         self.outbox[sender].append((mail.id, to))
 
     def _collect_model(self, sender: str) -> None:
