@@ -13,6 +13,8 @@ from processing_events import Job, OtherJob
 
 import lionstore
 from lionstore.domain.event import Event, EventStatus
+from lionstore.domain.event_records import EventAbandoned, EventRequeued
+from lionstore.errors import ItemNotFoundError
 from lionstore.repositories.base import NotLoadedError
 from lionstore.repositories.executor import Outcome
 
@@ -313,14 +315,17 @@ async def test_a_claim_still_in_flight_is_not_reclaimed_when_its_lease_expires(
 ) -> None:
     async with open_store(run="r", clock=clock) as store:
         repo, first, second, _ = await _claim_two(store, clock)
-        clock.advance(11.0)  # both leases expired; the second is still running here
-        assert await repo.reclaim_expired(max_attempts=3, in_flight={second.id}) == 1
-        assert (await kinds_of(store, first.id))[-1] == "event.requeued"
-        assert (await kinds_of(store, second.id))[-1] == "event.claimed"
-        assert second.id in repo.state.claims and first.id not in repo.state.claims
-        # once it is no longer in flight, it is taken over like any other
-        assert await repo.reclaim_expired(max_attempts=3, in_flight=set()) == 1
+        clock.advance(11.0)  # both leases expired; the first is still running here
+        assert await repo.reclaim_expired(max_attempts=3, in_flight={first.id}, by="me") == 1
         assert (await kinds_of(store, second.id))[-1] == "event.requeued"
+        assert (await kinds_of(store, first.id))[-1] == "event.claimed"
+        assert first.id in repo.state.claims and second.id not in repo.state.claims
+        # once it is no longer in flight, it is taken over like any other
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="me") == 1
+        (requeued,) = await read_all(store, kinds=("event.requeued",), stream=first.id)
+        assert requeued.data == EventRequeued(
+            reason="lease_expired", previous_owner="old", attempt=1, by="me"
+        )
 
 
 async def test_an_outcome_after_its_lease_was_taken_over_is_dropped_and_the_rest_recorded(
@@ -348,3 +353,71 @@ async def test_an_outcome_after_its_lease_was_taken_over_is_dropped_and_the_rest
         assert await repo.finish([_outcome(first, 2, taken[2])]) == [first.id]
         finished = await read_all(store, kinds=("event.finished",), stream=first.id)
         assert [r.data.attempt for r in finished] == [2]  # type: ignore[union-attr]
+
+
+async def test_a_lease_is_over_at_the_microsecond_it_expires(open_store: Any, clock: Any) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        repo, *_ = await _claim_two(store, clock)
+        clock.advance(9.999999)
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set()) == 0
+        clock.advance(0.000001)  # exactly lease_expires_us
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set()) == 2
+
+
+async def test_the_last_attempt_is_abandoned_with_its_reason_and_taker(
+    open_store: Any, clock: Any
+) -> None:
+    async with open_store(run="r", clock=clock) as store:
+        repo, first, _second, _ = await _claim_two(store, clock)
+        clock.advance(11.0)
+        assert await repo.reclaim_expired(max_attempts=1, in_flight=set(), by="sweeper") == 2
+        (abandoned,) = await read_all(store, kinds=("event.abandoned",), stream=first.id)
+        assert abandoned.data == EventAbandoned(
+            reason="abandoned", previous_owner="old", attempt=1, by="sweeper"
+        )
+
+
+async def test_queue_moves_only_the_events_named(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        repo = executor._repo
+        named, other, enqueued = Job(n=1), Job(n=2), Job(n=3)
+        await executor.extend([named, other])
+        assert await repo.queue([named.id]) == [named.id]
+        assert list(repo.state.queue) == [named.id]
+        assert list(repo.state.pending) == [other.id]
+        assert executor.processor is not None
+        await executor.processor.enqueue(enqueued)  # queues that event alone
+        assert list(repo.state.queue) == [named.id, enqueued.id]
+        assert list(repo.state.pending) == [other.id]
+        assert await repo.queue() == [other.id]  # no names: every pending event
+
+
+async def test_retry_of_an_unknown_event_names_it(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        stranger = Job(n=1)
+        with pytest.raises(ItemNotFoundError, match=f"event {stranger.id} is not in this executor"):
+            await executor._repo.retry([stranger.id])
+
+
+class Chatty(Event):
+    size: int = 0
+
+    async def invoke(self) -> None:
+        self.response = "x" * self.size
+
+
+async def test_an_outcome_over_the_store_record_limit_is_recorded_as_failed(
+    open_store: Any,
+) -> None:
+    async with open_store(run="r", max_record_bytes=2048) as store:
+        executor = make_executor(store)
+        await executor.start()
+        big = Chatty(size=4000)  # small fields, a response over the limit
+        await executor.extend([big])
+        await executor.forward()
+        assert big.status is EventStatus.FAILED
+        assert "the outcome could not be recorded" in (big.execution.error or "")
