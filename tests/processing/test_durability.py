@@ -13,7 +13,7 @@ from processing_events import Job, OtherJob
 
 import lionstore
 from lionstore.domain.event import Event, EventStatus
-from lionstore.domain.event_records import EventAbandoned, EventRequeued
+from lionstore.domain.event_records import EventAbandoned, EventFinished, EventRequeued
 from lionstore.errors import ItemNotFoundError
 from lionstore.repositories.base import NotLoadedError
 from lionstore.repositories.executor import Outcome
@@ -345,7 +345,9 @@ async def test_an_outcome_after_its_lease_was_taken_over_is_dropped_and_the_rest
                 timeout=30,
             )
         assert recorded == [second.id]  # the stale outcome is dropped, its batch-mate kept
-        assert "dropped: its claim was taken over" in caplog.text
+        assert f"outcome of event {first.id} (attempt 1) dropped: its claim was taken over" in (
+            caplog.text
+        )
         assert (await kinds_of(store, first.id))[-1] == "event.claimed"
         assert repo.state.status(first.id) is EventStatus.PROCESSING
         assert repo.state.status(second.id) is EventStatus.COMPLETED
@@ -421,3 +423,6 @@ async def test_an_outcome_over_the_store_record_limit_is_recorded_as_failed(
         await executor.forward()
         assert big.status is EventStatus.FAILED
         assert "the outcome could not be recorded" in (big.execution.error or "")
+        (finished,) = await read_all(store, kinds=("event.finished",), stream=big.id)
+        assert isinstance(finished.data, EventFinished)
+        assert finished.data.duration_us is not None  # the run's time is kept
