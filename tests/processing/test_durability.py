@@ -426,3 +426,42 @@ async def test_an_outcome_over_the_store_record_limit_is_recorded_as_failed(
         (finished,) = await read_all(store, kinds=("event.finished",), stream=big.id)
         assert isinstance(finished.data, EventFinished)
         assert finished.data.duration_us is not None  # the run's time is kept
+
+
+async def test_fields_invoke_changed_are_recorded_and_come_back_on_reopen(
+    open_store: Any,
+) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        job = Job(n=3, payload={"k": 1})
+        await executor.extend([job])
+        await executor.forward()
+        (finished,) = await read_all(store, kinds=("event.finished",), stream=job.id)
+        assert isinstance(finished.data, EventFinished)
+        assert finished.data.fields == {"note": "done-3"}  # only what invoke() changed
+    async with open_store(run="r") as store:
+        again = make_executor(store)
+        await again.load()
+        back = again.pile[job.id]
+        assert isinstance(back, Job)
+        assert (back.note, back.payload) == ("done-3", {"k": 1})
+
+
+async def test_a_forward_claims_queued_and_pending_events_in_one_cycle_on_what_it_saw(
+    open_store: Any,
+) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store, queue_capacity=10)
+        await executor.start()
+        assert executor.processor is not None
+        assert await executor._repo.reclaim_expired(max_attempts=3, in_flight=set()) == 0
+        queued, pending = Job(n=1), Job(n=2)
+        await executor.processor.enqueue(queued)
+        await executor.extend([pending])
+        seen = await store.head()
+        await executor.forward()
+        claims = await read_all(store, kinds=("event.claimed",))
+        assert [c.stream_id for c in claims] == [queued.id, pending.id]
+        assert {c.data.cycle for c in claims} == {1}  # type: ignore[union-attr]
+        assert {c.data.seen for c in claims} == {seen}  # type: ignore[union-attr]
