@@ -465,3 +465,20 @@ async def test_a_forward_claims_queued_and_pending_events_in_one_cycle_on_what_i
         assert [c.stream_id for c in claims] == [queued.id, pending.id]
         assert {c.data.cycle for c in claims} == {1}  # type: ignore[union-attr]
         assert {c.data.seen for c in claims} == {seen}  # type: ignore[union-attr]
+
+
+async def test_an_append_records_the_event_own_fields_once_per_event(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        first, second = Job(n=1, payload={"k": 2}), Job(n=2)
+        await executor.extend([first, first, second])  # a repeat is skipped, not the rest
+        assert [e.id for e in executor.pile] == [first.id, second.id]
+        appended = await read_all(store, kinds=("event.appended",))
+        assert [r.stream_id for r in appended] == [first.id, second.id]
+        assert appended[0].data.fields == {  # type: ignore[union-attr]
+            "n": 1,
+            "payload": {"k": 2},
+            "note": "",
+            "fail": False,
+        }
