@@ -14,7 +14,7 @@ from processing_events import Job, OtherJob
 import lionstore
 from lionstore.domain.event import Event, EventStatus
 from lionstore.domain.event_records import EventAbandoned, EventFinished, EventRequeued
-from lionstore.errors import ItemNotFoundError
+from lionstore.errors import ItemNotFoundError, RecordTooLargeError
 from lionstore.repositories.base import NotLoadedError
 from lionstore.repositories.executor import Outcome
 
@@ -482,3 +482,19 @@ async def test_an_append_records_the_event_own_fields_once_per_event(open_store:
             "note": "",
             "fail": False,
         }
+
+
+async def test_append_hands_back_the_new_events_and_refuses_fields_over_the_store_limit(
+    open_store: Any,
+) -> None:
+    async with open_store(run="r", max_record_bytes=2048) as store:
+        executor = make_executor(store)
+        await executor.start()
+        repo = executor._repo
+        known, fresh = Job(n=1), Job(n=2)
+        assert await repo.append([known]) == [known]
+        assert await repo.append([known, fresh]) == [fresh]  # the known one is left alone
+        head = await store.head()
+        with pytest.raises(RecordTooLargeError):
+            await repo.append([Job(n=3, payload={"text": "x" * 4000})])
+        assert await store.head() == head  # refused before anything was written
