@@ -498,3 +498,17 @@ async def test_append_hands_back_the_new_events_and_refuses_fields_over_the_stor
         with pytest.raises(RecordTooLargeError):
             await repo.append([Job(n=3, payload={"text": "x" * 4000})])
         assert await store.head() == head  # refused before anything was written
+
+
+async def test_an_event_metadata_is_recorded_and_comes_back(open_store: Any) -> None:
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        job = Job(n=1, metadata={"origin": "test", "tags": ["a"]})
+        await executor.extend([job])
+        (appended,) = await read_all(store, kinds=("event.appended",), stream=job.id)
+        assert appended.data.metadata == {"origin": "test", "tags": ["a"]}  # type: ignore[union-attr]
+    async with open_store(run="r") as store:
+        again = make_executor(store)
+        await again.load()
+        assert again.pile[job.id].metadata == {"origin": "test", "tags": ["a"]}
