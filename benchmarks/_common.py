@@ -27,6 +27,7 @@ __all__ = [
     "Results",
     "RssSampler",
     "Stopwatch",
+    "add_smoke_argument",
     "fmt_num",
     "fmt_mib",
     "fmt_pct",
@@ -194,6 +195,16 @@ def print_table(
     for row in cells:
         print(line(row), file=out)
     out.flush()
+
+
+def add_smoke_argument(parser: Any) -> None:
+    """``--smoke``: one round of a tiny workload. It shows the script still runs (CI runs
+    every benchmark so: ``benchmarks/run_all.py``); its figures mean nothing."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one round of a tiny workload: checks the script runs, measures nothing",
+    )
 
 
 # -- memory ------------------------------------------------------------------------------

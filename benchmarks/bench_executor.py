@@ -63,6 +63,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _lionagi
 from _common import (
     Results,
+    add_smoke_argument,
     fmt_num,
     fmt_summary,
     machine_line,
@@ -237,7 +238,7 @@ def _ceiling_texts() -> list[tuple[str, str]]:
             at_us=now_us,
             seen=3,
         ),
-        EventFinished(status="completed", attempt=1, duration=1.2e-05, response="ok"),
+        EventFinished(status="completed", attempt=1, duration_us=12, response="ok"),
     ]
     return [(r.kind, r.model_dump_json()) for r in records]
 
@@ -440,7 +441,7 @@ class Profiles:
                 with profiles._lock:
                     profiles.thread_seconds += time.perf_counter() - started
 
-        backend._run_call = _run_call
+        backend._run_call = _run_call  # type: ignore[assignment]  # same call, profiled
         self.patched = True
 
     @contextlib.contextmanager
@@ -524,9 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=30, help="rows per profile listing")
     _lionagi.add_venv_argument(parser)
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
-    n = args.n or (2_000 if args.quick else 10_000)
-    rounds = args.rounds or (1 if args.quick else 3)
+    n = args.n or (200 if args.smoke else 2_000 if args.quick else 10_000)
+    rounds = args.rounds or (1 if args.quick or args.smoke else 3)
     workdir = Path(tempfile.mkdtemp(prefix="lionstore-bench-exec-", dir=args.dir))
     try:
         if args.profile:

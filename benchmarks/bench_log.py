@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import itertools
 import json
@@ -40,6 +41,7 @@ from _common import (
     Results,
     RssSampler,
     Stopwatch,
+    add_smoke_argument,
     fmt_mib,
     fmt_num,
     fmt_pct,
@@ -359,7 +361,7 @@ def raw_append(
                 end = min(n, start + batch)
                 now = stamps[k]
                 new_streams = []
-                records = []
+                records: list[tuple[Any, ...]] = []
                 for i in range(start, end):
                     sid, data = rows[i]
                     sidx, version = plan[i]
@@ -510,6 +512,7 @@ class Sizes:
 
 FULL_SIZES = Sizes({"full": 2_000, "normal": 5_000}, 100_000, 20_000, 1_000_000)
 QUICK_SIZES = Sizes({"full": 300, "normal": 1_000}, 20_000, 3_000, 100_000)
+SMOKE_SIZES = Sizes({"full": 20, "normal": 100}, 10_000, 200, 10_000)
 BATCHES = (1, 100, 10_000)
 DURABILITIES = ("normal", "full")
 
@@ -563,8 +566,8 @@ def append_groups(files: Files, data: Dataset, sizes: Sizes, res: Results) -> li
 
             group = [
                 Variant(f"{key}.store", ls),
-                Variant(f"{key}.raw_encode", lambda raw=raw: raw(True)),
-                Variant(f"{key}.raw_preencoded", lambda raw=raw: raw(False)),
+                Variant(f"{key}.raw_encode", functools.partial(raw, True)),
+                Variant(f"{key}.raw_preencoded", functools.partial(raw, False)),
             ]
             if batch == 1:  # group commit is compared with raw commit-per-record
 
@@ -757,7 +760,7 @@ def report(
         print(f"\n## Reads: the whole run, {n_rows:,} rows, position order ({rounds} round(s))\n")
         json_ratio = res.ratio("read.store", "read.raw_json")
         rows = []
-        for label, k, ratio, tgt, verd in (
+        for label, k, shown, tgt, verd in (
             (
                 "store.read(page_size=1000), records decoded to models",
                 "read.store",
@@ -781,7 +784,7 @@ def report(
                 "",
             ),
         ):
-            rows.append([label, rate(k), us(k), in_gc(k), ratio, tgt, verd])
+            rows.append([label, rate(k), us(k), in_gc(k), shown, tgt, verd])
         targets.append(("read and decode vs raw fetch + json.loads", json_ratio, TARGET_READ))
         print_table(
             ["pipeline", "rows/s", "µs/row", "in GC", "lionstore/this", "target", "verdict"],
@@ -843,9 +846,10 @@ async def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where the temporary files go (default: the system temp dir)",
     )
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    rounds = args.rounds or (1 if args.quick else 5)
+    sizes = SMOKE_SIZES if args.smoke else QUICK_SIZES if args.quick else FULL_SIZES
+    rounds = args.rounds or (1 if args.quick or args.smoke else 5)
 
     print("# lionstore log benchmark: lionstore vs raw sqlite3, same process run\n")
     print(f"- {machine_line()}")

@@ -40,6 +40,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import _lionagi
 from _common import (
     Results,
+    add_smoke_argument,
     fmt_num,
     fmt_summary,
     machine_line,
@@ -188,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=30, help="rows per profile listing")
     _lionagi.add_venv_argument(parser)
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
     if args.sources < 2:
         parser.error("--sources must be at least 2")
-    per_source = args.mails or (200 if args.quick else 1_000)
-    rounds = args.rounds or (1 if args.quick else 3)
+    per_source = args.mails or (20 if args.smoke else 200 if args.quick else 1_000)
+    rounds = args.rounds or (1 if args.quick or args.smoke else 3)
     total = args.sources * per_source
     workdir = Path(tempfile.mkdtemp(prefix="lionstore-bench-mail-", dir=args.dir))
     try:

@@ -39,7 +39,16 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(2, str(Path(__file__).resolve().parent.parent / "tests"))  # pg_cluster
 
 import _pg_worker
-from _common import Results, fmt_num, fmt_summary, git_state, machine_line, print_table
+from _common import (
+    Results,
+    add_smoke_argument,
+    fmt_num,
+    fmt_summary,
+    git_state,
+    machine_line,
+    print_table,
+)
+from bench_executor import TrivialEvent
 from pg_cluster import Cluster, UnavailableError
 
 import lionstore
@@ -98,7 +107,7 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
 async def seed_events(target: str, n: int) -> None:
     async with lionstore.open(target, run=RUN) as store:
         ex = _pg_worker.executor(store)
-        await ex.extend([_pg_worker.TrivialEvent() for _ in range(n)])
+        await ex.extend([TrivialEvent() for _ in range(n)])
         ex.close()
 
 
@@ -134,7 +143,7 @@ class Targets:
 
 
 def one_round(args: argparse.Namespace, targets: Targets, res: Results, round_no: int) -> None:
-    order = [(b, w) for w in WORKERS for b in BACKENDS]
+    order = [(b, w) for w in args.workers for b in BACKENDS]
     if round_no % 2:
         order.reverse()
     for backend, workers in order:
@@ -170,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--appends", type=int, default=4_000)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dir", default=None)
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.events, args.appends = 1, 400, 400
+    if args.smoke:
+        args.rounds, args.events, args.appends = 1, 100, 100
+    args.workers = (1, 2) if args.smoke else WORKERS
     try:
         cluster = Cluster.start()
     except UnavailableError as exc:
@@ -196,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     rows = []
     for what, unit in (("append", "records/s"), ("executor", "events/s")):
-        for workers in WORKERS:
+        for workers in args.workers:
             pg, lite = f"{what} postgres {workers}", f"{what} sqlite {workers}"
             rows.append(
                 [

@@ -36,6 +36,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from _common import (
     Results,
     Stopwatch,
+    add_smoke_argument,
     fmt_num,
     fmt_summary,
     git_state,
@@ -81,7 +82,10 @@ async def reopen(
 def snapshot_bytes(path: Path) -> int:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT sum(length(snapshot)) FROM lionstore_checkpoints").fetchone()[0]
+        total: int = conn.execute(
+            "SELECT sum(length(snapshot)) FROM lionstore_checkpoints"
+        ).fetchone()[0]
+        return total
     finally:
         conn.close()
 
@@ -92,8 +96,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="100,000 records, 3 rounds")
     parser.add_argument("--file", type=Path, help="build the run here once, or reuse it")
+    add_smoke_argument(parser)
     args = parser.parse_args()
-    n = 100_000 if args.quick else args.n
+    n = 30_000 if args.smoke else 100_000 if args.quick else args.n
+    if args.smoke:
+        args.rounds = 1
     print(machine_line())
     print(git_state(Path(__file__).resolve().parent.parent))
     tmp = tempfile.TemporaryDirectory(prefix="lionstore-reopen-")

@@ -51,6 +51,7 @@ from _common import (
     Results,
     RssSampler,
     Stopwatch,
+    add_smoke_argument,
     fmt_mib,
     fmt_num,
     fmt_pct,
@@ -636,11 +637,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--top", type=int, default=25, help="rows per profile listing")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
         return child_main(args.memory_child)
-    n = args.n or (100_000 if args.quick else 1_000_000)
-    rounds = args.rounds or (1 if args.quick else 3)
+    n = args.n or (5_000 if args.smoke else 100_000 if args.quick else 1_000_000)
+    rounds = args.rounds or (1 if args.quick or args.smoke else 3)
 
     tmp = None
     if args.file is not None:

@@ -12,14 +12,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pg_cluster import ENV_URL, Cluster, UnavailableError
+from pg_cluster import ENV_URL, Cluster, UnavailableError, run_async
 
 import lionstore
+from lionstore.log.schema import VERSION_TABLE
 
 BACKENDS = ["sqlite", "postgres"]
 
 # Why the PostgreSQL tests were skipped (for the summary), None when they ran.
 _PG_SKIPPED: list[str] = []
+# The session's reused PostgreSQL database (for the summary).
+_PG_REUSED: list[ReusedDatabase] = []
 
 
 class FakeClock:
@@ -61,12 +64,114 @@ def pg_cluster() -> Iterator[Cluster]:
             cluster.stop()
 
 
+class ReusedDatabase:
+    """One PostgreSQL database holding the lionstore schema for a whole session (each
+    xdist worker has its own session), emptied between tests: creating a database per
+    test cost most of the PostgreSQL tests' time.
+
+    ``reset`` truncates every table but the schema revision's, puts back the rows the schema starts
+    with, and checks the schema is still the one it was (tables, columns, indexes, the
+    revision). A test that changed the schema, or left a connection holding a lock, gets
+    the database dropped and made afresh, so the next test never sees what it left.
+    """
+
+    _FINGERPRINT = (
+        "SELECT string_agg(x, ';' ORDER BY x) FROM ("
+        " SELECT table_name || '.' || column_name || ':' || data_type || ':' || is_nullable"
+        "  || ':' || coalesce(column_default, '') AS x"
+        "  FROM information_schema.columns WHERE table_schema = 'public'"
+        " UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        f" UNION ALL SELECT 'rev:' || version_num FROM {VERSION_TABLE}"
+        " UNION ALL SELECT 'trigger:' || tgname FROM pg_trigger WHERE NOT tgisinternal"
+        ") AS parts"
+    )
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.url = cluster.create_database()
+        self.fingerprint, self.tables, self.rows = run_async(self._survey())
+        self.resets = 0
+        self.recreated = 0
+        _PG_REUSED.append(self)
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        from lionstore.log.postgres import asyncpg_dsn
+
+        return await asyncpg.connect(asyncpg_dsn(self.url))
+
+    async def _survey(self) -> tuple[str, list[str], dict[str, list[Any]]]:
+        conn = await self._connect()
+        try:
+            fingerprint = await conn.fetchval(self._FINGERPRINT)
+            tables = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    f" AND tablename <> '{VERSION_TABLE}' ORDER BY tablename"
+                )
+            ]
+            rows = {t: list(await conn.fetch(f'SELECT * FROM "{t}"')) for t in tables}
+            return fingerprint, tables, rows
+        finally:
+            await conn.close()
+
+    async def _reset(self) -> bool:
+        """Empty the tables; False when the database has to be made afresh."""
+        conn = await self._connect()
+        try:
+            if await conn.fetchval(self._FINGERPRINT) != self.fingerprint:
+                return False
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '5s'")
+                listed = ", ".join(f'"{t}"' for t in self.tables)
+                await conn.execute(f"TRUNCATE {listed} RESTART IDENTITY CASCADE")
+                for table, rows in self.rows.items():
+                    if rows:
+                        columns = list(rows[0].keys())
+                        await conn.copy_records_to_table(
+                            table, records=[tuple(r) for r in rows], columns=columns
+                        )
+            return True
+        except Exception:  # a lock held by a connection the test left open, ...
+            return False
+        finally:
+            await conn.close()
+
+    def reset(self) -> None:
+        self.resets += 1
+        if not run_async(self._reset()):
+            self.cluster.drop_database(self.url)
+            self.url = self.cluster.create_database()
+            self.recreated += 1
+
+    def drop(self) -> None:
+        self.cluster.drop_database(self.url)
+
+
+@pytest.fixture(scope="session")
+def pg_reused(pg_cluster: Cluster) -> Iterator[ReusedDatabase]:
+    database = ReusedDatabase(pg_cluster)
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
 @pytest.fixture
-def pg_database(pg_cluster: Cluster) -> Iterator[str]:
-    """A fresh PostgreSQL database holding the lionstore schema at head, dropped after."""
-    url = pg_cluster.create_database()
-    yield url
-    pg_cluster.drop_database(url)
+def pg_database(pg_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL database holding the lionstore schema at head, empty: the session's
+    reused one, emptied after the test, or, for a test marked ``fresh_database``, a new
+    one dropped after it."""
+    if request.node.get_closest_marker("fresh_database") is not None:
+        url = pg_cluster.create_database()
+        yield url
+        pg_cluster.drop_database(url)
+        return
+    reused: ReusedDatabase = request.getfixturevalue("pg_reused")
+    yield reused.url
+    reused.reset()
 
 
 @pytest.fixture
@@ -124,6 +229,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _PG_SKIPPED:
         terminalreporter.write_line(_PG_SKIPPED[0], yellow=True, bold=True)
+    for reused in _PG_REUSED:
+        terminalreporter.write_line(
+            f"PostgreSQL: one database emptied between {reused.resets} tests"
+            f" (made afresh {reused.recreated} times, after a test changed its schema)"
+        )
 
 
 @pytest.fixture(autouse=True)

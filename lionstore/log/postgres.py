@@ -68,7 +68,6 @@ from typing import Any, TypeVar
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import (
-    ConcurrencyError,
     CorruptDatabaseError,
     StoreError,
     StoreLockedError,
@@ -86,8 +85,8 @@ from lionstore.log.backend import (
     check_scan,
     checkpoint_from_row,
 )
-from lionstore.log.digest import chain_digests, chain_start, record_digest
-from lionstore.log.sqlite import _decode_row  # the same row shape on both backends
+from lionstore.log.digest import chain_start, record_digest
+from lionstore.log.plan import Plan, decode_row
 
 __all__ = [
     "with_reconnect",
@@ -609,7 +608,7 @@ class PostgresBackend(LogBackend):
             streams = self._streams
             for row in rows:
                 streams[row[1]] = (row[9], row[2])
-                foreign.append(_decode_row(row[:9], run.run_id))
+                foreign.append(decode_row(row[:9], run.run_id))
             if rows:
                 self._tip = rows[-1][8]
         self._known = last_position
@@ -661,74 +660,23 @@ class PostgresBackend(LogBackend):
         unknown -= checked  # looked up with the lock: those not found are new
         if unknown:
             await self._look_up(conn, run.run_no, list(unknown))
+        plan = Plan(last_position, last_stream_no, cache.get)
+        plan.add_all(requests)
         rows = _Rows()
-        heads: dict[str, tuple[int, int]] = {}  # as the requests planned so far leave them
-        results: list[list[Recorded] | range | BaseException] = []
-        wanted: list[tuple[list[Recorded], int, AppendRequest]] = []
-        stream_no = last_stream_no
-        for req in requests:
-            conflict = None
-            for sid, expected in req.expected.items():
-                head = heads.get(sid) or cache.get(sid)
-                current = 0 if head is None else head[1]
-                if current != expected:
-                    conflict = ConcurrencyError(
-                        f"stream {sid} is at version {current}, expected {expected}"
-                    )
-                    break
-            if conflict is not None:
-                results.append(conflict)
-                continue
-            start = len(rows.numbers)
-            for sid, kind, kind_version, text, _data in req.rows:
-                head = heads.get(sid) or cache.get(sid)
-                if head is None:
-                    stream_no += 1
-                    head = (stream_no, 0)
-                    rows.add_stream(stream_no, sid)
-                heads[sid] = (head[0], head[1] + 1)
-                rows.add_record(sid, head[0], head[1] + 1, kind, kind_version, text, now_us)
-            if req.want_records:
-                committed: list[Recorded] = []
-                wanted.append((committed, start, req))
-                results.append(committed)
-            else:
-                first = last_position + 1 + start
-                results.append(range(first, last_position + 1 + len(rows.numbers)))
-        position = last_position + len(rows.numbers)
-        if rows.numbers:
-            tip = await self._run_tip(conn, run)
-            rows.digests = chain_digests(
-                tip,
-                last_position + 1,
-                now_us,
-                rows.record_sids,
-                rows.versions,
-                rows.kinds,
-                rows.kind_versions,
-                rows.texts,
-            )
+        rows.stream_nos = list(range(last_stream_no + 1, plan.stream_no + 1))
+        rows.stream_ids = plan.new_streams
+        rows.record_sids = plan.sids
+        rows.numbers = plan.numbers
+        rows.versions = plan.versions
+        rows.kinds = plan.kinds
+        rows.kind_versions = plan.kind_versions
+        rows.texts = plan.texts
+        rows.times = [now_us] * len(plan.numbers)
+        if plan.numbers:
+            rows.digests = plan.digests(await self._run_tip(conn, run), now_us)
             self._tip = rows.digests[-1]
-        for committed, start, req in wanted:
-            for i, (sid, kind, kind_version, text, data) in enumerate(req.rows, start):
-                committed.append(
-                    Recorded(
-                        last_position + 1 + i,
-                        run.run_id,
-                        sid,
-                        rows.versions[i],
-                        kind,
-                        kind_version,
-                        data,
-                        now_us,
-                        text,
-                        rows.digests[i],
-                    )
-                )
-        cache.update(heads)
-        outcome = CommitOutcome(
-            foreign=[], results=results, head=position, last_stream_no=stream_no
-        )
+        outcome = plan.outcome(run.run_id, now_us, rows.digests)
+        cache.update(plan.heads)
         return outcome, rows
 
     async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
@@ -914,7 +862,7 @@ class PostgresBackend(LogBackend):
         return await self._read(fetch)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
-        return _decode_row(row, run_ids[row[7]])
+        return decode_row(row, run_ids[row[7]])
 
     def scan_run(self, query: ReadQuery, page_size: int) -> PostgresRunScan:
         check_scan(query, page_size)

@@ -42,9 +42,8 @@ from typing import Any, TypeVar
 
 from lionstore._gcpause import gc_paused
 from lionstore.domain.ids import IDType, is_id, to_id
-from lionstore.domain.records import Recorded, RunStarted, decode_data, encode_data
+from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import (
-    ConcurrencyError,
     CorruptDatabaseError,
     StoreError,
     StoreLockedError,
@@ -62,8 +61,9 @@ from lionstore.log.backend import (
     check_scan,
     checkpoint_from_row,
 )
-from lionstore.log.digest import chain_digests, chain_start, record_digest
+from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.migrate import file_state, readonly_uri
+from lionstore.log.plan import Head, Plan, decode_row
 
 __all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "io_error", "translate_sqlite_error"]
 
@@ -266,22 +266,6 @@ def _record_filter(query: ReadQuery) -> tuple[str, list[Any]]:
     return " AND ".join(where), params
 
 
-def _decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
-    position, stream_id, version, kind, kind_version, data, at_us, _run_no, digest = row
-    return Recorded(
-        position,
-        run_id,
-        str.__new__(IDType, stream_id),
-        version,
-        kind,
-        kind_version,
-        decode_data(kind, kind_version, data),
-        at_us,
-        data,
-        digest,
-    )
-
-
 class SQLiteBackend(LogBackend):
     """Appends and reads on one SQLite file (WAL)."""
 
@@ -476,7 +460,7 @@ class SQLiteBackend(LogBackend):
         for row in rows:
             if cached and (row[1] in cache or row[1] in old):
                 cache[row[1]] = (row[9], row[2])
-            foreign.append(_decode_row(row[:9], run.run_id))
+            foreign.append(decode_row(row[:9], run.run_id))
         return foreign
 
     def _run_digest(self, conn: sqlite3.Connection, run: RunInfo) -> str:
@@ -550,142 +534,90 @@ class SQLiteBackend(LogBackend):
         look_up_all: bool,
     ) -> CommitOutcome:
         run_no = run.run_no
-        run_id = run.run_id
         if self._streams_run != run_no:
             self._forget_streams()
             self._streams_run = run_no
         cache, old = self._streams, self._streams_old
+        unknown = self._streams_to_look_up(requests, look_up_all)
+        found = self._look_up_streams(conn, run_no, unknown) if unknown else {}
+
+        def known(sid: str) -> Head | None:
+            return cache.get(sid) or old.get(sid) or found.get(sid)
+
+        plan = Plan(last_position, last_stream_no, known)
+        plan.add_all(requests)
+        tip = self._run_digest(conn, run)
+        digests = plan.digests(tip, now_us)
+        outcome = plan.outcome(run.run_id, now_us, digests)
+        self._write_plan(conn, run_no, plan, now_us, digests, checked=look_up_all)
+        self._last_digest[run_no] = digests[-1] if digests else tip
+        cache.update(plan.heads)
+        if len(cache) >= _CACHE_SIZE // 2:  # next generation
+            self._streams_old, self._streams = cache, {}
+        return outcome
+
+    def _streams_to_look_up(self, requests: Sequence[AppendRequest], look_up_all: bool) -> set[str]:
+        """The uncached streams whose head the plan needs from the file: those with an
+        expected version (or, with ``look_up_all``, every uncached stream written)."""
+        cache, old = self._streams, self._streams_old
         unknown: set[str] = set()
         for req in requests:
-            if req.expected:
-                # A stream expected to be new (version 0) that this request writes to
-                # needs no look-up either: inserting its stream row tells.
-                rows_to: set[str] | None = None
-                for sid, expected in req.expected.items():
-                    if sid in cache or sid in old:
-                        continue
-                    if expected == 0 and not look_up_all:
-                        if rows_to is None:
-                            rows_to = {row[0] for row in req.rows}
-                        if sid in rows_to:
-                            continue
-                    unknown.add(sid)
             if look_up_all:
                 unknown.update(
                     row[0] for row in req.rows if row[0] not in cache and row[0] not in old
                 )
-        found = self._look_up_streams(conn, run_no, unknown) if unknown else {}
-
-        # stream_id -> (stream_no, version) of every stream this plan has resolved,
-        # as the requests planned so far leave it
-        heads: dict[str, tuple[int, int]] = {}
-        new_streams: list[str] = []  # numbered from last_stream_no + 1 on
-        # The accepted records' columns, in position order from last_position + 1 on:
-        # no tuple per record for the garbage collector to look at.
-        sids: list[str] = []
-        numbers: list[int] = []
-        versions: list[int] = []
-        kinds: list[str] = []
-        kind_versions: list[int] = []
-        texts: list[str] = []
-        results: list[list[Recorded] | range | BaseException] = []
-        wanted: list[tuple[list[Recorded], int, AppendRequest]] = []
-        stream_no = last_stream_no
-        for req in requests:
-            conflict = None
-            for sid, expected in req.expected.items():
-                head = heads.get(sid)
-                if head is None:
-                    head = cache.get(sid) or old.get(sid) or found.get(sid)
-                    if head is not None:
-                        heads[sid] = head
-                current = 0 if head is None else head[1]
-                if current != expected:
-                    conflict = ConcurrencyError(
-                        f"stream {sid} is at version {current}, expected {expected}"
-                    )
-                    break
-            if conflict is not None:
-                results.append(conflict)
+            if not req.expected:
                 continue
-            start = len(numbers)
-            for sid, kind, kind_version, text, _data in req.rows:
-                head = heads.get(sid)
-                if head is None:
-                    head = cache.get(sid) or old.get(sid) or found.get(sid)
-                    if head is None:  # a new stream
-                        stream_no += 1
-                        head = (stream_no, 0)
-                        new_streams.append(sid)
-                number = head[0]
-                version = head[1] + 1
-                heads[sid] = (number, version)
-                sids.append(sid)
-                numbers.append(number)
-                versions.append(version)
-                kinds.append(kind)
-                kind_versions.append(kind_version)
-                texts.append(text)
-            if req.want_records:
-                committed: list[Recorded] = []
-                wanted.append((committed, start, req))
-                results.append(committed)
-            else:
-                results.append(range(last_position + 1 + start, last_position + 1 + len(numbers)))
-        position = last_position + len(numbers)
-        tip = self._run_digest(conn, run)
-        digests = chain_digests(
-            tip,
-            last_position + 1,
-            now_us,
-            sids,
-            versions,
-            kinds,
-            kind_versions,
-            texts,
+            # A stream expected to be new (version 0) that this request writes to needs
+            # no look-up either: inserting its stream row tells.
+            rows_to: set[str] | None = None
+            for sid, expected in req.expected.items():
+                if sid in cache or sid in old:
+                    continue
+                if expected == 0 and not look_up_all:
+                    if rows_to is None:
+                        rows_to = {row[0] for row in req.rows}
+                    if sid in rows_to:
+                        continue
+                unknown.add(sid)
+        return unknown
+
+    def _write_plan(
+        self,
+        conn: sqlite3.Connection,
+        run_no: int,
+        plan: Plan,
+        now_us: int,
+        digests: list[str],
+        *,
+        checked: bool,
+    ) -> None:
+        """Insert the plan's new streams and records, and move the head row."""
+        if plan.new_streams:
+            self._insert_streams(
+                conn, run_no, plan.last_stream_no + 1, plan.new_streams, checked=checked
+            )
+        if not plan.numbers:
+            return
+        position = plan.position
+        conn.executemany(
+            _INSERT_RECORD,
+            zip(
+                range(plan.last_position + 1, position + 1),
+                repeat(run_no),
+                plan.numbers,
+                plan.versions,
+                plan.kinds,
+                plan.kind_versions,
+                plan.texts,
+                repeat(now_us),
+                digests,
+            ),
         )
-        for committed, start, req in wanted:
-            for i, (sid, kind, kind_version, text, data) in enumerate(req.rows, start):
-                committed.append(
-                    Recorded(
-                        last_position + 1 + i,
-                        run_id,
-                        sid,
-                        versions[i],
-                        kind,
-                        kind_version,
-                        data,
-                        now_us,
-                        text,
-                        digests[i],
-                    )
-                )
-        if new_streams:
-            self._insert_streams(conn, run_no, last_stream_no + 1, new_streams, checked=look_up_all)
-        if numbers:
-            conn.executemany(
-                _INSERT_RECORD,
-                zip(
-                    range(last_position + 1, position + 1),
-                    repeat(run_no),
-                    numbers,
-                    versions,
-                    kinds,
-                    kind_versions,
-                    texts,
-                    repeat(now_us),
-                    digests,
-                ),
-            )
-            conn.execute(
-                "UPDATE lionstore_head SET last_position = ?, last_stream_no = ? WHERE id = 1",
-                (position, stream_no),
-            )
-        self._last_digest[run_no] = digests[-1] if digests else tip
-        cache.update(heads)
-        if len(cache) >= _CACHE_SIZE // 2:  # next generation
-            self._streams_old, self._streams = cache, {}
-        return CommitOutcome(foreign=[], results=results, head=position, last_stream_no=stream_no)
+        conn.execute(
+            "UPDATE lionstore_head SET last_position = ?, last_stream_no = ? WHERE id = 1",
+            (position, plan.stream_no),
+        )
 
     def _forget_streams(self) -> None:
         self._streams = {}
@@ -954,7 +886,7 @@ class SQLiteBackend(LogBackend):
         return await self._read(self._read_rows, query, limit)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
-        return _decode_row(row, run_ids[row[7]])
+        return decode_row(row, run_ids[row[7]])
 
     def _read_rows(
         self, conn: sqlite3.Connection, query: ReadQuery, limit: int

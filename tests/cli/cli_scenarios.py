@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bounds import bounded
+
 import lionstore
 from lionstore.domain.ids import IDType
 
@@ -53,7 +55,7 @@ async def write_work_run(path: Path, label: str = "work") -> WorkDb:
         await executor.extend(events)
         appended = await store.head()
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         events_done = await store.head()
         executor.close()
         a, b, c = lionstore.Source(), lionstore.Source(), lionstore.Source()

@@ -13,7 +13,8 @@ from cli_scenarios import write_work_run
 from lionstore.cli.export import export_run
 
 if TYPE_CHECKING:
-    from conftest import Cli, SampleDb, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli, SampleDb
 
 
 def test_export_writes_one_line_per_record(cli: Cli, work_db: WorkDb) -> None:

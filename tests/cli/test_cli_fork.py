@@ -10,7 +10,8 @@ import lionstore
 from lionstore.cli.fork import fork_run
 
 if TYPE_CHECKING:
-    from conftest import Cli, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli
 
 
 def comparable(state: dict[str, Any]) -> dict[str, Any]:

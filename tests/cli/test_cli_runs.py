@@ -13,7 +13,8 @@ import lionstore
 from lionstore.cli.runs import summarize_runs
 
 if TYPE_CHECKING:
-    from conftest import Cli, SampleDb, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli, SampleDb
 
 
 def test_runs_table(cli: Cli, sample_db: SampleDb) -> None:

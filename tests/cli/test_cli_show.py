@@ -14,7 +14,8 @@ import lionstore
 from lionstore.cli.show import format_state, show_run
 
 if TYPE_CHECKING:
-    from conftest import Cli, SampleDb, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli, SampleDb
 
 
 def show_json(cli: Cli, *args: Any) -> dict[str, Any]:

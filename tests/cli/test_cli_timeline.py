@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from conftest import Cli, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli
 
 
 def test_mermaid(cli: Cli, work_db: WorkDb) -> None:

@@ -14,7 +14,8 @@ import pytest
 import lionstore.repositories.executor as decisions
 
 if TYPE_CHECKING:
-    from conftest import Cli, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli
 
 
 def record_at(path: Path, position: int) -> tuple[str, str]:

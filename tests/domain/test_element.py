@@ -41,9 +41,9 @@ def test_id_and_created_at_are_frozen() -> None:
     element = Element()
     original_id, original_time = element.id, element.created_at
     with pytest.raises(ValidationError):
-        element.id = uuid.uuid4()  # type: ignore[assignment]
+        element.id = uuid.uuid4()  # type: ignore[misc,assignment]
     with pytest.raises(ValidationError):
-        element.created_at = 1.0
+        element.created_at = 1.0  # type: ignore[misc]
     assert element.id == original_id
     assert element.created_at == original_time
     element.metadata = {"k": 1}  # metadata is not frozen
@@ -177,7 +177,7 @@ def test_classes_defined_in_functions_resolve() -> None:
     item = Local(n=3)
     back = Element.from_dict(item.to_dict())
     assert type(back) is Local
-    assert back.n == 3  # type: ignore[attr-defined]
+    assert back.n == 3
     assert resolve_class(class_path(Local), Element) is Local
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -36,7 +38,7 @@ def items(count: int) -> list[Item]:
 
 def test_insertion_order_everywhere() -> None:
     a, b, c = items(3)
-    pile = Pile([c, a])
+    pile: Pile[Item] = Pile([c, a])
     pile.include(b)
     assert list(pile) == [c, a, b]
     assert pile.keys() == [c.id, a.id, b.id]
@@ -82,7 +84,7 @@ def test_unknown_constructor_kwargs_are_refused() -> None:
 
 
 def test_item_type_allows_subclasses_unless_strict() -> None:
-    loose = Pile(item_type=Item)
+    loose: Pile[Item] = Pile(item_type=Item)
     loose.include([Item(), SubItem()])
     assert len(loose) == 2
     assert loose.item_type == frozenset({Item})
@@ -90,7 +92,7 @@ def test_item_type_allows_subclasses_unless_strict() -> None:
     with pytest.raises(TypeError, match="Invalid item type"):
         loose.include(Other())
 
-    strict = Pile(item_type=Item, strict_type=True)
+    strict: Pile[Item] = Pile(item_type=Item, strict_type=True)
     assert strict.strict_type is True
     strict.include(Item())
     with pytest.raises(TypeError, match="exactly"):
@@ -101,7 +103,7 @@ def test_item_type_allows_subclasses_unless_strict() -> None:
 
 
 def test_several_item_types() -> None:
-    pile = Pile(item_type=[Item, Other])
+    pile: Pile[Any] = Pile(item_type=[Item, Other])
     pile.include([Item(), Other()])
     assert len(pile) == 2
     with pytest.raises(TypeError):
@@ -109,7 +111,7 @@ def test_several_item_types() -> None:
 
 
 def test_a_rejected_batch_includes_nothing() -> None:
-    pile = Pile(item_type=Item)
+    pile: Pile[Item] = Pile(item_type=Item)
     good = Item()
     with pytest.raises(TypeError):
         pile.include([good, Other()])
@@ -131,7 +133,7 @@ def test_bad_item_type_declarations() -> None:
 
 def test_include_of_an_existing_id_replaces_in_place() -> None:
     a, b, c = items(3)
-    pile = Pile([a, b, c])
+    pile: Pile[Item] = Pile([a, b, c])
     newer_b = Item(id=b.id, n=99)
     pile.include(newer_b)
     assert len(pile) == 3
@@ -147,7 +149,7 @@ def test_include_of_an_existing_id_replaces_in_place() -> None:
 def test_exclude_is_silent_and_takes_any_ref() -> None:
     """lionagi raised TypeError for ``exclude(str_id)``."""
     a, b, c, d = items(4)
-    pile = Pile([a, b, c, d])
+    pile: Pile[Item] = Pile([a, b, c, d])
     pile.exclude(str(a.id))
     pile.exclude(b)
     pile.exclude([uuid.UUID(c.id)])
@@ -160,7 +162,7 @@ def test_exclude_is_silent_and_takes_any_ref() -> None:
 
 def test_remove() -> None:
     a, b = items(2)
-    pile = Pile([a, b])
+    pile: Pile[Item] = Pile([a, b])
     pile.remove(str(a.id))
     assert list(pile) == [b]
     with pytest.raises(ItemNotFoundError):
@@ -180,7 +182,7 @@ def test_remove() -> None:
 def test_getitem_by_every_kind_of_key() -> None:
     """lionagi raised ItemNotFoundError for ``p[str_id]`` and ``p[slice]``."""
     a, b, c = items(3)
-    pile = Pile([a, b, c])
+    pile: Pile[Item] = Pile([a, b, c])
     assert pile[0] is a
     assert pile[-1] is c
     assert pile[a] is a
@@ -201,7 +203,7 @@ def test_getitem_by_every_kind_of_key() -> None:
 
 def test_get_with_and_without_default() -> None:
     a = Item()
-    pile = Pile([a])
+    pile: Pile[Item] = Pile([a])
     assert pile.get(str(a.id)) is a
     assert pile.get(Item(), None) is None
     sentinel = object()
@@ -213,7 +215,7 @@ def test_get_with_and_without_default() -> None:
 
 def test_membership_with_element_id_str_and_lists() -> None:
     a, b = items(2)
-    pile = Pile([a])
+    pile: Pile[Item] = Pile([a])
     assert a in pile
     assert a.id in pile
     assert str(a.id) in pile
@@ -233,7 +235,7 @@ def test_membership_with_element_id_str_and_lists() -> None:
 def test_pop_of_a_slice_returns_the_removed_items() -> None:
     """lionagi 0.8.7 removed the items and returned an *empty* Pile: the data was lost."""
     a, b, c, d = items(4)
-    pile = Pile([a, b, c, d], item_type=Item)
+    pile: Pile[Item] = Pile([a, b, c, d], item_type=Item)
     popped = pile.pop(slice(1, 3))
     assert isinstance(popped, Pile)
     assert list(popped) == [b, c]
@@ -243,7 +245,7 @@ def test_pop_of_a_slice_returns_the_removed_items() -> None:
 
 def test_pop_by_index_id_and_list() -> None:
     a, b, c, d = items(4)
-    pile = Pile([a, b, c, d])
+    pile: Pile[Item] = Pile([a, b, c, d])
     assert pile.pop() is d
     assert pile.pop(0) is a
     assert pile.pop(str(b.id)) is b
@@ -259,7 +261,7 @@ def test_pop_by_index_id_and_list() -> None:
 
 def test_insert_and_setitem() -> None:
     a, b, c = items(3)
-    pile = Pile([a, c])
+    pile: Pile[Item] = Pile([a, c])
     pile.insert(1, b)
     assert list(pile) == [a, b, c]
     with pytest.raises(ItemExistsError):
@@ -277,7 +279,7 @@ def test_insert_and_setitem() -> None:
     with pytest.raises(ValueError):
         pile[str(a.id)] = Item()
     with pytest.raises(TypeError):
-        Pile(item_type=Item).insert(0, Other())
+        Pile[Any](item_type=Item).insert(0, Other())
     pile.clear()
     assert len(pile) == 0
 
@@ -288,8 +290,8 @@ def test_insert_and_setitem() -> None:
 def test_set_operators_build_new_piles() -> None:
     """lionagi: ``|`` raised ValueError, ``&`` and ``^`` always returned an empty Pile."""
     a, b, c, d = items(4)
-    left = Pile([a, b, c], item_type=Item)
-    right = Pile([c, d, b])
+    left: Pile[Item] = Pile([a, b, c], item_type=Item)
+    right: Pile[Item] = Pile([c, d, b])
     union = left | right
     assert list(union) == [a, b, c, d]
     assert list(left & right) == [b, c]
@@ -378,8 +380,8 @@ async def test_async_with_still_excludes_other_tasks() -> None:
 
 async def test_frozen_pile_refuses_every_mutation_but_reads_work() -> None:
     a, b = items(2)
-    pile = Pile([a, b])._freeze("the owner's methods")
-    mutations = [
+    pile: Pile[Item] = Pile([a, b])._freeze("the owner's methods")
+    mutations: list[Callable[[], object]] = [
         lambda: pile.include(Item()),
         lambda: pile.append(Item()),
         lambda: pile.update(a),

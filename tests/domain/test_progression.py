@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -201,7 +202,7 @@ def test_assigning_order_keeps_membership_consistent() -> None:
 def test_frozen_progression_refuses_every_mutation() -> None:
     a, b = ids(2)
     prog = Progression(order=[a, b])._freeze("Executor.append")
-    mutations = [
+    mutations: list[Callable[[], object]] = [
         lambda: prog.include(IDType.create()),
         lambda: prog.exclude(a),
         lambda: prog.append(a),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from bounds import bounded
 from dbtools import execute, query
 
 import lionstore
@@ -42,7 +43,7 @@ async def run_chores(open_store: Callable[..., Any], run: str, count: int) -> No
         await executor.start()
         await executor.extend([Chore(n=n) for n in range(count)])
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
 
 
@@ -53,7 +54,9 @@ async def load(open_store: Callable[..., Any], run: str, **kwargs: Any) -> tuple
         view = [
             (e.id, e.n, e.status.value, e.execution.response, e.execution.error)
             for e in executor.pile
+            if isinstance(e, Chore)
         ]
+        assert len(view) == len(executor.pile)  # every event is a Chore
         return view, executor._repo.restored_from
 
 

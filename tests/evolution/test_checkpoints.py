@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bounds import bounded
 from fixture_kinds import FixtureExecutor, FixtureTask
 
 import lionstore
@@ -38,7 +39,7 @@ def executor_view(executor: lionstore.Executor) -> list[tuple[Any, ...]]:
             e.execution.response,
             e.execution.error,
             e.execution.duration,
-            e.name,
+            e.name,  # type: ignore[attr-defined]  # a FixtureTask
             executor.attempts(e.id),
         )
         for e in executor.pile
@@ -101,7 +102,7 @@ async def test_a_checkpoint_restores_the_same_state_and_only_the_tail_is_folded(
         await executor.start()
         await executor.append(FixtureTask(name="tail", numerator=10, denominator=5))
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
         executor.close()  # no checkpoint at close: the tail stays a tail
         assert (await verify(store, run="fixture")).ok

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bounds import bounded
 from fixture_kinds import FixtureExecutor, FixtureTask
 from pydantic import BaseModel
 
@@ -45,7 +46,7 @@ async def build_run(path: Path) -> dict[str, Any]:
         limited = FixtureTask(name="rate-limited", numerator=9, denominator=3)
         await executor.extend([*tasks, limited])
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.retry(tasks[-1])  # failed, then pending again
         await executor.stop()
         pending = [FixtureTask(name=f"later{i}", numerator=i, denominator=1) for i in range(3)]
@@ -199,7 +200,7 @@ async def test_work_after_a_lazy_restore_matches_the_fold(
         await executor.start()
         await executor.retry(ids["tasks"][2])
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
         bob = exchange._repo.state.mails[ids["hi"]].recipient
         await exchange.mailboxes[bob].exclude(ids["hi"])
@@ -240,7 +241,7 @@ def _other_id(line: str) -> str:
     return line[:at] + ("1" if line[at] == "0" else "0") + line[at + 1 :]
 
 
-DAMAGE = {
+DAMAGE: dict[str, Callable[[str], str]] = {
     "a field its class refuses": lambda line: line.replace('"numerator":21', '"numerator":"x"'),
     "not JSON": lambda line: line[:-3],
     "another event's id": lambda line: _other_id(line),

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from bounds import bounded
 from evo_helpers import run_cli, stored_rows
 
 import lionstore
 from lionstore.domain.event_records import EventFinished, duration_to_us
-from lionstore.domain.records import UnknownRecord, decode_data, register_upcaster
+from lionstore.domain.records import RecordData, UnknownRecord, decode_data, register_upcaster
 from lionstore.replay import rebuild, verify
 
 
 def stored_finished(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(row[6]) for row in stored_rows(path) if row[4] == "event.finished"]
+    return [json.loads(str(row[6])) for row in stored_rows(path) if row[4] == "event.finished"]
 
 
 async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) -> None:
@@ -30,6 +31,7 @@ async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) 
         assert record.kind_version == 1 and record.upcast
         assert isinstance(record.data, EventFinished)
         assert record.data.duration_us == round(old["duration"] * 1_000_000)
+        assert record.data.duration_us is not None
         assert record.data.duration == record.data.duration_us / 1_000_000
         assert json.loads(record.raw) == old  # the stored bytes are untouched
         shown = record.to_json_dict()
@@ -41,11 +43,10 @@ async def test_the_fixture_holds_v1_records_and_they_read_as_v2(upgraded: Path) 
 async def test_rebuild_and_verify_over_upcast_records(upgraded: Path) -> None:
     async with lionstore.open(upgraded, readonly=True) as store:
         projection = await rebuild(store, run="fixture")
-        durations = sorted(
-            e.execution.duration for e in projection.executors["worker"].pile if e.execution
-        )
-        assert all(d is not None and d > 0 for d in durations)
-        assert all(round(d * 1_000_000) == d * 1_000_000 or d is None for d in durations)
+        found = [e.execution.duration for e in projection.executors["worker"].pile]
+        durations = sorted(d for d in found if d is not None)
+        assert len(durations) == len(found) and all(d > 0 for d in durations)
+        assert all(round(d * 1_000_000) == d * 1_000_000 for d in durations)
         for run in ("fixture", "fixture-fork"):
             report = await verify(store, run=run)
             assert report.ok, report.divergence
@@ -66,7 +67,7 @@ async def test_new_records_are_v2_next_to_old_v1_ones_and_the_run_still_verifies
         assert old.execution.duration is not None
         await executor.append(FixtureTask(name="new", numerator=6, denominator=3))
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.stop()
         records = [r async for r in await store.read(kinds=["event.finished"])]
         assert [r.kind_version for r in records] == [1, 1, 1, 1, 1, 2]
@@ -123,3 +124,31 @@ def test_register_upcaster_refuses_bad_arguments(
 ) -> None:
     with pytest.raises(error):
         register_upcaster(kind, version, fn)
+
+
+class _Gapped(RecordData):
+    """At version 3, with an upcaster from 2 only: version 1 has no path to the current shape."""
+
+    kind: ClassVar[str] = "evotest.gapped"
+    kind_version: ClassVar[int] = 3
+    value: int = 0
+    steps: tuple[int, ...] = ()
+
+
+def _gapped_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "steps": (*data.get("steps", ()), 3)}
+
+
+register_upcaster(_Gapped.kind, 2, _gapped_2_to_3)
+
+
+def test_a_missing_upcaster_in_the_chain_leaves_the_record_unknown() -> None:
+    # Version 1 data happens to validate as version 3, so skipping the missing 1 -> 2 step
+    # would silently read it as current; it must come back unknown, stored data intact.
+    old = decode_data(_Gapped.kind, 1, json.dumps({"value": 7}))
+    assert isinstance(old, UnknownRecord)
+    assert old.kind_version == 1 and old.raw == {"value": 7}
+    # The registered part of the chain still runs, in order.
+    v2 = decode_data(_Gapped.kind, 2, json.dumps({"value": 7, "steps": [2]}))
+    assert v2 == _Gapped(value=7, steps=(2, 3))
+    assert decode_data(_Gapped.kind, 3, json.dumps({"value": 7})) == _Gapped(value=7)

@@ -31,10 +31,11 @@ async def test_nested_blocks_restore_the_outer_store(tmp_path: Path) -> None:
 
 
 async def test_awaited_store_used_as_context_manager(tmp_path: Path) -> None:
-    store = await lionstore.open(tmp_path / "a.db", run="r")
+    store: lionstore.Store = await lionstore.open(tmp_path / "a.db", run="r")
     assert lionstore.current_store() is None  # awaiting alone makes nothing current
     async with store:
-        assert lionstore.current_store() is store
+        current = lionstore.current_store()
+        assert current is store
     assert lionstore.current_store() is None
     assert store.closed
 

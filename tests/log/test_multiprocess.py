@@ -28,7 +28,7 @@ WORKER = HERE / "_appender.py"
 APPENDS = 300
 TIMEOUT = 120
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
@@ -82,8 +82,11 @@ async def test_processes_append_to_one_run_concurrently(new_db_target: str, work
             proc.stdin.flush()
         done = asyncio.Event()
         tailing = asyncio.ensure_future(_tail(db, done))
-        outputs = await asyncio.gather(
-            *(asyncio.to_thread(proc.communicate, timeout=TIMEOUT) for proc in procs)
+        outputs = await asyncio.wait_for(
+            asyncio.gather(
+                *(asyncio.to_thread(proc.communicate, timeout=TIMEOUT) for proc in procs)
+            ),
+            TIMEOUT + 30,
         )
         done.set()
         read, fed = await asyncio.wait_for(tailing, TIMEOUT)
@@ -91,7 +94,7 @@ async def test_processes_append_to_one_run_concurrently(new_db_target: str, work
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
+                proc.communicate(timeout=30)
 
     reports = []
     for proc, (out, err) in zip(procs, outputs, strict=True):

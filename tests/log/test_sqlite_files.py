@@ -260,7 +260,11 @@ async def test_bad_files_are_refused_and_left_unchanged(
         await made
     fingerprint = file_fingerprint(path)
     before = listing(tmp_path)
-    options = {"default": {}, "upgrade": {"upgrade": True}, "readonly": {"readonly": True}}[how]
+    options: dict[str, Any] = {
+        "default": {},
+        "upgrade": {"upgrade": True},
+        "readonly": {"readonly": True},
+    }[how]
 
     with pytest.raises(expected) as caught:
         async with lionstore.open(path, **options):
@@ -297,7 +301,11 @@ async def test_a_file_from_a_newer_lionstore(tmp_path: Path, how: str) -> None:
     await make_store_file(path, batches=2)
     _set_revision(path, "9999")
     fingerprint = file_fingerprint(path)
-    options = {"default": {}, "upgrade": {"upgrade": True}, "readonly": {"readonly": True}}[how]
+    options: dict[str, Any] = {
+        "default": {},
+        "upgrade": {"upgrade": True},
+        "readonly": {"readonly": True},
+    }[how]
     with pytest.raises(SchemaTooNewError, match="9999"):
         async with lionstore.open(path, run="history", **options):
             pass
@@ -341,7 +349,8 @@ def older_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 async def test_a_file_from_an_older_lionstore(older_file: Any) -> None:
     path, revision = await older_file()
     fingerprint = file_fingerprint(path)
-    for options in ({}, {"readonly": True}):
+    choices: tuple[dict[str, Any], ...] = ({}, {"readonly": True})
+    for options in choices:
         with pytest.raises(SchemaOutdatedError) as caught:
             async with lionstore.open(path, run="history", **options):
                 pass

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from bounds import bounded
 
 import lionstore
 from lionstore import ConcurrencyError, NewRecord, Recorded, RunNotFoundError, UnknownRecord
@@ -182,7 +183,7 @@ async def test_concurrent_appends_one_stale_only_that_one_fails(
             for i, sid in enumerate(streams)
         ]
         calls.insert(6, store.append([(contested, Ping(n=-1))], expected_versions={contested: 0}))
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        results = await bounded(asyncio.gather(*calls, return_exceptions=True), "the appends")
 
         failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
         assert failed == [6]
@@ -208,9 +209,15 @@ async def test_concurrent_appends_expecting_the_same_version_exactly_one_wins(
     async with open_store(run="race", durability="full") as store:
         sid = new_id()
         await store.append([(sid, Ping(n=0))])
-        results = await asyncio.gather(
-            *(store.append([(sid, Ping(n=i))], expected_versions={sid: 1}) for i in range(1, 9)),
-            return_exceptions=True,
+        results = await bounded(
+            asyncio.gather(
+                *(
+                    store.append([(sid, Ping(n=i))], expected_versions={sid: 1})
+                    for i in range(1, 9)
+                ),
+                return_exceptions=True,
+            ),
+            "the racing appends",
         )
         winners = [r for r in results if not isinstance(r, BaseException)]
         losers = [r for r in results if isinstance(r, BaseException)]
@@ -231,8 +238,9 @@ async def test_concurrent_appends_share_a_commit(open_store: OpenStore, clock: A
         return clock()
 
     async with open_store(run="grouped", durability="full", clock=ticking) as store:
-        results = await asyncio.gather(
-            *(store.append_records([(new_id(), Ping(n=i))]) for i in range(20))
+        results = await bounded(
+            asyncio.gather(*(store.append_records([(new_id(), Ping(n=i))]) for i in range(20))),
+            "the grouped appends",
         )
         commit_times = {committed[0].recorded_at_us for committed in results}
         assert len(commit_times) < len(results)
@@ -539,7 +547,9 @@ async def test_a_uuid_that_is_not_a_run_raises(open_store: OpenStore) -> None:
 async def test_concurrent_opens_of_one_new_label_share_the_run(open_store: OpenStore) -> None:
     async with open_store(run="first"):
         pass
-    stores = await asyncio.gather(*(open_store(run="together") for _ in range(3)))
+    stores = await bounded(
+        asyncio.gather(*(open_store(run="together") for _ in range(3))), "the opens"
+    )
     try:
         assert len({s.run_id for s in stores}) == 1
         assert [r.label for r in await stores[0].runs()] == ["first", "together"]
@@ -556,9 +566,11 @@ _OPEN_MANY_AT_ONCE = textwrap.dedent(
     from _kinds import Ping
 
     async def main(target):
-        stores = await asyncio.gather(*(lionstore.open(target, run="fresh") for _ in range(3)))
-        positions = await asyncio.gather(
-            *(s.append([(uuid.uuid4(), Ping(n=1))]) for s in stores)
+        stores = await asyncio.wait_for(
+            asyncio.gather(*(lionstore.open(target, run="fresh") for _ in range(3))), 60
+        )
+        positions = await asyncio.wait_for(
+            asyncio.gather(*(s.append([(uuid.uuid4(), Ping(n=1))]) for s in stores)), 60
         )
         for s in stores:
             await s.close()
@@ -712,8 +724,11 @@ async def test_subscribers_get_every_committed_record_once_in_order(store: lions
     # delivered before the append returned
     assert [r.position for b in batches for r in b] == [first]
 
-    results = await asyncio.gather(
-        *(store.append([(new_id(), Ping(n=i)), (sid, Ping(n=i))]) for i in range(1, 11))
+    results = await bounded(
+        asyncio.gather(
+            *(store.append([(new_id(), Ping(n=i)), (sid, Ping(n=i))]) for i in range(1, 11))
+        ),
+        "the appends",
     )
     with pytest.raises(ConcurrencyError):
         await store.append([(sid, Ping(n=-1))], expected_versions={sid: 0})

@@ -16,6 +16,7 @@ def ticking(clock: Any) -> Callable[[], datetime]:
 
     def now() -> datetime:
         clock.advance(0.001)
-        return clock()
+        reading: datetime = clock()
+        return reading
 
     return now

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import pytest
 
@@ -58,7 +58,7 @@ class CommitCounter:
     """Counts the appends a store commits (each append reaches subscribers once)."""
 
     def __init__(self, store: lionstore.Store) -> None:
-        self.batches: list[list[Recorded]] = []
+        self.batches: list[Sequence[Recorded]] = []
         self._sub = store.subscribe(self.batches.append)
 
     def reset(self) -> None:

@@ -9,16 +9,18 @@ import uuid
 from typing import Any
 
 import pytest
+from bounds import bounded
 
 import lionstore
 from lionstore import Exchange, Mail, MailManager, Source, UnknownSourceError
+from lionstore.domain.mail_records import MailDeadLettered
 
 from .mailtools import CommitCounter, assert_one_commit, kinds_by_mail, log_records
 
 ONCE = ["mail.sent", "mail.collected", "mail.delivered"]
 
 
-def _waiting(router: Any) -> dict[str, list[Mail]]:
+def _waiting(router: Any) -> dict[Any, list[Mail]]:
     """Collected, undelivered mail by recipient: Exchange.buffer or MailManager.mails."""
     if isinstance(router, Exchange):
         return router.buffer
@@ -99,14 +101,20 @@ async def test_two_exchanges_racing_on_one_store_move_each_mail_once(
     inbox = Source()
     first = Exchange([*senders, inbox], store=store, name="shared")
     second = Exchange([*senders, inbox], store=store, name="shared")
-    await asyncio.gather(first.load(), second.load())
+    await bounded(asyncio.gather(first.load(), second.load()), "the loads")
     expected = await _send_round_robin(first, senders, inbox, 20, "race")
-    moved = await asyncio.gather(
-        first.collect_all(), second.collect_all(), first.collect_all(), second.collect_all()
+    moved = await bounded(
+        asyncio.gather(
+            first.collect_all(), second.collect_all(), first.collect_all(), second.collect_all()
+        ),
+        "the collects",
     )
     assert sum(moved) == 60
-    moved = await asyncio.gather(
-        first.deliver_all(), second.deliver_all(), first.deliver_all(), second.deliver_all()
+    moved = await bounded(
+        asyncio.gather(
+            first.deliver_all(), second.deliver_all(), first.deliver_all(), second.deliver_all()
+        ),
+        "the deliveries",
     )
     assert sum(moved) == 60
     assert _inbox(inbox) == expected
@@ -207,6 +215,7 @@ async def test_mail_to_an_unknown_recipient_is_dead_lettered_and_does_not_block(
     assert dead.mail.package.item == "to nobody"
     (record,) = await log_records(store, kinds=["mail.dead_lettered"])
     assert record.stream_id == lost.id
+    assert isinstance(record.data, MailDeadLettered)
     assert record.data.reason == "recipient_unknown"
     assert lost not in a.mailbox
 
@@ -226,6 +235,7 @@ async def test_mail_to_a_deleted_recipient_is_dead_lettered_and_does_not_block(
     assert _inbox(b) == {a.id: [behind.id]}
     assert [(d.mail.id, d.reason) for d in ex.dead_letters] == [(lost.id, "recipient_deleted")]
     (record,) = await log_records(store, kinds=["mail.dead_lettered"])
+    assert isinstance(record.data, MailDeadLettered)
     assert (record.stream_id, record.data.reason) == (lost.id, "recipient_deleted")
 
 
@@ -262,7 +272,11 @@ async def test_delete_source_dead_letters_mail_to_it_and_its_outbox_in_one_commi
         records = await log_records(store, after=head)
         assert_one_commit(records)
         assert (records[0].kind, records[0].stream_id) == ("source.deleted", c.id)
-        dead = {r.stream_id: (r.data.reason, r.data.stage) for r in records[1:]}
+        assert all(isinstance(r.data, MailDeadLettered) for r in records[1:])
+        dead = {
+            r.stream_id: (r.data.reason, r.data.stage)  # type: ignore[union-attr]
+            for r in records[1:]
+        }
         assert all(r.kind == "mail.dead_lettered" for r in records[1:])
         assert dead == {
             outbox_from_c.id: ("sender_deleted", "outbox"),
@@ -319,7 +333,7 @@ async def test_add_source_is_atomic(store: lionstore.Store) -> None:
     for bad_list in (
         [*fresh, object()],
         [fresh[0], "not a source", fresh[1]],
-        [fresh[0], Source.model_construct(id="not-an-id")],
+        [fresh[0], Source.model_construct(id="not-an-id")],  # type: ignore[arg-type]
     ):
         with pytest.raises((TypeError, lionstore.IDError)):
             await ex.add_source(bad_list)
@@ -337,7 +351,7 @@ async def test_add_source_is_atomic(store: lionstore.Store) -> None:
 async def test_concurrent_add_source_registers_once(store: lionstore.Store) -> None:
     sources = [Source() for _ in range(4)]
     routers = [Exchange(store=store, name="same") for _ in range(3)]
-    results = await asyncio.gather(*(r.add_source(sources) for r in routers))
+    results = await bounded(asyncio.gather(*(r.add_source(sources) for r in routers)), "add_source")
     assert sorted(i for res in results for i in res) == sorted(s.id for s in sources)
     added = [r.stream_id for r in await log_records(store, kinds=["source.added"])]
     assert sorted(added) == sorted(s.id for s in sources)
@@ -374,8 +388,8 @@ async def test_collect_all_and_deliver_all_commit_once_per_sweep(
             records = await log_records(store, after=head)
             assert_one_commit(records)
             kinds: dict[str, int] = {}
-            for r in records:
-                kinds[r.kind] = kinds.get(r.kind, 0) + 1
+            for rec in records:
+                kinds[rec.kind] = kinds.get(rec.kind, 0) + 1
             assert kinds == expected_kinds
             assert records[0].recorded_at == clock()  # the ticking FakeClock's reading
         commits.close()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import lionstore
-from lionstore import Exchange, Source
+from lionstore import Exchange, IDType, Source
 
 from .mailtools import kinds_by_mail, log_records, wait_for
 
@@ -31,7 +31,7 @@ RECIPIENTS = 2
 ROUNDS = 20  # each round: every sender mails every recipient
 TIMEOUT = 30.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _spawn(config: dict[str, Any]) -> subprocess.Popen[str]:
@@ -133,7 +133,7 @@ async def _share_one_exchange(
             for worker in procs:
                 if worker.poll() is None:
                     worker.kill()
-                    worker.wait()
+                    worker.wait(timeout=30)
 
         if killed is None:  # the workers' own sweeps moved every mail exactly once
             assert sum(o["collected"] for o in outputs) == expected_total, outputs
@@ -163,5 +163,5 @@ async def _share_one_exchange(
             for rec in await log_records(store, kinds=["mail.delivered"])
         }
         for ids_in_order in sent.values():
-            positions = [delivered_at[i] for i in ids_in_order]
+            positions = [delivered_at[IDType(i)] for i in ids_in_order]
             assert positions == sorted(positions)

@@ -107,6 +107,7 @@ def require_pypi(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # builds a wheel and a virtual environment
 def test_wheel_installs_and_ships_its_migrations(tmp_path: Path) -> None:
     require_pypi(tmp_path)
 

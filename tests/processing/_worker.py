@@ -49,7 +49,7 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
             while len(list(Path(barrier).iterdir())) < args["peers"]:
                 await asyncio.sleep(0.005)
         await executor.forward()
-        await executor.join()
+        await asyncio.wait_for(executor.join(), 120)
         return {"pid": os.getpid(), "completed": len(executor.completed_events)}
 
 

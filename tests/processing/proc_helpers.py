@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lionstore
+from lionstore.domain.event import Event, EventStatus
 from lionstore.domain.records import Recorded
 from lionstore.processing.executor import Executor
 
@@ -32,6 +33,12 @@ def make_executor(
 ) -> Executor:
     """An executor on ``store`` with a fast default configuration."""
     return cls({**FAST, **config}, strict, store=store, name=name)
+
+
+def status_of(event: Event) -> EventStatus:
+    """``event.status``, read afresh: mypy keeps an attribute it narrowed (``assert
+    event.status is X``) across the awaits that change it."""
+    return event.status
 
 
 async def wait_until(

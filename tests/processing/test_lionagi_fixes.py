@@ -8,7 +8,8 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
-from proc_helpers import kinds_of, make_executor, read_all, wait_until
+from bounds import bounded
+from proc_helpers import kinds_of, make_executor, read_all, status_of, wait_until
 from processing_events import Job
 
 from lionstore.domain.event import Event, EventStatus
@@ -195,8 +196,8 @@ async def test_a_denied_event_does_not_block_the_others(open_store: Any, clock: 
             assert executor.processor is not None
             assert executor.processor.available_capacity == 2
             clock.advance(60)
-            await executor.join()
-            assert first.status is EventStatus.COMPLETED
+            await bounded(executor.join(), "executor.join()")
+            assert status_of(first) is EventStatus.COMPLETED
     finally:
         DenyFirst.deny = 3
 
@@ -223,7 +224,7 @@ async def test_finished_events_appended_again_are_not_invoked_again(open_store: 
             assert executor.processor is not None
             await executor.processor.enqueue(done)
             await executor.forward()
-            await executor.join()
+            await bounded(executor.join(), "executor.join()")
         assert Counted.calls[done.id] == 1
         assert Counted.calls[failed.id] == 1
         assert done.status is EventStatus.COMPLETED
@@ -244,7 +245,7 @@ async def test_retry_reruns_a_finished_event_as_a_new_attempt(open_store: Any) -
         assert executor.attempts(event) == 1
 
         await executor.retry(event)
-        assert event.status is EventStatus.PENDING
+        assert status_of(event) is EventStatus.PENDING
         assert list(executor.pending) == [event.id]
         await executor.forward()
         assert Counted.calls[event.id] == 2
@@ -446,4 +447,4 @@ async def test_execution_mode_is_reset_when_request_permission_raises(open_store
 
         Exploding.explode = False
         await asyncio.wait_for(processor.join(), timeout=5)
-        assert event.status is EventStatus.COMPLETED
+        assert status_of(event) is EventStatus.COMPLETED

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bounds import bounded
 from proc_helpers import make_executor, read_all, spawn_worker, wait_until, worker_env
 from processing_events import LineJob
 
@@ -85,7 +86,7 @@ async def test_two_processes_share_one_executor(
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.wait(timeout=30)
     worker_pids = {proc.pid for proc in procs}
 
     async with open_store(run="shared") as store:
@@ -122,7 +123,11 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
         events = [LineJob(out=str(out), gate=str(gate)) for _ in range(12)]
         await executor.extend(events)
     ids = [e.id for e in events]
-    config = {"queue_capacity": 4, "capacity_refresh_time": 0.02, "lease_seconds": 1.0}
+    config: dict[str, Any] = {
+        "queue_capacity": 4,
+        "capacity_refresh_time": 0.02,
+        "lease_seconds": 1.0,
+    }
 
     proc = spawn_worker("run", {"db": db_target, "run": "crash", "name": "mp", "config": config})
     try:
@@ -130,7 +135,8 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
 
             async def worker_claimed_a_batch() -> bool:
                 claims = await read_all(store, kinds=("event.claimed",))
-                return len([c for c in claims if owner_pid(c.data.owner) == proc.pid]) == 4
+                mine = [c for c in claims if owner_pid(c.data.owner) == proc.pid]  # type: ignore[union-attr]
+                return len(mine) == 4
 
             await wait_until(worker_claimed_a_batch, timeout=60, interval=0.02, what="claims")
             os.kill(proc.pid, signal.SIGKILL)
@@ -139,7 +145,7 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     gate.write_text("open")
 
     async with open_store(run="crash") as store:
@@ -157,7 +163,7 @@ async def test_a_sigkilled_worker_batch_is_recovered_after_its_lease(
             return sorted(r.stream_id for r in requeued) == sorted(batch)
 
         await wait_until(requeued_all, timeout=10, interval=0.05, what="lease take-over")
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         assert all(e.status is EventStatus.COMPLETED for e in executor.pile)
         records = await read_all(store)
 
@@ -243,7 +249,7 @@ async def test_executor_and_exchange_processes_share_one_run(
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                proc.wait(timeout=30)
 
     async with open_store(run="mixed") as store:
         records = await read_all(store)

@@ -8,6 +8,7 @@ import uuid
 from typing import Any, ClassVar
 
 import pytest
+from bounds import bounded
 from proc_helpers import FAST, kinds_of, make_executor, read_all, wait_until
 from processing_events import Job, OtherJob
 
@@ -445,6 +446,6 @@ async def test_executor_join_and_forward_need_start(open_store: Any) -> None:
     async with open_store(run="r") as store:
         executor = make_executor(store)
         with pytest.raises(ProcessorNotStartedError):
-            await executor.join()
+            await bounded(executor.join(), "executor.join()")
         with pytest.raises(lionstore.ProcessorNotStartedError):
             await executor.forward()

@@ -24,7 +24,10 @@ class Blob(lionstore.RecordData):
 
 
 async def blobs(store: lionstore.Store) -> list[tuple[int, int]]:
-    return [(r.position, r.data.n) async for r in await store.read(kinds=[Blob.kind])]  # type: ignore[attr-defined]
+    return [
+        (r.position, r.data.n)  # type: ignore[union-attr]
+        async for r in await store.read(kinds=[Blob.kind])
+    ]
 
 
 async def main(path: str, limit: int) -> dict[str, Any]:

@@ -169,5 +169,5 @@ async def run_rounds(
         durable_line(ack, f"source- {doomed.id}")
         await exchange.collect_all()
         await exchange.deliver_all()
-        await executor.join()
+        await asyncio.wait_for(executor.join(), 120)
         durable_line(ack, "joined " + " ".join(t.id for t in tasks))

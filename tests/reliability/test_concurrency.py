@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,11 @@ RUN = "shared"
 LEASE = 120.0  # no claim expires while its owner is alive: each event runs once
 TIMEOUT = 120.0
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 async def test_four_processes_share_one_file(
-    tmp_path: Path, record_property: pytest.RecordProperty
+    tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     db, ack, side = tmp_path / "shared.db", tmp_path / "ack.log", tmp_path / "invoked.log"
     barrier = tmp_path / "barrier"
@@ -72,7 +73,7 @@ async def test_four_processes_share_one_file(
         for child in children:
             if child.poll() is None:
                 child.kill()
-                child.wait()
+                child.wait(timeout=30)
             if child.stderr:
                 child.stderr.close()
     assert not errors, errors

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,15 @@ LEASE = 0.3  # short, so resume takes over a killed child's claims quickly
 SEED = int(os.environ.get("LIONSTORE_CRASH_SEED", "20261121"))
 TIMEOUT = 60.0
 
-pytestmark = pytest.mark.slow
-
 
 def iterations() -> int:
     soak = os.environ.get("LIONSTORE_SOAK", "")
     return int(soak) if soak.strip() else 50
+
+
+# 50 iterations take about 40 s, a 500-iteration soak about 1300 s (the checks grow with
+# the log): ten seconds an iteration, and never under ten minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(max(600, 10 * iterations()))]
 
 
 def spawn(config: dict[str, object]) -> subprocess.Popen[bytes]:
@@ -78,7 +82,7 @@ async def kill_while_working(
         child.stderr.close()
 
 
-async def test_crash_loop(tmp_path: Path, record_property: pytest.RecordProperty) -> None:
+async def test_crash_loop(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     db, ack, side = tmp_path / "crash.db", tmp_path / "ack.log", tmp_path / "invoked.log"
     rng = random.Random(SEED)
     sources = fixed_source_ids(f"{SEED}-sources")
@@ -104,7 +108,7 @@ async def test_crash_loop(tmp_path: Path, record_property: pytest.RecordProperty
         finally:
             if child.poll() is None:
                 child.kill()
-                child.wait()
+                child.wait(timeout=30)
         async with lionstore.open(db, run=RUN) as store:
             await asyncio.wait_for(resume(store), TIMEOUT)
         checked = await check_run(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -42,6 +43,7 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 PROFILE = settings.get_profile("reliability-soak" if SOAK else "reliability-ci")
+pytestmark = pytest.mark.timeout(3600 if SOAK else 600)
 RUN, EXECUTOR, ROUTER = "model", "model-executor", "model-post"
 
 
@@ -215,10 +217,10 @@ class LogMachine(RuleBasedStateMachine):
                 for mail in queue:
                     self.dead[mail] = "recipient_deleted"
                 del self.buffer[(to, frm)]
-        for queue in self.outbox.values():
-            for mail, to in [m for m in queue if m[1] == sid]:
+        for outgoing in self.outbox.values():
+            for mail, to in [m for m in outgoing if m[1] == sid]:
                 self.dead[mail] = "recipient_deleted"
-                queue.remove((mail, to))
+                outgoing.remove((mail, to))
         for key in [k for k in self.inbox if k[0] == sid]:
             del self.inbox[key]  # a deleted source's inbox is no longer shown
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from bounds import bounded
 from dbtools import query
 
 import lionstore
@@ -165,10 +166,10 @@ async def record_run(path: str, label: str = "replay") -> Recording:
         recording.jobs = [j.id for j in jobs]
         await executor.extend(jobs)
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         await executor.retry(jobs[2])  # a FAILED job, explicitly run again
         await executor.forward()
-        await executor.join()
+        await bounded(executor.join(), "executor.join()")
         a, b, c = lionstore.Source(), lionstore.Source(), lionstore.Source()
         recording.sources = [a.id, b.id, c.id]
         await exchange.add_source([a, b, c])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from bounds import bounded
 from dbtools import execute, query, rechain
 from pydantic import BaseModel
 from replay_scenarios import JobExecutor, Recording, ReplayJob
@@ -201,7 +202,10 @@ def test_rebuild_gives_the_garbage_collector_back(recording: Recording) -> None:
 
     async def two_at_once() -> None:
         async with lionstore.open(recording.path, readonly=True) as store:
-            await asyncio.gather(*(rebuild(store, run=recording.label) for _ in range(3)))
+            await bounded(
+                asyncio.gather(*(rebuild(store, run=recording.label) for _ in range(3))),
+                "three rebuilds",
+            )
 
     asyncio.run(two_at_once())
     assert gc.isenabled()
@@ -254,7 +258,8 @@ def test_a_rebuild_reads_the_run_as_it_was_when_it_began(recording: Recording) -
             if self.pages == 1:
                 writer = threading.Thread(target=asyncio.run, args=(append_more(),))
                 writer.start()
-                writer.join()
+                writer.join(60)
+                assert not writer.is_alive(), "the writer thread did not finish within 60 s"
 
     async def go() -> tuple[RunProjection, RunProjection]:
         async with lionstore.open(recording.path, readonly=True) as store:
@@ -322,12 +327,12 @@ async def _every_kind(path: str, clock: Any) -> None:
         await asyncio.wait_for(processor.dequeue(), timeout=5)
         clock.advance(6)
         await processor.process()
-        await processor.join()
+        await bounded(processor.join(), "processor.join()")
         await executor.retry(lost)  # abandoned, then pending again
         await processor.enqueue(ReplayJob(value=4, label="slow"))  # denied once: deferred
         await processor.process()
         clock.advance(60)
-        await processor.join()
+        await bounded(processor.join(), "processor.join()")
         await executor.extend([ReplayJob(value=5), ReplayJob(value=-6)])
         # current lionagi's records: a denial handle_denied ends (event.skipped) and a
         # finished event released from the working pile (event.released)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -181,3 +182,105 @@ def test_verify_a_fork(recording: Recording) -> None:
     report = asyncio.run(fork_and_verify())
     assert report.ok, report.divergence
     assert report.records == recording.end - 3
+
+
+def test_a_stream_version_gap_is_caught_even_with_a_rebuilt_chain(recording: Recording) -> None:
+    """The last record of a stream moved one version up (as if one before it were lost),
+    digests recomputed: verify names the jump."""
+    finished = positions(recording.path, "event.finished")[0]
+    ((stream_no,),) = query(
+        recording.path, "SELECT stream_no FROM lionstore_records WHERE position = ?", finished
+    )
+    ((last, version),) = query(
+        recording.path,
+        "SELECT position, stream_version FROM lionstore_records WHERE stream_no = ?"
+        " ORDER BY stream_version DESC LIMIT 1",
+        stream_no,
+    )
+    changed = execute(
+        recording.path,
+        "UPDATE lionstore_records SET stream_version = ? WHERE position = ?",
+        version + 1,
+        last,
+    )
+    assert changed == 1
+    rechain(recording.path, recording.run_id)
+    report = verify_file(recording)
+    assert report.divergence is not None
+    assert report.divergence.position == last
+    assert f"jumps from version {version - 1} to {version + 1}" in report.divergence.reason
+
+
+class _Nap(lionstore.Event):
+    async def invoke(self) -> None:
+        self.response = "ok"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def _record_a_take_over(path: str, max_attempts: int = 2) -> str:
+    """A claim never finished (its owner "crashed"), taken over once its lease expired,
+    then run to completion: event.claimed, event.requeued, event.claimed, event.finished."""
+    clock = _Clock()
+    async with lionstore.open(path, run="lease", clock=clock) as store:
+        config = {"queue_capacity": 10, "capacity_refresh_time": 0.01, "lease_seconds": 10.0}
+        executor = lionstore.Executor(
+            {**config, "max_attempts": max_attempts}, store=store, name="ex"
+        )
+        await executor.start()
+        assert executor.processor is not None
+        event = _Nap()
+        await executor.processor.enqueue(event)
+        assert await asyncio.wait_for(executor.processor.dequeue(), 30) is event
+        clock.now += timedelta(seconds=11)
+        await asyncio.wait_for(executor.processor.process(), 30)
+        done = lionstore.EventStatus.COMPLETED if max_attempts > 1 else lionstore.EventStatus.FAILED
+        assert event.status is done
+        await executor.stop()
+        return str(store.run_id)
+
+
+@pytest.mark.parametrize("tamper", ["none", "early", "abandoned"])
+def test_a_lease_take_over_verifies_and_a_wrong_one_is_caught(tmp_path: Any, tamper: str) -> None:
+    path = str(tmp_path / "lease.db")
+    run_id = asyncio.run(_record_a_take_over(path))
+    (requeued,) = positions(path, "event.requeued")
+    if tamper == "early":  # the first claim's lease made to run past the take-over
+        first_claim = positions(path, "event.claimed")[0]
+        lease = record_data(path, first_claim)["lease_expires_us"]
+        set_field(path, first_claim, "lease_expires_us", lease + 60_000_000)
+    elif tamper == "abandoned":  # attempt 1 of max 2 recorded as abandoned
+        execute(
+            path,
+            "UPDATE lionstore_records SET kind = ? WHERE position = ?",
+            "event.abandoned",
+            requeued,
+        )
+    rechain(path, run_id)
+    report = asyncio.run(_verify(path, "lease"))
+    if tamper == "none":
+        assert report.ok, report.divergence
+        return
+    assert report.divergence is not None
+    assert report.divergence.position == requeued
+    if tamper == "early":
+        assert report.divergence.reason == "a lease was taken over before it expired"
+    else:
+        assert report.divergence.reason == "attempt 1 of max 2 should be event.requeued"
+        assert report.divergence.expected is not None
+        assert report.divergence.expected["kind"] == "event.requeued"
+
+
+def test_a_last_attempt_abandoned_at_its_take_over_verifies(tmp_path: Any) -> None:
+    path = str(tmp_path / "abandoned.db")
+    asyncio.run(_record_a_take_over(path, max_attempts=1))
+    assert positions(path, "event.requeued") == []
+    assert len(positions(path, "event.abandoned")) == 1
+    report = asyncio.run(_verify(path, "lease"))
+    assert report.ok, report.divergence

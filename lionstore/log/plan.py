@@ -1,0 +1,187 @@
+"""One group commit, planned the same way on every backend.
+
+A backend finds the streams' heads in its own way (a cache, a look-up under its lock);
+from there the rules are shared: the expected-version check (compare-and-set, one rule
+for SQLite and PostgreSQL), the numbering of new streams and of each stream's versions,
+and the records or positions each request gets back. The backend then writes the
+columns (:class:`Plan`) and the digests in its own way. :func:`decode_row` is the other
+shared shape: a stored record row as a :class:`Recorded`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lionstore.domain.ids import IDType
+from lionstore.domain.records import Recorded, decode_data
+from lionstore.errors import ConcurrencyError
+from lionstore.log.backend import AppendRequest, CommitOutcome
+from lionstore.log.digest import chain_digests
+
+__all__ = ["Head", "Plan", "decode_row", "version_conflict"]
+
+#: A stream's ``(stream_no, version)``; version 0 is a stream never written.
+Head = tuple[int, int]
+
+
+def version_conflict(
+    expected: Mapping[IDType, int], head_of: Callable[[str], Head | None]
+) -> ConcurrencyError | None:
+    """The compare-and-set rule: each stream named in ``expected`` must be at exactly
+    that version (a stream with no head is at 0). The first one that is not is the
+    conflict; None when every one is."""
+    for sid, want in expected.items():
+        head = head_of(sid)
+        current = 0 if head is None else head[1]
+        if current != want:
+            return ConcurrencyError(f"stream {sid} is at version {current}, expected {want}")
+    return None
+
+
+class Plan:
+    """The records one commit accepts, numbered, as columns in position order (no tuple
+    per record for the garbage collector to look at).
+
+    ``known(sid)`` is the backend's head of a stream before this commit (None: new).
+    Requests are added in order; each sees the heads the ones before it leave.
+    """
+
+    __slots__ = (
+        "_known",
+        "_wanted",
+        "heads",
+        "kind_versions",
+        "kinds",
+        "last_position",
+        "last_stream_no",
+        "new_streams",
+        "numbers",
+        "results",
+        "sids",
+        "stream_no",
+        "texts",
+        "versions",
+    )
+
+    def __init__(
+        self, last_position: int, last_stream_no: int, known: Callable[[str], Head | None]
+    ) -> None:
+        self.last_position = last_position
+        self.last_stream_no = last_stream_no
+        self.stream_no = last_stream_no  # the last stream number given out
+        self._known = known
+        #: stream_id -> head, as the requests planned so far leave it
+        self.heads: dict[str, Head] = {}
+        #: streams first written here, numbered from last_stream_no + 1 on
+        self.new_streams: list[str] = []
+        self.sids: list[str] = []
+        self.numbers: list[int] = []
+        self.versions: list[int] = []
+        self.kinds: list[str] = []
+        self.kind_versions: list[int] = []
+        self.texts: list[str] = []
+        #: per request: its records (want_records), its positions, or its conflict
+        self.results: list[list[Recorded] | range | BaseException] = []
+        self._wanted: list[tuple[list[Recorded], int, AppendRequest]] = []
+
+    def head(self, sid: str) -> Head | None:
+        head = self.heads.get(sid)
+        if head is None:
+            head = self._known(sid)
+            if head is not None:
+                self.heads[sid] = head
+        return head
+
+    def add_all(self, requests: Sequence[AppendRequest]) -> None:
+        for req in requests:
+            self.add(req)
+
+    def add(self, req: AppendRequest) -> None:
+        """Accept the request's records, or record its conflict (nothing of it is kept)."""
+        conflict = version_conflict(req.expected, self.head)
+        if conflict is not None:
+            self.results.append(conflict)
+            return
+        start = len(self.numbers)
+        heads = self.heads
+        for sid, kind, kind_version, text, _data in req.rows:
+            head = self.head(sid)
+            if head is None:  # a new stream
+                self.stream_no += 1
+                head = (self.stream_no, 0)
+                self.new_streams.append(sid)
+            number, version = head[0], head[1] + 1
+            heads[sid] = (number, version)
+            self.sids.append(sid)
+            self.numbers.append(number)
+            self.versions.append(version)
+            self.kinds.append(kind)
+            self.kind_versions.append(kind_version)
+            self.texts.append(text)
+        first = self.last_position + 1
+        if req.want_records:
+            committed: list[Recorded] = []
+            self._wanted.append((committed, start, req))
+            self.results.append(committed)
+        else:
+            self.results.append(range(first + start, first + len(self.numbers)))
+
+    @property
+    def position(self) -> int:
+        """The last position once the plan is written."""
+        return self.last_position + len(self.numbers)
+
+    def digests(self, tip: str, now_us: int) -> list[str]:
+        """The digest chain of the accepted records, on from ``tip``."""
+        return chain_digests(
+            tip,
+            self.last_position + 1,
+            now_us,
+            self.sids,
+            self.versions,
+            self.kinds,
+            self.kind_versions,
+            self.texts,
+        )
+
+    def outcome(self, run_id: IDType, now_us: int, digests: Sequence[str]) -> CommitOutcome:
+        """The outcome to hand back, the records asked for filled in."""
+        first = self.last_position + 1
+        for committed, start, req in self._wanted:
+            for i, (sid, kind, kind_version, text, data) in enumerate(req.rows, start):
+                committed.append(
+                    Recorded(
+                        first + i,
+                        run_id,
+                        sid,
+                        self.versions[i],
+                        kind,
+                        kind_version,
+                        data,
+                        now_us,
+                        text,
+                        digests[i],
+                    )
+                )
+        return CommitOutcome(
+            foreign=[], results=self.results, head=self.position, last_stream_no=self.stream_no
+        )
+
+
+def decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
+    """A record row (position, stream id, version, kind, kind version, data, time,
+    run number, digest) as a :class:`Recorded`, its data decoded."""
+    position, stream_id, version, kind, kind_version, data, at_us, _run_no, digest = row
+    return Recorded(
+        position,
+        run_id,
+        str.__new__(IDType, stream_id),
+        version,
+        kind,
+        kind_version,
+        decode_data(kind, kind_version, data),
+        at_us,
+        data,
+        digest,
+    )
