@@ -29,7 +29,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import Results, fmt_summary, git_state, machine_line, print_table, round_order
+from _common import (
+    Results,
+    add_smoke_argument,
+    fmt_summary,
+    git_state,
+    machine_line,
+    print_table,
+    round_order,
+)
 
 import lionstore
 from lionstore.integrations.lionagi import durable
@@ -80,9 +88,12 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="100 calls, 2 rounds")
+    add_smoke_argument(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.calls = 2, 100
+    if args.smoke:
+        args.rounds, args.calls = 1, 10
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     server = ModelServer().start()

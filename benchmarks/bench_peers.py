@@ -44,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _peers
-from _common import Results, fmt_num, fmt_summary, machine_line, print_table, round_order
+from _common import (
+    Results,
+    add_smoke_argument,
+    fmt_num,
+    fmt_summary,
+    machine_line,
+    print_table,
+    round_order,
+)
 
 import lionstore
 from lionstore import Event, EventStatus, Executor, RecordData
@@ -157,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=200, help="batches of 100 appends")
     parser.add_argument("--peers", default="huey,dbos,eventsourcing")
     parser.add_argument("--modes", default="shipped,full")
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.quick or args.smoke:
         args.rounds, args.tasks, args.queued, args.batches = 1, 20, 50, 5
     modes = [m for m in args.modes.split(",") if m]
     wanted = [p for p in args.peers.split(",") if p]

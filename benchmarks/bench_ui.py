@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 sys.path.insert(2, str(HERE.parent / "tests" / "ui"))
 
-from _common import machine_line  # noqa: E402
+from _common import add_smoke_argument, machine_line  # noqa: E402
 from bench_replay import RUN_LABEL, build_run  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from ui_browser import chromium, ui_server  # noqa: E402
@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, help="reuse (or build once into) this run file")
     parser.add_argument("--runs-file", type=Path, help="reuse (or build once into) this file")
     parser.add_argument("--dir", type=Path, default=None)
+    add_smoke_argument(parser)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.n, args.runs = 1, 2_000, 20
     work = Path(tempfile.mkdtemp(prefix="bench-ui-", dir=args.dir))
     big = args.file or work / "big.db"
     many = args.runs_file or work / "many.db"
