@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -78,7 +79,7 @@ async def build_many_runs(path: Path, runs: int) -> None:
             await exchange.deliver_all()
 
 
-def wait_ready(driver: object, complete: bool, timeout: float = 600) -> None:
+def wait_ready(driver: Any, complete: bool, timeout: float = 600) -> None:
     script = (
         "return !!(window.lionstoreUi && window.lionstoreUi.ready && location.hash"
         " === window.lionstoreUi.route"

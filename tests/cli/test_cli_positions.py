@@ -20,7 +20,8 @@ from lionstore.cli._common import MAX_POSITION, run_range
 from lionstore.domain.ids import IDType
 
 if TYPE_CHECKING:
-    from conftest import Cli, CliNote, SampleDb, WorkDb
+    from cli_scenarios import WorkDb
+    from conftest import Cli, CliNote, SampleDb
 
 
 def test_verify_export_and_timeline_take_the_newest_run(cli: Cli, sample_db: SampleDb) -> None:

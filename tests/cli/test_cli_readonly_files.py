@@ -135,7 +135,7 @@ def test_root_reading_another_users_file_leaves_nothing_that_breaks_its_writes(
         assert side_files(shared_dir) == [], command
     # the owner writes to it afterwards, as usual
     write = as_nobody(
-        "fork", work.path, "--run", "work", "--at", 5, "--label", "mine", cwd=shared_dir
+        "fork", work.path, "--run", "work", "--at", "5", "--label", "mine", cwd=shared_dir
     )
     assert write.returncode == 0, write.stderr
     runs = [
@@ -222,7 +222,11 @@ def test_an_immutable_reader_sees_a_writer_that_starts_later(
 
     async def texts(store: lionstore.Store) -> list[str]:
         records = await store.read(run="owner", kinds=["test.cli.note"])
-        return [record.data.text async for record in records]
+        found = []
+        async for record in records:
+            assert isinstance(record.data, note_kind)
+            found.append(record.data.text)
+        return found
 
     async def scenario() -> None:
         async with lionstore.open(path, readonly=True) as reader:

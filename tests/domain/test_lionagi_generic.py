@@ -128,12 +128,12 @@ def test_node_subclasses_live_in_a_pile() -> None:
             assert isinstance(self.content, int)
             return self.content**2
 
-    p = Pile([Squared(content=i) for i in range(4)], item_type=Node)
+    p: Pile[Squared] = Pile([Squared(content=i) for i in range(4)], item_type=Node)
     assert [e.squared for e in p.values()] == [0, 1, 4, 9]
 
 
 def test_a_dropped_pile_releases_its_nodes() -> None:
-    p = Pile()
+    p: Pile[Node] = Pile()
     refs = []
     for i in range(50):
         node = Node(content=i)
@@ -207,9 +207,9 @@ def test_order_may_be_a_progression_and_its_iteration_is_the_order() -> None:
             return reversed(self.order)
 
     items = [Item(n=i) for i in range(5)]
-    p = Pile(items, order=Reversed(order=items))
+    p: Pile[Item] = Pile(items, order=Reversed(order=items))
     assert [e.n for e in p.values()] == [4, 3, 2, 1, 0]
-    q = Pile(items, order=Progression(order=[items[1], items[0], *items[2:]]))
+    q: Pile[Item] = Pile(items, order=Progression(order=[items[1], items[0], *items[2:]]))
     assert [e.n for e in q] == [1, 0, 2, 3, 4]
     with pytest.raises(ValueError):
         Pile(items, order=Progression(order=items[:2]))
@@ -218,7 +218,7 @@ def test_order_may_be_a_progression_and_its_iteration_is_the_order() -> None:
 def test_pile_helper_builds_a_pile_and_honours_strict_type() -> None:
     items = [Item(n=i) for i in range(3)]
     p = pile(items, item_type=Item)
-    assert isinstance(p, Pile) and len(p) == 3 and p.item_type == {Item}
+    assert isinstance(p, Pile) and len(p) == 3 and p.item_type == frozenset({Item})
     ordered = pile(items, progression=list(reversed(items)))
     assert [e.n for e in ordered] == [2, 1, 0]
     strict = pile(items, item_type=Item, strict_type=True)
@@ -228,18 +228,18 @@ def test_pile_helper_builds_a_pile_and_honours_strict_type() -> None:
 
 
 def test_strict_keyword_is_lionagis_spelling_of_strict_type() -> None:
-    p = Pile([Item()], item_type=Item, strict=True)
+    p: Pile[Item] = Pile([Item()], item_type=Item, strict=True)
     assert p.strict_type
     with pytest.raises(TypeError):
         p.include(SubItem())
-    loose = Pile([Item()], item_type=Item)
+    loose: Pile[Item] = Pile([Item()], item_type=Item)
     loose.include(SubItem())
     assert len(loose) == 2
 
 
 @pytest.mark.parametrize("bad", [5, "text", [1, 2], object()])
 def test_a_non_element_is_a_type_error_and_a_value_error(bad: object) -> None:
-    p = Pile([Item()])
+    p: Pile[Item] = Pile([Item()])
     for exc in (TypeError, ValueError, InvalidItemError):
         with pytest.raises(exc):
             p.update(bad)
@@ -249,7 +249,7 @@ def test_a_non_element_is_a_type_error_and_a_value_error(bad: object) -> None:
 
 
 def test_a_wrong_item_type_is_still_a_type_error() -> None:
-    p = Pile(item_type=Item)
+    p: Pile[Item] = Pile(item_type=Item)
     with pytest.raises(TypeError):
         p.include(Node())
     with pytest.raises(TypeError):
@@ -257,7 +257,7 @@ def test_a_wrong_item_type_is_still_a_type_error() -> None:
 
 
 async def test_asetitem_out_of_range_is_catchable_as_value_error() -> None:
-    p = Pile([Node(content=i) for i in range(5)])
+    p: Pile[Node] = Pile([Node(content=i) for i in range(5)])
     await asyncio.wait_for(p.asetitem(2, Node(content=10)), timeout=5)
     assert p[2].content == 10 and len(p) == 5
     for exc in (ValueError, ItemNotFoundError, IndexError):

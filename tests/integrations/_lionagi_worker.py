@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import lionagi
 
@@ -15,7 +16,7 @@ from lionstore.integrations.lionagi import durable
 NAME = "batch-model"
 
 
-def make_model(url: str) -> object:
+def make_model(url: str) -> Any:  # durable() returns the iModel it was given
     return durable(
         lionagi.iModel(
             provider="openai",

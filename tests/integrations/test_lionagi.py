@@ -140,7 +140,7 @@ async def test_rate_limit_grants_and_waits_are_recorded_and_survive_a_restart(
     tmp_path: Path, server: ModelServer
 ) -> None:
     path = str(tmp_path / "limits.db")
-    limits = {"limit_requests": 2, "interval": 30.0, "capacity_refresh_time": 0.05}
+    limits: dict[str, Any] = {"limit_requests": 2, "interval": 30.0, "capacity_refresh_time": 0.05}
     async with lionstore.open(path, run="limits") as store:
         first = durable(model(server, **limits), name="limited")
         await asyncio.wait_for(

@@ -29,6 +29,7 @@ from lionstore import (
     SourceError,
     UnknownSourceError,
 )
+from lionstore.domain.mail_records import SourceAdded
 
 from .mailtools import log_records, wait_for
 
@@ -430,7 +431,9 @@ async def test_exchange_construction(store: lionstore.Store) -> None:
     assert ex.mailboxes[a.id] is a.mailbox
     assert ex.buffer == {}
     records = await log_records(store, kinds=["source.added"])
-    assert [r.stream_id for r in records if r.data.router == "named"] == [a.id, b.id]
+    assert all(isinstance(r.data, SourceAdded) for r in records)
+    named = [r for r in records if isinstance(r.data, SourceAdded) and r.data.router == "named"]
+    assert [r.stream_id for r in named] == [a.id, b.id]
 
 
 async def test_exchange_records_its_sources_before_the_first_mail(store: lionstore.Store) -> None:

@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 import pytest
-from proc_helpers import read_all, wait_until
+from proc_helpers import read_all, status_of, wait_until
 
 import lionstore
 from lionstore.domain.event import TERMINAL_STATUSES, Event, EventStatus
-from lionstore.domain.event_records import EventFinished
+from lionstore.domain.event_records import EventDeferred, EventFinished, ProcessorStarted
 from lionstore.errors import ProcessorNotStartedError
 from lionstore.processing.executor import Executor
 from lionstore.processing.processor import Processor
@@ -128,7 +128,11 @@ class SkipExecutor(Executor):
     processor_type: ClassVar[type[Processor]] = SkipDenied
 
 
-CURRENT = {"queue_capacity": 10, "capacity_refresh_time": 0.01, "concurrency_limit": 2}
+CURRENT: dict[str, Any] = {
+    "queue_capacity": 10,
+    "capacity_refresh_time": 0.01,
+    "concurrency_limit": 2,
+}
 
 
 async def _finished(store: lionstore.Store) -> dict[Any, EventFinished]:
@@ -188,8 +192,10 @@ async def test_a_processor_on_its_own_records_under_an_executor_of_its_own(
         name = processor._require_repo().state.name
         assert name == f"lionstore.processing.processor.Processor@{processor.owner}"
         started = await read_all(store, kinds=("processor.started",))
-        assert [r.data.executor for r in started] == [name]  # type: ignore[attr-defined]
-        assert started[0].data.concurrency_limit == 2  # type: ignore[attr-defined]
+        started_data = [r.data for r in started if isinstance(r.data, ProcessorStarted)]
+        assert len(started_data) == len(started)
+        assert [d.executor for d in started_data] == [name]
+        assert started_data[0].concurrency_limit == 2
         finished = await _finished(store)
         assert finished[events[1].id].error == "ValueError: boom"
         assert (await verify(store)).divergence is None
@@ -207,7 +213,9 @@ async def test_a_processor_on_its_own_records_under_the_name_given(open_store: A
         await processor.enqueue(Ok(n=1))
         await asyncio.wait_for(processor.join(), timeout=10)
         started = await read_all(store, kinds=("processor.started",))
-        assert [r.data.executor for r in started] == ["model-calls"]  # type: ignore[attr-defined]
+        started_data = [r.data for r in started if isinstance(r.data, ProcessorStarted)]
+        assert len(started_data) == len(started)
+        assert [d.executor for d in started_data] == ["model-calls"]
 
 
 async def test_try_enqueue_is_recorded_and_enqueue_waits_for_room(open_store: Any) -> None:
@@ -321,9 +329,10 @@ async def test_an_overriding_deferral_is_due_at_the_next_cycle(open_store: Any) 
         await asyncio.wait_for(processor.process(), timeout=5)
         assert event.status == EventStatus.PENDING and processor.queue.qsize() == 1
         [deferred] = await read_all(store, kinds=("event.deferred",))
-        assert deferred.data.retry_at_us == deferred.data.at_us  # type: ignore[attr-defined]
+        assert isinstance(deferred.data, EventDeferred)
+        assert deferred.data.retry_at_us == deferred.data.at_us
         await asyncio.wait_for(processor.process(), timeout=5)
-        assert event.status == EventStatus.COMPLETED and processor.queue.empty()
+        assert status_of(event) == EventStatus.COMPLETED and processor.queue.empty()
         assert (await verify(store)).divergence is None
 
 

@@ -8,6 +8,7 @@ store of its own), on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from proc_helpers import FAST, make_executor, snapshot
@@ -55,7 +56,7 @@ async def test_a_reopened_executor_reads_its_history_right_after_the_constructor
 async def test_each_view_read_first_folds_the_history(open_store: Any) -> None:
     async with open_store(run="r") as store:
         before = await _history(store)
-    reads = {
+    reads: dict[str, Callable[[Executor], int]] = {
         "pile": lambda ex: len(ex.pile),
         "pending": lambda ex: len(ex.pending),
         "completed_events": lambda ex: len(ex.completed_events),

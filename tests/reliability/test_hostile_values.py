@@ -170,7 +170,7 @@ CASES: list[Case] = [
     ("processor.enqueue(str)", lambda w: w.executor.processor.enqueue("e"), BAD_ARG),  # type: ignore[union-attr,arg-type]
     # -- enums -----------------------------------------------------------------------
     ("EventStatus('done')", lambda w: EventStatus("done"), (ValueError,)),
-    ("Execution(status='done')", lambda w: Execution(status="done"), (ValueError,)),  # type: ignore[arg-type]
+    ("Execution(status='done')", lambda w: Execution(status="done"), (ValueError,)),
     ("event.status = 'done'", lambda w: setattr(Loose(), "status", "done"), (ValueError,)),
     (
         "create_mail(category='telegram')",

@@ -237,7 +237,7 @@ class LogMachine(RuleBasedStateMachine):
         else:
             to = IDType.create()
         mail = self.exchange.create_mail(sender, to, "message", {"n": len(self.dead)})
-        box = self.exchange.mailboxes[sender]
+        box = self.exchange.mailboxes[IDType.validate(sender)]
 
         async def send() -> None:  # a mailbox write starts on the running loop
             await box.append_out(mail)

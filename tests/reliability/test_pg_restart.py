@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ async def test_an_idle_store_carries_on_after_a_restart(own_cluster: Cluster) ->
         await _restart(own_cluster)
         await store.append([(stream, _Note(n=2))], expected_versions={stream: 1})
         await _restart(own_cluster)
-        assert [r.data.n async for r in await store.read(stream=stream)] == [1, 2]  # type: ignore[attr-defined]
+        assert await _ns(await store.read(stream=stream)) == [1, 2]
         await _restart(own_cluster)
         await store.sync()
         assert len(await store.runs()) == 1
@@ -100,7 +100,7 @@ async def test_a_call_waits_for_the_server_to_come_back(
         finally:
             await asyncio.to_thread(own_cluster.start_server)
         await asyncio.wait_for(task, timeout=60)
-        assert [r.data.n async for r in await store.read(stream=stream)] == [1, 2]  # type: ignore[attr-defined]
+        assert await _ns(await store.read(stream=stream)) == [1, 2]
     assert "reconnected to PostgreSQL" in caplog.text
 
 
@@ -126,7 +126,7 @@ async def test_opening_waits_for_the_server_to_come_back(
         await asyncio.to_thread(own_cluster.start_server)
     store = await asyncio.wait_for(opening, timeout=60)
     try:
-        assert [r.data.n async for r in await store.read(kinds=["pgrestart.note"])] == [1]  # type: ignore[attr-defined]
+        assert await _ns(await store.read(kinds=["pgrestart.note"])) == [1]
     finally:
         await store.close()
 
@@ -144,7 +144,7 @@ async def test_reconnect_timeout_zero_raises_at_once(own_cluster: Cluster) -> No
         finally:
             await asyncio.to_thread(own_cluster.start_server)
         await store.append([(stream, _Note(n=3))])  # the next call connects afresh
-        assert [r.data.n async for r in await store.read(stream=stream)] == [1, 3]  # type: ignore[attr-defined]
+        assert await _ns(await store.read(stream=stream)) == [1, 3]
 
 
 @pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "5", True])
@@ -157,6 +157,15 @@ async def test_a_bad_reconnect_timeout_is_refused(value: Any, tmp_path: Path) ->
 class _Note(lionstore.RecordData):
     kind = "pgrestart.note"
     n: int
+
+
+async def _ns(records: AsyncIterator[lionstore.Recorded]) -> list[int]:
+    """The ``n`` of each note read, in order."""
+    ns = []
+    async for record in records:
+        assert isinstance(record.data, _Note)
+        ns.append(record.data.n)
+    return ns
 
 
 def _spawn(mode: str, cfg: dict[str, Any]) -> subprocess.Popen[str]:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,16 @@ def open_page(driver: Any, url: str, route: str) -> None:
 
 
 def svg_texts(driver: Any) -> list[str]:
-    return driver.execute_script(
+    texts: list[str] = driver.execute_script(
         "return Array.from(document.querySelectorAll('#timeline svg text'))"
         ".map(t => t.textContent.trim())"
     )
+    return texts
+
+
+def shows_text(text: str) -> Callable[[Any], bool]:
+    """A WebDriverWait condition: the timeline draws ``text``."""
+    return lambda d: text in svg_texts(d)
 
 
 def test_runs_list(browser: Any, server: str, shots: Path) -> None:
@@ -219,7 +226,7 @@ def test_a_live_run_updates_without_a_reload(browser: Any, tmp_path: Path) -> No
                 writer.stdin.write("go\n")
                 writer.stdin.flush()
                 assert writer.stdout.readline().strip() == f"WROTE {i}"
-                WebDriverWait(browser, 10).until(lambda d, i=i: f"live-{i}" in svg_texts(d))
+                WebDriverWait(browser, 10).until(shows_text(f"live-{i}"))
             # the same page (no reload): the marker set after the first load is still there
             assert browser.execute_script("return window.lionstoreUiLoads") == 1
             bars = browser.execute_script(
