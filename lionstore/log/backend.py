@@ -202,6 +202,12 @@ class LogBackend(abc.ABC):
         """A :class:`RunScan` of run ``query.run_no`` from its start, bounded by
         ``query.upto`` and ``query.until_us`` (see :func:`check_scan`)."""
 
+    async def start_chain_check(self, query: ReadQuery, tip: str) -> Any:
+        """Start checking the digest chain of the records ``query`` selects, from
+        ``tip``, in another process (``lionstore.log.chaincheck``); None where that is
+        not done (the caller hashes them itself)."""
+        return None
+
     @abc.abstractmethod
     async def head_position(self) -> int: ...
 

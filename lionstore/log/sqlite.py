@@ -61,6 +61,7 @@ from lionstore.log.backend import (
     check_scan,
     checkpoint_from_row,
 )
+from lionstore.log.chaincheck import ChainCheck, start_chain_check
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.migrate import file_state, readonly_uri
 from lionstore.log.plan import Head, Plan, decode_row
@@ -913,6 +914,15 @@ class SQLiteBackend(LogBackend):
     def scan_run(self, query: ReadQuery, page_size: int) -> SQLiteRunScan:
         check_scan(query, page_size)
         return SQLiteRunScan(self, query, page_size)
+
+    async def start_chain_check(self, query: ReadQuery, tip: str) -> ChainCheck | None:
+        # the child opens the file as the store's reader does (_connect_reader)
+        if self._readonly:
+            uri = readonly_uri(self.path)[0]
+        else:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        where, params = _record_filter(query)
+        return await start_chain_check(uri, where, params, tip, self._label)
 
     # -- checkpoints -----------------------------------------------------------------
 

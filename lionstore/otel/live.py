@@ -21,14 +21,15 @@ recorded without tracing, :mod:`lionstore.otel.recorded` gives the same picture
 after the fact.
 
 Cost: with nothing instrumented, the loops test one empty list per invocation and
-per commit (``lionstore._hooks``). With no tracer provider configured, OpenTelemetry's
-API hands out no-op spans.
+per commit (``lionstore._hooks``). :func:`instrument` with OpenTelemetry's default
+providers (the extra installed, no SDK configured) registers nothing, so it costs the
+same; configure the providers before calling it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +57,8 @@ from lionstore.otel._attrs import genai_attributes, value_attr
 from lionstore.otel.export import SCOPE, _require
 
 __all__ = ["Instrumentation", "instrument"]
+
+log = logging.getLogger("lionstore.otel")
 
 
 class _Invocations:
@@ -231,7 +234,7 @@ class _Feed:
 class Instrumentation:
     """What :func:`instrument` set up; :meth:`close` takes it down again."""
 
-    def __init__(self, invocations: _Invocations, feed: _Feed | None, commit: Any) -> None:
+    def __init__(self, invocations: _Invocations | None, feed: _Feed | None, commit: Any) -> None:
         self._invocations = invocations
         self._feed = feed
         self._commit = commit
@@ -249,9 +252,6 @@ class Instrumentation:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-_instrumented: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def instrument(
@@ -273,20 +273,35 @@ def instrument(
 
     from lionstore.log.store import current_store
 
-    tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
-    meter = (meter_provider or metrics.get_meter_provider()).get_meter(SCOPE)
-    latency = meter.create_histogram(
-        "lionstore.commit.duration", unit="s", description="time to commit one group of appends"
+    tracers = tracer_provider or trace.get_tracer_provider()
+    meters = meter_provider or metrics.get_meter_provider()
+    # Nothing configured (OpenTelemetry's default providers hand out no-op spans and
+    # instruments): then nothing is registered at all, so an application that has the
+    # extra but no SDK set up pays nothing. Configure the providers first.
+    tracing = not isinstance(tracers, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    measuring = not isinstance(meters, metrics.NoOpMeterProvider) and (
+        type(meters).__name__ != "_ProxyMeterProvider"
     )
+    tracer = tracers.get_tracer(SCOPE)
+    meter = meters.get_meter(SCOPE)
+    on_commit = None
+    if measuring:
+        latency = meter.create_histogram(
+            "lionstore.commit.duration",
+            unit="s",
+            description="time to commit one group of appends",
+        )
 
-    def on_commit(seconds: float, records: int) -> None:
-        latency.record(seconds)
+        def on_commit(seconds: float, records: int) -> None:
+            latency.record(seconds)
 
-    invocations = _Invocations(tracer)
-    _hooks.invocation_observers.append(invocations)
-    _hooks.commit_observers.append(on_commit)
+        _hooks.commit_observers.append(on_commit)
+    invocations = None
+    if tracing:
+        invocations = _Invocations(tracer)
+        _hooks.invocation_observers.append(invocations)
+    if not (tracing or measuring):
+        log.info("lionstore.otel.instrument: no tracer or meter provider is configured")
     target = store if store is not None else current_store()
-    feed = _Feed(target, tracer, meter) if target is not None else None
-    if target is not None:
-        _instrumented.add(target)
+    feed = _Feed(target, tracer, meter) if target is not None and (tracing or measuring) else None
     return Instrumentation(invocations, feed, on_commit)

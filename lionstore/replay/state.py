@@ -96,6 +96,8 @@ class RunProjection:
         # run's chain start by rebuild) and the file, for the error.
         self.tip = ""
         self.label = ""
+        # False while another process checks the chain (lionstore.log.chaincheck)
+        self.hash_chain = True
         # stream number -> its id as a plain str: formatting the IDType subclass into
         # the digest's text costs a fifth of the hash.
         self._id_texts: dict[int, str] = {}
@@ -182,6 +184,7 @@ class RunProjection:
         owner_of = self.owner_of
         owners = self._owners
         tip = self.tip
+        hash_chain = self.hash_chain
         id_texts = self._id_texts
         # "|kind|kind_version|recorded_at_us|" of the last row: a commit's records share
         # the time, and a run of them often the kind, so it is rarely formatted again.
@@ -199,19 +202,21 @@ class RunProjection:
                     sid = ids[stream_no] = (
                         stream_id(stream_no) if first is None else new_id(IDType, first)
                     )
-                id_text = id_texts.get(stream_no)
-                if id_text is None:
-                    id_text = id_texts[stream_no] = str(sid)
                 # The digest chain (lionstore.log.digest), checked before the record is
-                # folded: the state returned is the logged one, or rebuild raises.
-                if row[7] != tail_at or kind != tail_kind or row[4] != tail_kv:
-                    tail_kind, tail_kv, tail_at = kind, row[4], row[7]
-                    tail = f"|{kind}|{tail_kv}|{tail_at}|"
-                h = new_hash(f"{tip}|{row[0]}|{id_text}|{row[2]}{tail}".encode())
-                h.update(text.encode())
-                tip = h.hexdigest()[:32]
-                if tip != row[8]:
-                    raise _broken_chain(self.label, row[0])
+                # folded: the state returned is the logged one, or rebuild raises (unless
+                # another process checks it meanwhile: _fold_rows).
+                if hash_chain:
+                    id_text = id_texts.get(stream_no)
+                    if id_text is None:
+                        id_text = id_texts[stream_no] = str(sid)
+                    if row[7] != tail_at or kind != tail_kind or row[4] != tail_kv:
+                        tail_kind, tail_kv, tail_at = kind, row[4], row[7]
+                        tail = f"|{kind}|{tail_kv}|{tail_at}|"
+                    h = new_hash(f"{tip}|{row[0]}|{id_text}|{row[2]}{tail}".encode())
+                    h.update(text.encode())
+                    tip = h.hexdigest()[:32]
+                    if tip != row[8]:
+                        raise _broken_chain(self.label, row[0])
                 decoder = kinds.get(kind)
                 if decoder is None:
                     decoder = kinds[kind] = _kind_decoder(kind)
@@ -372,6 +377,12 @@ def _unfoldable(kind: str, position: int, exc: BaseException) -> RecordError:
     )
 
 
+#: From which head position a rebuild checks the digest chain in a second process
+#: (lionstore.log.chaincheck) rather than in the folding thread: below it, starting a
+#: process (tens of milliseconds) costs more than hashing does.
+PARALLEL_CHECK_AT = 100_000
+
+
 def _broken_chain(label: str, position: int) -> CorruptDatabaseError:
     return CorruptDatabaseError(
         f"{label}: the record at position {position} does not chain to the run's record"
@@ -451,11 +462,33 @@ async def _fold_rows(
     kinds: dict[str, list[Any]] = {}
     ids: dict[int, IDType] = {}
     mark = 10_000
-    async with store._backend.scan_run(query, page_size) as scan:
-        while rows := await scan.next_page():
-            fold_page(rows, kinds, ids, scan.stream_id)
-            while progress is not None and projection.records >= mark:
-                progress(mark)
-                mark += 10_000
-            await asyncio.sleep(0)  # a page at a time, the loop's other tasks between
+    # A large run's chain is checked by another process on another core while the fold
+    # runs (lionstore.log.chaincheck): hashing here would cost a third of the fold.
+    checker = None
+    if upto >= PARALLEL_CHECK_AT:
+        checker = await store._backend.start_chain_check(query, projection.tip)
+    projection.hash_chain = checker is None
+    try:
+        async with store._backend.scan_run(query, page_size) as scan:
+            while rows := await scan.next_page():
+                fold_page(rows, kinds, ids, scan.stream_id)
+                while progress is not None and projection.records >= mark:
+                    progress(mark)
+                    mark += 10_000
+                await asyncio.sleep(0)  # a page at a time, the loop's other tasks between
+        if checker is not None:
+            checked, checker = await checker.result(), None
+            if not checked.ok:
+                raise _broken_chain(store.target, checked.position)
+            if (checked.rows, checked.last) != (projection.records, projection.position):
+                raise CorruptDatabaseError(
+                    f"{store.target}: the digest check read {checked.rows} records up to "
+                    f"position {checked.last}, the fold {projection.records} up to "
+                    f"{projection.position}: the run's records do not read the same twice"
+                )
+            projection.tip = checked.tip
+    finally:
+        projection.hash_chain = True
+        if checker is not None:  # the fold failed first: the check is not needed
+            await checker.cancel()
     await check_run_end(store._backend, store.target, run_no, upto, projection.position, until_us)

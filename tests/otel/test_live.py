@@ -164,3 +164,14 @@ async def test_mail_spans_and_metrics(tmp_path: Path, sink: Sink, providers: Pro
 def test_nothing_is_registered_without_instrument() -> None:
     assert _hooks.invocation_observers == []
     assert _hooks.commit_observers == []
+
+
+async def test_with_no_provider_configured_nothing_is_registered(tmp_path: Path) -> None:
+    """OpenTelemetry's default providers make no-op spans: instrument() then registers
+    no observer and follows no store, so the per-event path pays nothing."""
+    async with lionstore.open(tmp_path / "live.db", run="live") as store:
+        subscribers = len(store._subscribers)
+        with instrument(store):
+            assert _hooks.invocation_observers == []
+            assert _hooks.commit_observers == []
+            assert len(store._subscribers) == subscribers
