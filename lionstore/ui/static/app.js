@@ -114,8 +114,11 @@
         live.textContent = summary.complete ? "live · position " + summary.position
           : "reading the log… " + summary.records.toLocaleString() + " records so far";
       }
+      var dropped = false;
       function refresh(range) {
-        if (pending) return;
+        // one request at a time; one asked for meanwhile (a zoom during a live update)
+        // is made when the current one is done, for the window shown then
+        if (pending) { dropped = true; return; }
         pending = true;
         var q = range ? "?start=" + range[0] + "&end=" + range[1] : "";
         Promise.all([api("runs/" + encodeURIComponent(id) + "/timeline"), range ? api("runs/" + encodeURIComponent(id) + "/window" + q) : null])
@@ -127,7 +130,10 @@
             current.summary = window.lionstoreUi.summary = summary;
             status(summary);
             if (!summary.complete) setTimeout(function () { refresh(tl.range); }, 1200);
-          }).finally(function () { pending = false; });
+          }).finally(function () {
+            pending = false;
+            if (dropped && current.tl === tl) { dropped = false; refresh(tl.range); }
+          });
       }
       status(s);
       if (!s.complete) setTimeout(function () { refresh(null); }, 0);
