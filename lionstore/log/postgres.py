@@ -320,7 +320,7 @@ async def with_reconnect(call: Callable[[], Awaitable[T]], timeout: float, label
         try:
             result = await call()
         except Exception as exc:
-            if timeout <= 0 or not is_disconnect(exc):
+            if not is_disconnect(exc):
                 raise
             await backoff.wait(exc)
             continue
@@ -417,21 +417,11 @@ class PostgresBackend(LogBackend):
     async def _read(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """``fn(pool)`` on the read pool, read again on a new connection while the
         server is away (up to ``reconnect_timeout``)."""
-        backoff = _Backoff(self._reconnect_timeout, self._label)
-        while True:
-            try:
-                pool = await self._readers()
-                result = await fn(pool)
-            except Exception as exc:
-                if not is_disconnect(exc):
-                    return await self._call(_raiser(exc))
-                try:
-                    await backoff.wait(exc)
-                except Exception:
-                    return await self._call(_raiser(exc))
-                continue
-            backoff.recovered()
-            return result
+
+        async def once() -> T:
+            return await fn(await self._readers())
+
+        return await self._call(lambda: with_reconnect(once, self._reconnect_timeout, self._label))
 
     async def _writer(self) -> Any:
         if self._readonly:
