@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["Stoppable"]
+__all__ = ["Stoppable", "others_ready"]
 
 
 class Stoppable:
@@ -39,3 +39,16 @@ class Stoppable:
     def is_stopped(self) -> bool:
         """Whether a stop was requested (and not cleared by :meth:`start`)."""
         return self._stop_requested
+
+
+def others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether other callbacks (tasks that may append too) wait to run on ``loop``.
+
+    An append yields to them once before it commits, so that their appends join
+    the commit (group commit); and a commit that must fsync goes to the writer
+    thread only when they would otherwise wait for it. When nothing waits, the
+    yield or the thread hop would only cost a turn of the event loop. Only
+    CPython's own loops show their ready queue; on any other loop this says True.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0

@@ -183,6 +183,20 @@ class LogBackend(abc.ABC):
         """One transaction for all ``requests``; ``seen`` is the position up to which the
         caller has seen this run's records (the outcome's ``foreign`` fills the gap)."""
 
+    def commit_now(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome | None:
+        """:meth:`commit`, made at once on the caller's thread when the backend can do
+        that without blocking anyone (the event loop waits for nothing else, the file
+        is free); None when it cannot, and the caller awaits :meth:`commit`. It saves
+        the coroutine and lock hand-offs a small commit would otherwise cost."""
+        return None
+
+    def tail_now(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+        """:meth:`tail` at once, on the caller's thread, as :meth:`commit_now` commits
+        (``([], seen)`` when nothing was committed elsewhere); None when it cannot."""
+        return None
+
     @abc.abstractmethod
     async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
         """This run's records committed after ``seen``, and the log's head position;

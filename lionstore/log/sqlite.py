@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lionstore._gcpause import gc_paused
+from lionstore._loop import others_ready
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
 from lionstore.errors import (
@@ -335,12 +336,20 @@ class SQLiteBackend(LogBackend):
             self._write_lock = asyncio.Lock()
         return self._write_lock
 
+    def _may_inline(self) -> bool:
+        """Whether a small write may run on the event loop's thread. At durability
+        "normal" a commit does not fsync, so it always may. At "full" its fsync takes a
+        millisecond or more: the writer thread lets other tasks run meanwhile, but when
+        none is ready to run, the hop to it (two thread switches and a loop wake-up)
+        would buy nothing, and the commit is made inline too."""
+        return self._inline or not others_ready(asyncio.get_running_loop())
+
     async def _write(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
         """Run ``fn(conn, *args, wait=...)`` on the writer connection: inline when
         allowed and the lock is free, otherwise on the writer thread."""
         async with self._lock():
             try:
-                if inline and self._inline:
+                if inline and self._may_inline():
                     try:
                         return fn(self._writer.connection(), *args, wait=False)
                     except _BusyError:
@@ -348,6 +357,21 @@ class SQLiteBackend(LogBackend):
                 return await self._writer.run(functools.partial(fn, wait=True), *args)
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self._label) from exc
+
+    def _write_now(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """``fn(conn, *args, wait=False)`` at once, without awaiting: when the write
+        lock is free (nothing can take it before this returns, as nothing here
+        awaits), inlining is allowed and the file is not locked by another process.
+        None otherwise: the caller then goes through :meth:`_write`."""
+        lock = self._write_lock
+        if (lock is not None and lock.locked()) or not self._may_inline():
+            return None
+        try:
+            return fn(self._writer.connection(), *args, wait=False)
+        except _BusyError:
+            return None
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
 
     def _begin_immediate(self, conn: sqlite3.Connection, wait: bool) -> None:
         """Take the write lock; in the writer thread, wait up to lock_timeout for it."""
@@ -389,6 +413,14 @@ class SQLiteBackend(LogBackend):
         return await self._write(
             self._commit, run, requests, now_us, seen, inline=rows <= _INLINE_MAX_ROWS
         )
+
+    def commit_now(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome | None:
+        rows = sum(len(r.rows) for r in requests) if len(requests) > 1 else len(requests[0].rows)
+        if rows > _INLINE_MAX_ROWS:
+            return None
+        return self._write_now(self._commit, run, requests, now_us, seen)
 
     def _commit(
         self,
@@ -658,6 +690,19 @@ class SQLiteBackend(LogBackend):
 
     async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
         return await self._write(self._tail, run, seen, inline=True)
+
+    def tail_now(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+        lock = self._write_lock
+        if lock is not None and lock.locked():
+            return None
+        # A read: no fsync, so inline at every durability.
+        try:
+            tail = self._tail(self._writer.connection(), run, seen, wait=False)
+        except _BusyError:
+            return None
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self._label) from exc
+        return ([], seen) if tail is None else tail
 
     def _tail(
         self, conn: sqlite3.Connection, run: RunInfo, seen: int, *, wait: bool

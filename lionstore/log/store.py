@@ -38,6 +38,7 @@ from typing import Any
 
 from lionstore import _hooks
 from lionstore._gcpause import gc_paused
+from lionstore._loop import others_ready
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import (
     DEFAULT_MAX_RECORD_BYTES,
@@ -124,18 +125,6 @@ def resolve_store(store: Store | None, who: str) -> Store:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether other callbacks (tasks that may append too) wait to run on ``loop``.
-
-    An append yields to them once before it commits, so that their appends join
-    the commit (group commit). When nothing waits, that yield would only cost a
-    turn of the event loop, on every append. Only CPython's own loops show their
-    ready queue; on any other loop the append always yields.
-    """
-    ready = getattr(loop, "_ready", None)
-    return ready is None or len(ready) > 0
 
 
 def _to_us(moment: datetime) -> int:
@@ -317,6 +306,21 @@ class Store:
         self._ensure_open()
         if self._run is None:
             return await self._backend.head_position()
+        writer = self._writer
+        if not writer.busy and writer.queue.empty():
+            # Nothing is being committed: look at the tail at once (one PRAGMA when
+            # no other process wrote) instead of through the writer's hand-over.
+            try:
+                tail = self._backend.tail_now(self._run, self._seen)
+            except Exception as exc:
+                raise _as_store_error(exc) from exc
+            if tail is not None:
+                foreign, head = tail
+                if foreign:
+                    with gc_paused(len(foreign)):
+                        self._publish(foreign)
+                self._seen = max(self._seen, head)
+                return head
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         return int(await self._hand_over(_Pending(None, future)))
 
@@ -332,7 +336,7 @@ class Store:
             try:
                 group = [pending]
                 if pending.request is not None:
-                    if _others_ready(asyncio.get_running_loop()):
+                    if others_ready(asyncio.get_running_loop()):
                         await asyncio.sleep(0)
                     size = pending.records
                     while size < _MAX_GROUP_RECORDS and not writer.queue.empty():
@@ -398,8 +402,13 @@ class Store:
                         if pending.request is not None:
                             pending.request.want_records = True
                 timed = time.perf_counter() if _hooks.commit_observers else 0.0
-                outcome = await self._backend.commit(
-                    run, [p.request for p in appends if p.request], self.now_us(), self._seen
+                requests = [p.request for p in appends if p.request]
+                now_us = self.now_us()
+                now = self._backend.commit_now(run, requests, now_us, self._seen)
+                outcome = (
+                    now
+                    if now is not None
+                    else await self._backend.commit(run, requests, now_us, self._seen)
                 )
                 if timed:
                     _hooks.notify_commit(

@@ -642,7 +642,7 @@ class Processor(Stoppable):
         current lionagi's template if it implements ``_invoke``, else its ``invoke``.
         (The claim made the event PROCESSING; the template's PENDING check is for
         callers that invoke it themselves.)"""
-        if getattr(event, "streaming", False):
+        if _streams(event):
             chunks: list[Any] = []
             async for chunk in event.stream():
                 chunks.append(chunk)
@@ -652,6 +652,16 @@ class Processor(Stoppable):
         else:
             await event.invoke()
         return None
+
+
+def _streams(event: Event) -> bool:
+    """Whether ``event`` streams: its ``streaming`` field, or a class attribute of that
+    name. (Not ``getattr(event, "streaming", False)``: on a pydantic model without the
+    attribute that raises and catches an AttributeError, 15 us, on every event.)"""
+    own = event.__dict__.get("streaming")
+    if own is None:
+        own = getattr(type(event), "streaming", False)
+    return bool(own)
 
 
 def _json_ready(value: Any) -> Any:
