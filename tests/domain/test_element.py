@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
 from lionstore.domain.element import Element, class_path, register_class, resolve_class
 from lionstore.errors import EventClassNotFoundError
@@ -189,3 +189,37 @@ def test_register_class() -> None:
     assert resolve_class(class_path(Registered), Element) is Registered
     with pytest.raises(TypeError):
         register_class(int)  # type: ignore[arg-type]
+
+
+# -- private attributes: read from the instance's private dict, as pydantic keeps them -------
+
+
+class _WithPrivate(Element):
+    """A user element with private state, as lionagi subclasses have."""
+
+    _cache: dict[str, int] = PrivateAttr(default_factory=dict)
+    _flag: bool = PrivateAttr(default=False)
+    _note: str | None = PrivateAttr(default=None)
+
+
+def test_private_attributes_read_their_defaults_and_what_was_assigned() -> None:
+    item = _WithPrivate()
+    assert item._cache == {} and item._flag is False and item._note is None
+    item._cache["a"] = 1
+    item._flag = True
+    item._note = "set"
+    assert item._cache == {"a": 1} and item._flag is True and item._note == "set"
+    other = _WithPrivate()  # defaults are per instance
+    assert other._cache == {} and other._flag is False
+    copied = item.model_copy(deep=True)
+    assert copied._cache == {"a": 1} and copied._cache is not item._cache
+
+
+def test_a_missing_attribute_still_raises_attribute_error_naming_it() -> None:
+    item = _WithPrivate()
+    with pytest.raises(AttributeError, match="_missing"):
+        _ = item._missing
+    with pytest.raises(AttributeError, match="not_a_field"):
+        _ = item.not_a_field  # type: ignore[attr-defined]
+    assert getattr(item, "streaming", False) is False
+    assert not hasattr(item, "_missing")
