@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 from bounds import bounded
 from dbtools import execute, query, rechain, set_field
-from replay_scenarios import Recording, positions, record_run
+from replay_scenarios import Recording, ReplayJob, positions, record_run
 
 import lionstore
 import lionstore.repositories.executor as decisions
@@ -35,6 +35,7 @@ from lionstore.domain.event_records import (
     EventRequeued,
     EventRetried,
     EventSkipped,
+    ProcessorStarted,
 )
 from lionstore.domain.ids import IDType
 from lionstore.domain.mail_records import (
@@ -42,6 +43,7 @@ from lionstore.domain.mail_records import (
     MailDeadLettered,
     MailDelivered,
     MailExcluded,
+    SourceDeleted,
 )
 from lionstore.domain.records import RecordData
 from lionstore.replay import VerifyReport, verify
@@ -828,3 +830,181 @@ def test_progress_is_reported_every_ten_thousand_records(tmp_path: Path) -> None
     assert report.ok, report.divergence
     assert report.records == 10_006
     assert seen == [10_000]
+
+
+def test_a_cycle_that_would_not_have_offered_its_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without "fast" among the candidates, cycle 1 would have deferred "slow" where the
+    log holds the claim of "fast": reported at that claim, not at the cycle's end."""
+    recording, owner, claim = _recorded(tmp_path)
+    original = decisions.cycle_candidates
+    monkeypatch.setattr(
+        decisions,
+        "cycle_candidates",
+        lambda state, capacity, now_us, forward: original(state, capacity, now_us, forward)[1:],
+    )
+    report = verify_file(recording.path, recording.label)
+    at_us = claim["data"]["at_us"]
+    assert claim["stream_id"] == str(recording.jobs[0])
+    assert report.divergence == Divergence(
+        claim["position"],
+        f"processor cycle 1 of {owner} decided differently (capacity 2)",
+        {
+            "position": claim["position"],
+            "kind": "event.deferred",
+            "stream_id": str(recording.jobs[1]),
+            "data": {
+                "reason": "permission_denied",
+                "retry_at_us": at_us + 20_000,
+                "denials": 1,
+                "owner": owner,
+                "cycle": 1,
+                "at_us": at_us,
+                "seen": 6,
+            },
+        },
+        claim,
+    )
+
+
+class SkipOrRetry(lionstore.Processor):
+    """Denies "skip" always and "again" once; skips the first, retries the second at
+    once (an override of handle_denied returning False: no back-off)."""
+
+    event_type: ClassVar[type[lionstore.Event]] = ReplayJob
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.denied: set[str] = set()
+
+    async def request_permission(self, **kwargs: Any) -> bool:
+        label = str(kwargs.get("label"))
+        if label == "skip" or (label == "again" and label not in self.denied):
+            self.denied.add(label)
+            return False
+        return True
+
+    async def handle_denied(self, event: lionstore.Event) -> bool:
+        return isinstance(event, ReplayJob) and event.label == "skip"
+
+
+class SkipOrRetryExecutor(lionstore.Executor):
+    processor_type: ClassVar[type[lionstore.Processor]] = SkipOrRetry
+
+
+async def _skip_or_retry(path: str) -> None:
+    async with lionstore.open(path, run="denials") as store:
+        executor = SkipOrRetryExecutor(
+            {"queue_capacity": 2, "capacity_refresh_time": 0.01}, store=store, name="ex"
+        )
+        await executor.start()
+        await executor.extend([ReplayJob(value=1, label="skip"), ReplayJob(value=2, label="again")])
+        await executor.forward()
+        await bounded(executor.join(), "executor.join()")
+        executor.close()
+
+
+def test_a_skip_and_a_deferral_due_at_once_are_taken_from_the_log(tmp_path: Path) -> None:
+    """handle_denied is user code: verify takes its answers (SKIPPED, or due at once)
+    from the log and decides the rest around them."""
+    path = str(tmp_path / "denials.db")
+    asyncio.run(_skip_or_retry(path))
+    assert len(positions(path, "event.skipped")) == 1
+    (deferred,) = positions(path, "event.deferred")
+    data = shown(path, deferred)["data"]
+    assert data["retry_at_us"] == data["at_us"]
+    report = verify_file(path, "denials")
+    assert report.ok, report.divergence
+    assert report.counts["events"] == {"skipped": 1, "completed": 1}
+
+
+# -- a cycle that lost a race ------------------------------------------------------------------
+
+
+def _processor(owner: str, capacity: int) -> ProcessorStarted:
+    return ProcessorStarted(
+        executor="ex",
+        executor_class="tests.Executor",
+        processor_class="tests.Processor",
+        owner=owner,
+        queue_capacity=capacity,
+        capacity_refresh_time=0.01,
+        max_attempts=3,
+        lease_seconds=10.0,
+        max_backoff=60.0,
+    )
+
+
+def _claimed(owner: str, seen: int) -> EventClaimed:
+    return EventClaimed(
+        owner=owner,
+        attempt=1,
+        lease_expires_us=START_US + LEASE_US,
+        cycle=1,
+        at_us=START_US,
+        seen=seen,
+    )
+
+
+@pytest.mark.parametrize("taken", [1, 2])
+def test_a_cycle_that_lost_a_race(tmp_path: Path, taken: int) -> None:
+    """Processors x (capacity 1) and y (capacity 2) both saw the queue e0, e1, e2. x
+    claimed e0 first; y, deciding again without it, claimed one event: the head of what
+    was left (e1) verifies, e2 does not."""
+    path, run = str(tmp_path / "race.db"), "race"
+    events = [IDType.create() for _ in range(3)]
+    appended = [
+        (e, EventAppended(executor="ex", event_class="tests.Nap", created_at=1.0)) for e in events
+    ]
+    stream = IDType.create()
+    append(path, run, [(stream, _processor("x", 1)), (stream, _processor("y", 2)), *appended])
+    queued = append(path, run, [(e, EventQueued()) for e in events], START_US + 1)
+    seen = queued[-1]
+    append(path, run, [(events[0], _claimed("x", seen))], START_US + 2)
+    (position,) = append(path, run, [(events[taken], _claimed("y", seen))], START_US + 3)
+    report = verify_file(path, run)
+    assert report.cycles == 2
+    if taken == 1:
+        assert report.ok, report.divergence
+        return
+    assert report.divergence == Divergence(
+        position,
+        "processor cycle 1 of y decided differently (capacity 2)",
+        {
+            "position": position,
+            "kind": "event.claimed",
+            "stream_id": str(events[1]),
+            "data": {**_claimed("y", seen).model_dump(mode="json")},
+        },
+        shown(path, position),
+    )
+
+
+# -- verify() itself ---------------------------------------------------------------------------
+
+
+def test_verify_defaults_to_the_stores_run(tmp_path: Path) -> None:
+    held = hold(tmp_path)
+
+    async def check() -> VerifyReport:
+        async with lionstore.open(held.path, run=held.run, readonly=True) as store:
+            return await verify(store)
+
+    report = asyncio.run(check())
+    assert report.ok, report.divergence
+    assert (report.records, report.cycles) == (6, 1)
+
+
+def test_a_later_commit_does_not_inherit_a_deletion(tmp_path: Path) -> None:
+    """The dead letter of mail to a deleted source is exempt from the FIFO rule only in
+    the deletion's own commit: in the next one (recorded later, at the next position)
+    it must come from the head of its outbox."""
+    post = asyncio.run(_post(str(tmp_path / "post.db"), "outbox"))
+    append(post.path, post.run, [(post.b, SourceDeleted(router="post"))], START_US)
+    dead = MailDeadLettered(reason="recipient_deleted", stage="outbox")
+    (position,) = append(post.path, post.run, [(post.m2, dead)], START_US + 1)
+    report = verify_file(post.path, post.run)
+    assert report.divergence == Divergence(
+        position, "collected out of FIFO order", None, shown(post.path, position)
+    )
