@@ -43,6 +43,7 @@ from lionstore.domain.mail_records import (
     MailDeadLettered,
     MailDelivered,
     MailExcluded,
+    MailSent,
     SourceDeleted,
 )
 from lionstore.domain.records import RecordData
@@ -1008,3 +1009,59 @@ def test_a_later_commit_does_not_inherit_a_deletion(tmp_path: Path) -> None:
     assert report.divergence == Divergence(
         position, "collected out of FIFO order", None, shown(post.path, position)
     )
+
+
+def _race(tmp_path: Path) -> tuple[str, str, list[IDType]]:
+    """The race above, y taking e1: e0 and e1 claimed, e2 queued."""
+    path, run = str(tmp_path / "race.db"), "race"
+    events = [IDType.create() for _ in range(3)]
+    appended = [
+        (e, EventAppended(executor="ex", event_class="tests.Nap", created_at=1.0)) for e in events
+    ]
+    stream = IDType.create()
+    append(path, run, [(stream, _processor("x", 1)), (stream, _processor("y", 2)), *appended])
+    seen = append(path, run, [(e, EventQueued()) for e in events], START_US + 1)[-1]
+    append(path, run, [(events[0], _claimed("x", seen))], START_US + 2)
+    append(path, run, [(events[1], _claimed("y", seen))], START_US + 3)
+    assert verify_file(path, run).ok
+    return path, run, events
+
+
+def test_a_take_over_of_two_events_then_another_record_in_one_commit(tmp_path: Path) -> None:
+    """The two take-overs are checked together, the retry after them on its own."""
+    path, run, events = _race(tmp_path)
+    records: list[tuple[IDType, RecordData]] = [
+        (e, EventRequeued(reason="lease_expired", previous_owner=o, attempt=1, by="z"))
+        for e, o in zip(events[:2], "xy", strict=True)
+    ]
+    records.append((events[2], EventRetried(attempt=2)))
+    *_, position = append(path, run, records, START_US + LEASE_US)
+    report = verify_file(path, run)
+    assert report.divergence == Divergence(
+        position, "retried an event that had not finished", None, shown(path, position)
+    )
+
+
+def test_mail_from_a_sender_never_added_is_routed_by_its_recipient(tmp_path: Path) -> None:
+    """Only a deleted sender's mail is dead-lettered as sender_deleted."""
+    post = asyncio.run(_post(str(tmp_path / "post.db"), "outbox"))
+    mail = IDType.create()
+    sent = MailSent(
+        router="post",
+        sender=IDType.create(),
+        recipient=post.b,
+        created_at=1.0,
+        package={
+            "id": str(IDType.create()),
+            "created_at": 1.0,
+            "category": "message",
+            "item": "from nowhere",
+            "item_class": None,
+            "request_source": None,
+        },
+    )
+    append(post.path, post.run, [(mail, sent)], START_US)
+    append(post.path, post.run, [(mail, MailCollected())], START_US + 1)
+    report = verify_file(post.path, post.run)
+    assert report.ok, report.divergence
+    assert report.counts["mail"] == {"outbox": 3, "buffer": 1}
