@@ -206,6 +206,8 @@ HELD_CASES: list[tuple[str, Callable[[Held], RecordData], int, str | None]] = [
     ("take-over-before-the-lease", _take_over(EventRequeued, "lease_expired"), LEASE_US - 1, EARLY),
     ("take-over-of-a-gone-owner", _take_over(EventRequeued, OWNER_GONE), 1, None),
     (
+        # no processor.started to take max_attempts from (records written before
+        # take-overs named their processor have by=""): the attempt rule is not checked
         "abandon-by-an-unknown-processor",
         _take_over(EventAbandoned, "abandoned", "elsewhere"),
         LEASE_US,
