@@ -1,0 +1,199 @@
+"""What the executor repository stores, pinned where the mutation run found it unguarded
+(docs/mutation.md, repositories/executor.py, "Left")."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bounds import bounded
+from dbtools import query
+from proc_helpers import make_executor, read_all
+from processing_events import Job
+
+import lionstore
+from lionstore.domain.event import EventStatus
+from lionstore.errors import RecordError
+from lionstore.repositories.executor import Outcome, user_fields
+
+
+class Dated(lionstore.Event):
+    """Fields whose JSON form differs from their Python form."""
+
+    when: datetime
+    pair: tuple[int, int]
+
+    async def invoke(self) -> None:
+        self.response = "ok"
+
+
+class Opaque(lionstore.Event):
+    """A field pydantic cannot turn into JSON."""
+
+    thing: Any = None
+
+    async def invoke(self) -> None:
+        self.response = "ok"
+
+
+WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_user_fields_are_json_ready() -> None:
+    fields = user_fields(Dated(when=WHEN, pair=(1, 2)))
+    assert fields == {"when": "2026-01-02T03:04:05Z", "pair": [1, 2]}
+    assert json.loads(json.dumps(fields)) == fields
+
+
+async def test_an_appended_events_fields_are_stored_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "dated.db"
+    async with lionstore.open(path, run="dated") as store:
+        executor = lionstore.Executor({"queue_capacity": 1}, store=store, name="ex")
+        await bounded(executor.append(Dated(when=WHEN, pair=(1, 2))), "append()")
+        executor.close()
+    ((data,),) = query(path, "SELECT data FROM lionstore_records WHERE kind = 'event.appended'")
+    assert json.loads(data)["fields"] == {"when": "2026-01-02T03:04:05Z", "pair": [1, 2]}
+
+
+def test_unserializable_fields_are_named_in_the_error() -> None:
+    event = Opaque(thing=object())
+    with pytest.raises(RecordError) as raised:
+        user_fields(event)
+    assert str(raised.value).startswith(
+        f"the fields of Opaque {event.id} are not JSON-serializable: "
+    )
+
+
+async def test_a_claims_records_carry_the_cycles_time_and_seen_position(
+    tmp_path: Path, clock: Any
+) -> None:
+    """claim() writes the time and the seen position its cycle gives; without them,
+    the store's clock and 0. A denial is deferred by the back-off, or due at once
+    when named in ``no_backoff``."""
+    async with lionstore.open(tmp_path / "claims.db", run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=10.0)
+        await executor.start()
+        repo = executor._repo
+        jobs = [Job(n=i) for i in range(5)]
+        await executor.extend(jobs)
+        await repo.queue([j.id for j in jobs])
+        now = store.now_us()
+        cycle_at = now - 5_000_000  # the cycle looked 5 s before the clock now shows
+        await repo.claim(
+            [jobs[0].id],
+            [jobs[1].id, jobs[2].id],
+            owner="me",
+            lease_seconds=10.0,
+            cycle=1,
+            backoff=lambda denials: 0.5 * denials,
+            now_us=cycle_at,
+            seen=7,
+            no_backoff=[jobs[2].id],
+        )
+        await repo.claim(
+            [jobs[3].id],
+            [jobs[4].id],
+            owner="me",
+            lease_seconds=10.0,
+            cycle=2,
+            backoff=lambda n: 1.0,
+        )
+        executor.close()
+        records = {
+            (r.stream_id, r.kind): r.data.model_dump(mode="json")
+            for r in await read_all(store, kinds=("event.claimed", "event.deferred"))
+        }
+    assert records == {
+        (jobs[0].id, "event.claimed"): {
+            "owner": "me",
+            "attempt": 1,
+            "lease_expires_us": cycle_at + 10_000_000,
+            "cycle": 1,
+            "at_us": cycle_at,
+            "seen": 7,
+        },
+        (jobs[1].id, "event.deferred"): {
+            "reason": "permission_denied",
+            "retry_at_us": cycle_at + 500_000,
+            "denials": 1,
+            "owner": "me",
+            "cycle": 1,
+            "at_us": cycle_at,
+            "seen": 7,
+        },
+        (jobs[2].id, "event.deferred"): {
+            "reason": "permission_denied",
+            "retry_at_us": cycle_at,
+            "denials": 1,
+            "owner": "me",
+            "cycle": 1,
+            "at_us": cycle_at,
+            "seen": 7,
+        },
+        (jobs[3].id, "event.claimed"): {
+            "owner": "me",
+            "attempt": 1,
+            "lease_expires_us": now + 10_000_000,
+            "cycle": 2,
+            "at_us": now,
+            "seen": 0,
+        },
+        (jobs[4].id, "event.deferred"): {
+            "reason": "permission_denied",
+            "retry_at_us": now + 1_000_000,
+            "denials": 1,
+            "owner": "me",
+            "cycle": 2,
+            "at_us": now,
+            "seen": 0,
+        },
+    }
+
+
+async def test_a_stale_outcome_is_logged_in_these_words(
+    tmp_path: Path, clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with lionstore.open(tmp_path / "stale.db", run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=10.0)
+        await executor.start()
+        repo = executor._repo
+        job = Job(n=1)
+        await executor.extend([job])
+        await repo.queue([job.id])
+        ((_, attempt, version),) = await repo.claim(
+            [job.id], [], owner="old", lease_seconds=10.0, cycle=1, backoff=lambda n: 0.0
+        )
+        clock.advance(11.0)
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="new") == 1
+        outcome = Outcome(
+            event_id=job.id,
+            attempt=attempt,
+            claim_version=version,
+            status=EventStatus.COMPLETED,
+            duration=0.001,
+            response="late",
+            error=None,
+            fields=None,
+        )
+        with caplog.at_level("WARNING", logger="lionstore.executor"):
+            assert await bounded(repo.finish([outcome]), "finish()") == []
+        executor.close()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", f"outcome of event {job.id} (attempt 1) dropped: its claim was taken over")
+    ]
+
+
+async def test_a_failed_append_leaves_no_live_event_behind(tmp_path: Path) -> None:
+    path = tmp_path / "live.db"
+    async with lionstore.open(path, run="r") as store:
+        make_executor(store).close()
+    async with lionstore.open(path, run="r", readonly=True) as store:
+        executor = make_executor(store)
+        repo = executor._repo
+        with pytest.raises(lionstore.LionstoreError):
+            await bounded(repo.append([Job(n=1)]), "append()")
+        assert repo.state.live == {}
+        executor.close()
