@@ -471,7 +471,11 @@ class Processor(Stoppable):
         )
         self._available_capacity = self.queue_capacity
         state = repo.state
-        admitted = [(e, r) for e, r in repo.prepare_append(admit or []) if not state.knows(e.id)]
+        admitted = (
+            [(e, r) for e, r in repo.prepare_append(admit) if not state.knows(e.id)]
+            if admit
+            else []
+        )
         forward = forward or bool(admitted)  # what verify sees: an append, then a forward
         to_queue = list(state.pending) if forward else []
         now_us, seen = repo.store.now_us(), state.position
