@@ -101,7 +101,10 @@ async def crash(path: str) -> None:
             {
                 "queue_capacity": 10,
                 "capacity_refresh_time": 0.02,
-                "lease_seconds": 1.0,
+                # long: the resumed process must take the hanging jobs over because it
+                # sees their process gone, not because a lease ran out while a loaded
+                # machine started it (the timeline tests expect "process gone")
+                "lease_seconds": 60.0,
                 "max_backoff": 0.3,
             },
             store=store,
