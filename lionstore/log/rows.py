@@ -11,7 +11,7 @@ position and column, never a record with a field of the wrong type. The data's
 leniently: JSON of an unknown kind, of a newer version, or that does not fit its kind
 gives an UnknownRecord.
 
-Once SQLite has stepped the rows, this loop is the whole cost of a read. Per row it
+Once SQLite has stepped the rows, this loop is most of what a read costs. Per row it
 checks the column types, looks the run and stream ids up (one id object per stream)
 and hands the JSON text to the kind's pydantic validator, as ``model_validate_json``
 does but without its Python wrapper; older versions and unknown kinds go through
