@@ -20,7 +20,7 @@ from pydantic_core import core_schema
 
 from lionstore.errors import IDError
 
-__all__ = ["IDType", "to_id", "to_ids", "is_id"]
+__all__ = ["IDType", "canonical_id", "to_id", "to_ids", "is_id"]
 
 _MAX_ID_INPUT = 100  # a UUID spelled any standard way is shorter than this
 
@@ -72,6 +72,15 @@ class IDType(str):
 # The canonical form itself (what every id read back from the log is): no need to go
 # through uuid.UUID, which would return the same text.
 _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def canonical_id(value: Any) -> IDType | None:
+    """``value`` as an :class:`IDType` when it is a string in an id's canonical form
+    (what lionstore stores), else None. Nothing is rewritten: a UUID spelled another
+    way is not canonical."""
+    if type(value) is str and len(value) == 36 and _CANONICAL.fullmatch(value):
+        return str.__new__(IDType, value)
+    return None
 
 
 def _parse(text: str, original: Any) -> IDType:

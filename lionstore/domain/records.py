@@ -38,6 +38,7 @@ __all__ = [
     "decode_data",
     "encode_data",
     "encode_records",
+    "kind_class",
     "record_kinds",
     "register_upcaster",
 ]
@@ -88,6 +89,12 @@ class UnknownRecord(BaseModel):
 def record_kinds() -> dict[str, type[RecordData]]:
     """Every known record kind, by name."""
     return dict(_KINDS)
+
+
+def kind_class(kind: str) -> type[RecordData] | None:
+    """The class of record kind ``kind``, or None when this code does not know it
+    (:func:`record_kinds` without copying them all)."""
+    return _KINDS.get(kind)
 
 
 def register_upcaster(kind: str, from_version: int, upcaster: Upcaster) -> None:

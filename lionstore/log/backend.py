@@ -10,7 +10,7 @@ these machines a hop costs about as much as a durable commit
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -210,6 +210,12 @@ class LogBackend(abc.ABC):
 
     @abc.abstractmethod
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded: ...
+
+    def decode_rows(self, rows: Sequence[Any], run_ids: dict[int, IDType]) -> Iterator[Recorded]:
+        """:meth:`decode_row` of each row, in order, one at a time (a malformed row
+        raises when it is reached, after the records before it)."""
+        for row in rows:
+            yield self.decode_row(row, run_ids)
 
     @abc.abstractmethod
     def scan_run(self, query: ReadQuery, page_size: int) -> RunScan:

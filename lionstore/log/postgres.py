@@ -62,7 +62,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from lionstore.domain.ids import IDType, is_id, to_id
@@ -87,6 +87,7 @@ from lionstore.log.backend import (
 )
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.plan import Plan, decode_row
+from lionstore.log.rows import RowDecoder
 
 __all__ = [
     "with_reconnect",
@@ -394,6 +395,7 @@ class PostgresBackend(LogBackend):
         self._streams: dict[str, tuple[int, int]] = {}
         self._tip: str | None = None
         self._run_ids: dict[int, IDType] = {}
+        self._rows = RowDecoder(label)
         # Owner locks: the keys this process holds, the connection holding them, the keys
         # taken on that connection, and the task that takes them again after a loss.
         self._owner_keys: set[int] = set()
@@ -852,7 +854,10 @@ class PostgresBackend(LogBackend):
         return await self._read(fetch)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
-        return decode_row(row, run_ids[row[7]])
+        return self._rows.decode(row, run_ids)
+
+    def decode_rows(self, rows: Sequence[Any], run_ids: dict[int, IDType]) -> Iterator[Recorded]:
+        return self._rows.records(rows, run_ids)
 
     def scan_run(self, query: ReadQuery, page_size: int) -> PostgresRunScan:
         check_scan(query, page_size)

@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from itertools import count, repeat
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +66,7 @@ from lionstore.log.chaincheck import ChainCheck, start_chain_check
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.migrate import file_state, readonly_uri
 from lionstore.log.plan import Head, Plan, decode_row
+from lionstore.log.rows import RowDecoder
 
 __all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "io_error", "translate_sqlite_error"]
 
@@ -307,6 +308,7 @@ class SQLiteBackend(LogBackend):
         self._streams_old: dict[str, tuple[int, int]] = {}
         self._streams_run: int | None = None
         self._run_ids: dict[int, IDType] = {}
+        self._rows = RowDecoder(self._label)
 
     # -- connections -----------------------------------------------------------------
 
@@ -932,7 +934,10 @@ class SQLiteBackend(LogBackend):
         return await self._read(self._read_rows, query, limit)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:
-        return decode_row(row, run_ids[row[7]])
+        return self._rows.decode(row, run_ids)
+
+    def decode_rows(self, rows: Sequence[Any], run_ids: dict[int, IDType]) -> Iterator[Recorded]:
+        return self._rows.records(rows, run_ids)
 
     def _read_rows(
         self, conn: sqlite3.Connection, query: ReadQuery, limit: int
@@ -943,7 +948,14 @@ class SQLiteBackend(LogBackend):
         rows = conn.execute(sql, params).fetchall()
         if not rows:
             return [], self._run_ids
-        if not self._run_ids or any(row[7] not in self._run_ids for row in rows):
+        if query.run_no is not None:
+            # The rows are of that run (the WHERE says so); decode_row(s) checks every
+            # row's run all the same, so one that is not (read through a damaged
+            # index) still gives CorruptDatabaseError. Only that run needs knowing.
+            stale = query.run_no not in self._run_ids
+        else:
+            stale = not self._run_ids or any(row[7] not in self._run_ids for row in rows)
+        if stale:
             self._run_ids = {
                 no: to_id(rid)
                 for no, rid in conn.execute("SELECT run_no, run_id FROM lionstore_runs")

@@ -29,7 +29,15 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import sha256
@@ -506,10 +514,12 @@ class Store:
         return self._pages(query, page_size)
 
     async def _pages(self, query: ReadQuery, page_size: int) -> AsyncIterator[Recorded]:
-        """Rows come a page at a time and are decoded as they are yielded, while the
-        next page is already being fetched on the reader thread."""
+        """Rows come a page at a time, the next page already being fetched (on
+        SQLite's reader thread) while this one is decoded, a record at a time as it is
+        handed out. A malformed row ends the read with its error, after the records
+        before it."""
         backend = self._backend
-        decode = backend.decode_row
+        decode = backend.decode_rows
 
         def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
             return asyncio.ensure_future(
@@ -521,8 +531,8 @@ class Store:
             while task is not None:
                 rows, run_ids = await task
                 task = fetch(rows[-1][0]) if len(rows) == page_size else None
-                for row in rows:
-                    yield decode(row, run_ids)
+                for record in decode(rows, run_ids):
+                    yield record
         finally:
             if task is not None:
                 task.cancel()
@@ -592,7 +602,7 @@ class Store:
         self, query: ReadQuery, page_size: int, tip: str, wanted: frozenset[str]
     ) -> AsyncIterator[Recorded]:
         backend = self._backend
-        decode = backend.decode_row
+        decode = backend.decode_rows
         new_hash = sha256
 
         def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
@@ -606,29 +616,49 @@ class Store:
             while task is not None:
                 rows, run_ids = await task
                 task = fetch(rows[-1][0]) if len(rows) == page_size else None
-                for row in rows:
-                    position, sid, version, kind, kind_version, data, at_us, run_no, digest = row
-                    last = position
-                    if run_no != query.run_no:  # read through a damaged index
-                        raise CorruptDatabaseError(
-                            f"{self.target}: a read of run {query.run_no} found a record of"
-                            f" run {run_no} at position {position}: an index of the file is"
-                            " damaged"
+                # The page's chain is checked first, up to a row that breaks it; the
+                # rows before that row are then decoded and yielded (those of the
+                # kinds asked for), and the break raised: what checking each row
+                # before yielding it gives, with the rows decoded in one loop.
+                good: list[Any] = []
+                keep = good.append
+                error: Exception | None = None
+                row: Any = None
+                try:
+                    for row in rows:
+                        position, sid, version, kind, kind_version, data, at_us, run_no, digest = (
+                            row
                         )
-                    h = new_hash(
-                        f"{tip}|{position}|{sid}|{version}|{kind}|{kind_version}|{at_us}|".encode()
-                    )
-                    h.update(data.encode())
-                    tip = h.hexdigest()[:32]
-                    if tip != digest:
-                        raise CorruptDatabaseError(
-                            f"{self.target}: the record at position {position} does not chain"
-                            " to the run's record before it (digest mismatch): a record was"
-                            " changed or deleted behind lionstore's back, or an index of the"
-                            " file is damaged; `lionstore verify` reports where"
+                        if run_no != query.run_no:  # read through a damaged index
+                            error = CorruptDatabaseError(
+                                f"{self.target}: a read of run {query.run_no} found a record of"
+                                f" run {run_no} at position {position}: an index of the file is"
+                                " damaged"
+                            )
+                            break
+                        h = new_hash(
+                            f"{tip}|{position}|{sid}|{version}|{kind}|{kind_version}|{at_us}|".encode()
                         )
-                    if not wanted or kind in wanted:
-                        yield decode(row, run_ids)
+                        h.update(data.encode())
+                        tip = h.hexdigest()[:32]
+                        if tip != digest:
+                            error = CorruptDatabaseError(
+                                f"{self.target}: the record at position {position} does not chain"
+                                " to the run's record before it (digest mismatch): a record was"
+                                " changed or deleted behind lionstore's back, or an index of the"
+                                " file is damaged; `lionstore verify` reports where"
+                            )
+                            break
+                        last = position
+                        if not wanted or kind in wanted:
+                            keep(row)
+                except (AttributeError, TypeError, ValueError):
+                    # a column of the wrong type (SQLite keeps any): the decoder says which
+                    error = _malformed(decode, row, run_ids, self.target)
+                for record in decode(good, run_ids):
+                    yield record
+                if error is not None:
+                    raise error
             assert query.run_no is not None and query.upto is not None
             await check_run_end(backend, self.target, query.run_no, query.upto, last)
             checked = self._chain_checked
@@ -1056,3 +1086,25 @@ async def delete_run(target: str | os.PathLike[str], run_no: int) -> int | None:
         return await backend.delete_run(run_no)
     finally:
         await backend.close()
+
+
+def _malformed(
+    decode: Callable[[Sequence[Any], dict[int, IDType]], Iterator[Recorded]],
+    row: Any,
+    run_ids: dict[int, IDType],
+    target: str,
+) -> Exception:
+    """The error for a record row that could not even be hashed: what decoding it
+    raises (it names the column of the wrong type), else a general one."""
+    try:
+        for _ in decode([row], run_ids):
+            pass
+    except LionstoreError as exc:
+        return exc
+    except Exception:  # the general error below says it
+        pass
+    position = row[0] if isinstance(row, (tuple, list)) and row else "?"
+    return CorruptDatabaseError(
+        f"{target}: the record row at position {position!r} is malformed: the file was"
+        " edited or damaged"
+    )
