@@ -8,7 +8,12 @@ prints one JSON line: ``{"start": ..., "end": ..., "done": ...}`` (time.time()).
 ``append``
     ``appends`` appends of ``batch`` records each, each append to a new stream.
 ``execute``
-    Run the shared executor (``forward`` + ``join``) until no event is left.
+    Run the shared executor (``forward`` + ``join``) until no event is left
+    (``capacity``: its queue capacity, 100 unless given).
+
+The events are :class:`~bench_executor.TrivialEvent` (``invoke`` sets the response)
+or :class:`ModelCall` (``invoke`` awaits ``delay_ms``, as a model call would: the
+process waits, it does not compute).
 """
 
 from __future__ import annotations
@@ -19,12 +24,22 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from bench_executor import TrivialEvent, TrivialExecutor  # noqa: F401 - the events
+from bench_executor import TrivialEvent, TrivialExecutor
 
 import lionstore
 from lionstore import IDType, RecordData
 
 EXECUTOR_NAME = "bench-pg-executor"
+
+
+class ModelCall(TrivialEvent):
+    """An event whose ``invoke`` awaits ``delay_ms`` milliseconds (a model call)."""
+
+    delay_ms: float = 20.0
+
+    async def invoke(self) -> None:
+        await asyncio.sleep(self.delay_ms / 1000)
+        self.response = "ok"
 
 
 class Tick(RecordData):
@@ -42,7 +57,7 @@ def executor(store: lionstore.Store, capacity: int = 100) -> TrivialExecutor:
 
 async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
-        ex = executor(store) if mode == "execute" else None
+        ex = executor(store, int(cfg.get("capacity", 100))) if mode == "execute" else None
         if ex is not None:
             await ex.start()
         print("ready", flush=True)
