@@ -112,6 +112,7 @@ class ExecutorRepository(Repository):
     ) -> None:
         self.state = ExecutorState(name, materialize, item_type=item_type, strict_type=strict_type)
         self.owners = OwnerWatch()
+        self._turn = False  # whether this repository holds its executor's claim turn
         super().__init__(store)
 
     def apply(self, record: Recorded) -> None:
@@ -271,6 +272,7 @@ class ExecutorRepository(Repository):
         finally:
             for event, _ in admit:
                 self.state.live.pop(event.id, None)
+            await self.end_claim_turn()
         pile = self.state.pile._items
         claimed = EventClaimed.kind
         return [
@@ -278,6 +280,27 @@ class ExecutorRepository(Repository):
             for r in committed
             if r.kind == claimed
         ]
+
+    async def begin_claim_turn(self) -> bool:
+        """After a cycle's sync: wait for this executor's claim turn when the backend
+        has them (PostgreSQL) and other processors of the executor were started in the
+        run. True when taken: the caller syncs again, then decides. The turn is given
+        back after the cycle's claim commits (``claim``) or by :meth:`end_claim_turn`;
+        processors in other processes then decide on a log that holds this cycle's
+        claims, so they take the events after them (disjoint work) instead of racing
+        for the same queue head. Only an optimisation: claims stay compare-and-set, and
+        a turn not had within a wait is claimed without."""
+        take = getattr(self.store._backend, "take_claim_turn", None)
+        if take is None or self._turn or len(self.state.processors) < 2:
+            return False
+        self._turn = bool(await take(self.state.name))
+        return self._turn
+
+    async def end_claim_turn(self) -> None:
+        """Give back the claim turn if this repository holds it (idempotent)."""
+        if self._turn:
+            self._turn = False
+            await self.store._backend.end_claim_turn(self.state.name)  # type: ignore[attr-defined]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
         """Record outcomes in one transaction. An outcome whose claim is no longer
