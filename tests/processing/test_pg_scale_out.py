@@ -102,7 +102,7 @@ async def test_worker_processes_finish_every_event_once_with_disjoint_claims(
             finished[r.stream_id].append(r)
     assert sorted(claims) == sorted(ids) and sorted(finished) == sorted(ids)
     assert all(len(claims[i]) == 1 and len(finished[i]) == 1 for i in ids)
-    assert all(finished[i][0].data.status == "completed" for i in ids)  # type: ignore[union-attr]
+    assert all(finished[i][0].data.status == "completed" for i in ids)
     assert not any(r.kind in ("event.requeued", "event.abandoned") for r in records)
 
     # Disjoint: each cycle saw (``seen``) every claim another worker committed before it
