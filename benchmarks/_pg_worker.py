@@ -78,6 +78,20 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
         return {"start": start, "end": time.time(), "done": done}
 
 
+def _dump_tasks() -> None:
+    """Print every task's stack to stderr (on SIGUSR1: a worker that hangs says where)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def _work_dumping(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    return await work(mode, cfg)
+
+
 def main() -> None:
     mode, raw = sys.argv[1], sys.argv[2]
-    print(json.dumps(asyncio.run(work(mode, json.loads(raw)))), flush=True)
+    print(json.dumps(asyncio.run(_work_dumping(mode, json.loads(raw)))), flush=True)

@@ -37,9 +37,11 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ BACKENDS = ("sqlite", "postgres")
 WORKERS = (1, 2, 4)
 SCALE_WORKERS = (1, 4, 8)
 RUN = "bench"
-TIMEOUT = 900.0
+TIMEOUT = float(os.environ.get("BENCH_PG_TIMEOUT", "900"))
 
 
 def _spawn(mode: str, cfg: dict[str, Any]) -> subprocess.Popen[str]:
@@ -99,8 +101,18 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
             proc.stdin.write("go\n")
             proc.stdin.flush()
         reports = []
+        deadline = time.monotonic() + TIMEOUT
         for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT)
+            try:
+                out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # its tasks' stacks, then it is killed
+                try:
+                    _out, err = proc.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    _out, err = proc.communicate()
+                raise RuntimeError(f"worker hung past {TIMEOUT:g} s; its tasks:\n{err}") from None
             if proc.returncode != 0:
                 raise RuntimeError(f"worker failed: {err}")
             reports.append(json.loads(out.strip().splitlines()[-1]))

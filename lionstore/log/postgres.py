@@ -59,7 +59,6 @@ Durability
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -1275,8 +1274,13 @@ class PostgresBackend(LogBackend):
                 return
 
     async def _watch_owner_locks(self) -> None:
-        while True:
+        # Until close() forgets this task: on Python 3.11 asyncio.wait_for can swallow
+        # the cancellation close() sends (when the ping ends at that moment), and a
+        # loop that only stopped on it would then run, and close() wait, for ever.
+        while asyncio.current_task() is self._lock_watch:
             await asyncio.sleep(_LOCK_WATCH_INTERVAL)
+            if asyncio.current_task() is not self._lock_watch:
+                return
             conn = self._lock_conn
             if conn is not None and not conn.is_closed():
                 # An idle connection need not have noticed that the server restarted
@@ -1373,8 +1377,9 @@ class PostgresBackend(LogBackend):
         watch, self._lock_watch = self._lock_watch, None
         if watch is not None:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            # (not wait_for: that can lose a cancellation; the task ends on its own at
+            # its next turn of the loop even if this one was lost)
+            await asyncio.wait({watch}, timeout=_LOCK_WATCH_INTERVAL * 8)
         lock_conn, self._lock_conn = self._lock_conn, None
         if lock_conn is not None:
             lock_conn.terminate()  # the session ends: its locks are released
