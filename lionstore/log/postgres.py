@@ -16,6 +16,19 @@ Ordering
     each statement after the lock takes a fresh snapshot, so the transaction sees
     everything the previous lock holder committed.
 
+One round trip per commit
+    A commit is one call of ``pg_temp.lionstore_commit``, a function each writer
+    session makes when it connects (``_FUNCTION``): it takes the head lock, checks the
+    stream heads the client planned from, numbers, chains and writes, in one statement
+    that is its own transaction. A stale stream head costs one more call; the locking
+    transaction (``_commit_locked``) remains for a server without PL/pgSQL and for
+    streams that keep moving. docs/design.md, PostgreSQL, says why this is safe.
+
+Claim turns
+    :meth:`PostgresBackend.take_claim_turn`: an advisory lock per executor that worker
+    processes take one at a time from a cycle's sync to its claim's commit, so their
+    claims are disjoint instead of racing for the same queue head.
+
 Waking idle workers
     By polling: :meth:`PostgresBackend.tail` (``Store.sync()``) reads the head row,
     one indexed single-row query, and only reads records when it moved. The
