@@ -50,20 +50,37 @@ class Tick(RecordData):
     seq: int
 
 
-def executor(store: lionstore.Store, capacity: int = 100) -> TrivialExecutor:
-    config = {"queue_capacity": capacity, "capacity_refresh_time": 0.005}
+def executor(
+    store: lionstore.Store, capacity: int = 100, refresh: float = 0.005
+) -> TrivialExecutor:
+    config = {"queue_capacity": capacity, "capacity_refresh_time": refresh}
     return TrivialExecutor(config, store=store, name=EXECUTOR_NAME)
 
 
 async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
-        ex = executor(store, int(cfg.get("capacity", 100))) if mode == "execute" else None
+        waited = [0.0, 0]  # seconds waiting for claim turns, turns taken
+        take = getattr(store._backend, "take_claim_turn", None)
+        if take is not None:
+
+            async def timed_take(name: str) -> bool:
+                t = time.perf_counter()
+                try:
+                    return bool(await take(name))
+                finally:
+                    waited[0] += time.perf_counter() - t
+                    waited[1] += 1
+
+            store._backend.take_claim_turn = timed_take  # type: ignore[attr-defined]
+        ex = None
+        if mode == "execute":
+            ex = executor(store, int(cfg.get("capacity", 100)), float(cfg.get("refresh", 0.005)))
         if ex is not None:
             await ex.start()
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             raise SystemExit("no start signal")
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         done = 0
         if ex is None:
             worker, batch = int(cfg["worker"]), int(cfg["batch"])
@@ -75,7 +92,15 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
             await ex.join()
             done = len(ex.completed_events)
             ex.close()
-        return {"start": start, "end": time.time(), "done": done}
+        end = time.time()
+        return {
+            "start": start,
+            "end": end,
+            "done": done,
+            "cpu": time.process_time() - cpu,
+            "turn_wait": waited[0],
+            "turns": waited[1],
+        }
 
 
 def _dump_tasks() -> None:

@@ -71,6 +71,8 @@ BACKENDS = ("sqlite", "postgres")
 WORKERS = (1, 2, 4)
 SCALE_WORKERS = (1, 4, 8)
 RUN = "bench"
+LAST_CPU: list[float] = [0.0]  # the workers' CPU seconds in the last run_workers
+LAST_REPORTS: list[dict[str, Any]] = []
 TIMEOUT = float(os.environ.get("BENCH_PG_TIMEOUT", "900"))
 
 
@@ -123,6 +125,8 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
                 proc.communicate()
     start = min(r["start"] for r in reports)
     end = max(r["end"] for r in reports)
+    LAST_CPU[:] = [sum(r.get("cpu", 0.0) for r in reports)]
+    LAST_REPORTS[:] = reports
     return end - start, sum(r["done"] for r in reports)
 
 

@@ -467,11 +467,11 @@ class Processor(Stoppable):
         """One cycle. With ``forward``, the executor's pending events join the queue
         in the same transaction as the cycle's claims (Executor.forward)."""
         await repo.sync()
-        if await repo.begin_claim_turn():  # disjoint claims across processes (PostgreSQL)
-            await repo.sync()  # the claims committed before the turn came
         await repo.reclaim_expired(
             max_attempts=self.max_attempts, in_flight=self._in_flight, by=self.owner
         )
+        if await repo.begin_claim_turn():  # disjoint claims across processes (PostgreSQL)
+            await repo.sync()  # the claims committed before the turn came
         self._available_capacity = self.queue_capacity
         state = repo.state
         admitted = [(e, r) for e, r in repo.prepare_append(admit or []) if not state.knows(e.id)]

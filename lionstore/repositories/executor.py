@@ -8,6 +8,7 @@ whose claim is still current (its lease was not taken over).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import weakref
@@ -54,6 +55,9 @@ __all__ = [
     "decide_reclaim",
 ]
 
+_TURN_POLL = 0.01  # seconds between catch-ups while waiting for the claim turn
+_TURN_BEHIND = 500  # records: a worker this far behind catches up before taking its turn
+_TURN_TRIES = 3  # ... at most this many times in a row (then it claims with the turn)
 _QUEUED = EventQueued()  # no fields: one instance and its JSON serve every event
 _EMPTY = "{}"
 
@@ -291,9 +295,30 @@ class ExecutorRepository(Repository):
         for the same queue head. Only an optimisation: claims stay compare-and-set, and
         a turn not had within a wait is claimed without."""
         take = getattr(self.store._backend, "take_claim_turn", None)
-        if take is None or self._turn or len(self.state.processors) < 2:
+        state = self.state
+        if take is None or self._turn or len(state.processors) < 2:
             return False
-        self._turn = bool(await take(self.state.name))
+        if not state.queue and not state.pending:
+            return False  # nothing to claim: an idle cycle must not hold up the others
+        for _ in range(_TURN_TRIES):
+            waiting = asyncio.ensure_future(take(self.state.name))
+            try:
+                while not (await asyncio.wait({waiting}, timeout=_TURN_POLL))[0]:
+                    # Catch up while another worker holds the turn, not once it is
+                    # ours: folding what the others wrote is then done side by side.
+                    await self.sync()
+            except BaseException:
+                waiting.cancel()  # (a turn granted meanwhile is given back by the caller)
+                if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+                    self._turn = bool(waiting.result())
+                raise
+            self._turn = bool(waiting.result())
+            if not self._turn or await self.store.head() - self.store.position < _TURN_BEHIND:
+                break
+            # Far behind (a large commit landed just now): folding it while holding the
+            # turn would hold up every other worker. Give it back, catch up, ask again.
+            await self.end_claim_turn()
+            await self.sync()
         return self._turn
 
     async def end_claim_turn(self) -> None:
