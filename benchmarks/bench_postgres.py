@@ -184,6 +184,7 @@ def scale_round(args: argparse.Namespace, targets: Targets, res: Results, round_
         seconds, _ = run_workers("execute", [cfg] * workers)
         asyncio.run(check_events(db, n))
         res.add(f"scale {name} {workers}", n / seconds)
+        res.add(f"cpu {name} {workers}", LAST_CPU[0] * 1000 / n)
         print(f"  round {round_no + 1}: {name} x{workers} done", file=sys.stderr, flush=True)
 
 
@@ -292,9 +293,15 @@ def print_scale(args: argparse.Namespace, res: Results) -> None:
                     f"{what}, {workers} worker{'s' if workers > 1 else ''}",
                     fmt_summary(res.get(key), fmt_num),
                     fmt_summary(res.ratio(key, one), lambda v: f"{v:.2f}x"),
+                    fmt_summary(res.get(f"cpu {name} {workers}"), lambda v: f"{v:.3f}"),
                 ]
             )
-    print_table(["PostgreSQL executor (events/s)", "throughput", "vs 1 worker"], rows)
+    # The workers' CPU time per event, all workers together: each worker folds every
+    # record of the run into its own projection, so it grows with the number of workers.
+    print_table(
+        ["PostgreSQL executor (events/s)", "throughput", "vs 1 worker", "worker CPU ms/event"],
+        rows,
+    )
 
 
 def print_compare(args: argparse.Namespace, res: Results) -> None:
