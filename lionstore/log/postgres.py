@@ -1379,9 +1379,11 @@ class PostgresBackend(LogBackend):
                 await conn.execute(
                     "SELECT pg_advisory_unlock($1, $2)", _TURN_CLASS, owner_lock_key(name)
                 )
-            except Exception:  # a connection that failed is dropped: the lock goes with it
+            except BaseException as exc:  # failed or cancelled: the session ends, the lock with it
                 conn.terminate()
                 self._turn_conn = None
+                if not isinstance(exc, Exception):
+                    raise  # (an error is not the caller's: its claim has committed)
 
     async def close(self) -> None:
         turn_conn, self._turn_conn = self._turn_conn, None

@@ -57,7 +57,7 @@ __all__ = [
 
 _TURN_POLL = 0.01  # seconds between catch-ups while waiting for the claim turn
 _TURN_BEHIND = 500  # records: a worker this far behind catches up before taking its turn
-_TURN_TRIES = 3  # ... at most this many times in a row (then it claims with the turn)
+_TURN_TRIES = 3  # ... at most this many times in a row (the last turn it keeps)
 _QUEUED = EventQueued()  # no fields: one instance and its JSON serve every event
 _EMPTY = "{}"
 
@@ -300,7 +300,7 @@ class ExecutorRepository(Repository):
             return False
         if not state.queue and not state.pending:
             return False  # nothing to claim: an idle cycle must not hold up the others
-        for _ in range(_TURN_TRIES):
+        for attempt in range(_TURN_TRIES):
             waiting = asyncio.ensure_future(take(self.state.name))
             try:
                 while not (await asyncio.wait({waiting}, timeout=_TURN_POLL))[0]:
@@ -313,7 +313,11 @@ class ExecutorRepository(Repository):
                     self._turn = bool(waiting.result())
                 raise
             self._turn = bool(waiting.result())
-            if not self._turn or await self.store.head() - self.store.position < _TURN_BEHIND:
+            if (
+                not self._turn
+                or attempt == _TURN_TRIES - 1
+                or await self.store.head() - self.store.position < _TURN_BEHIND
+            ):
                 break
             # Far behind (a large commit landed just now): folding it while holding the
             # turn would hold up every other worker. Give it back, catch up, ask again.
