@@ -8,7 +8,12 @@ prints one JSON line: ``{"start": ..., "end": ..., "done": ...}`` (time.time()).
 ``append``
     ``appends`` appends of ``batch`` records each, each append to a new stream.
 ``execute``
-    Run the shared executor (``forward`` + ``join``) until no event is left.
+    Run the shared executor (``forward`` + ``join``) until no event is left
+    (``capacity``: its queue capacity, 100 unless given).
+
+The events are :class:`~bench_executor.TrivialEvent` (``invoke`` sets the response)
+or :class:`ModelCall` (``invoke`` awaits ``delay_ms``, as a model call would: the
+process waits, it does not compute).
 """
 
 from __future__ import annotations
@@ -19,12 +24,22 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from bench_executor import TrivialEvent, TrivialExecutor  # noqa: F401 - the events
+from bench_executor import TrivialEvent, TrivialExecutor
 
 import lionstore
 from lionstore import IDType, RecordData
 
 EXECUTOR_NAME = "bench-pg-executor"
+
+
+class ModelCall(TrivialEvent):
+    """An event whose ``invoke`` awaits ``delay_ms`` milliseconds (a model call)."""
+
+    delay_ms: float = 20.0
+
+    async def invoke(self) -> None:
+        await asyncio.sleep(self.delay_ms / 1000)
+        self.response = "ok"
 
 
 class Tick(RecordData):
@@ -35,20 +50,37 @@ class Tick(RecordData):
     seq: int
 
 
-def executor(store: lionstore.Store, capacity: int = 100) -> TrivialExecutor:
-    config = {"queue_capacity": capacity, "capacity_refresh_time": 0.005}
+def executor(
+    store: lionstore.Store, capacity: int = 100, refresh: float = 0.005
+) -> TrivialExecutor:
+    config = {"queue_capacity": capacity, "capacity_refresh_time": refresh}
     return TrivialExecutor(config, store=store, name=EXECUTOR_NAME)
 
 
 async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
-        ex = executor(store) if mode == "execute" else None
+        waited = [0.0, 0]  # seconds waiting for claim turns, turns taken
+        take = getattr(store._backend, "take_claim_turn", None)
+        if take is not None:
+
+            async def timed_take(name: str) -> bool:
+                t = time.perf_counter()
+                try:
+                    return bool(await take(name))
+                finally:
+                    waited[0] += time.perf_counter() - t
+                    waited[1] += 1
+
+            store._backend.take_claim_turn = timed_take  # type: ignore[attr-defined]
+        ex = None
+        if mode == "execute":
+            ex = executor(store, int(cfg.get("capacity", 100)), float(cfg.get("refresh", 0.005)))
         if ex is not None:
             await ex.start()
         print("ready", flush=True)
         if sys.stdin.readline().strip() != "go":
             raise SystemExit("no start signal")
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         done = 0
         if ex is None:
             worker, batch = int(cfg["worker"]), int(cfg["batch"])
@@ -60,9 +92,31 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
             await ex.join()
             done = len(ex.completed_events)
             ex.close()
-        return {"start": start, "end": time.time(), "done": done}
+        end = time.time()
+        return {
+            "start": start,
+            "end": end,
+            "done": done,
+            "cpu": time.process_time() - cpu,
+            "turn_wait": waited[0],
+            "turns": waited[1],
+        }
+
+
+def _dump_tasks() -> None:
+    """Print every task's stack to stderr (on SIGUSR1: a worker that hangs says where)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def _work_dumping(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    return await work(mode, cfg)
 
 
 def main() -> None:
     mode, raw = sys.argv[1], sys.argv[2]
-    print(json.dumps(asyncio.run(work(mode, json.loads(raw)))), flush=True)
+    print(json.dumps(asyncio.run(_work_dumping(mode, json.loads(raw)))), flush=True)

@@ -1,7 +1,9 @@
-"""Append and executor throughput with 1, 2 and 4 worker processes, PostgreSQL beside SQLite.
+"""Append and executor throughput with 1, 2 and 4 worker processes, PostgreSQL beside SQLite;
+and PostgreSQL executors scaled out to 1, 4 and 8 worker processes.
 
     python benchmarks/bench_postgres.py [--rounds N] [--quick] [--events N]
-        [--appends N] [--batch N] [--dir DIR]
+        [--appends N] [--batch N] [--invoke-ms MS] [--scale-events N]
+        [--capacity N] [--only scale|compare] [--dir DIR]
 
 Every worker is a separate OS process (benchmarks/_pg_worker.py) on one database and
 one run. Each variant gets a fresh database: a SQLite file in a temporary directory,
@@ -16,6 +18,13 @@ durability "normal").
   response) are added to one executor beforehand; every worker then runs that
   executor (capacity 100) until none is left.
 
+* ``scale`` (PostgreSQL only): the executor run with 1, 4 and 8 workers, once with
+  events whose ``invoke`` awaits ``--invoke-ms`` (default 20 ms: a model call, the
+  worker waits rather than computes; ``--scale-events`` events, default 2,000) and
+  once with ``--events`` trivial events. Figures: events per second and the ratio to
+  1 worker within each round. The load average is printed before and after: the
+  machine's other work competes for the same cores.
+
 Workers open their store and wait at a barrier; the time runs from the start signal
 to the last worker's end. Figures: records or events per second, median over rounds
 with (min-max), and PostgreSQL / SQLite within each round.
@@ -28,9 +37,11 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +69,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BACKENDS = ("sqlite", "postgres")
 WORKERS = (1, 2, 4)
+SCALE_WORKERS = (1, 4, 8)
 RUN = "bench"
-TIMEOUT = 900.0
+LAST_CPU: list[float] = [0.0]  # the workers' CPU seconds in the last run_workers
+LAST_REPORTS: list[dict[str, Any]] = []
+TIMEOUT = float(os.environ.get("BENCH_PG_TIMEOUT", "900"))
 
 
 def _spawn(mode: str, cfg: dict[str, Any]) -> subprocess.Popen[str]:
@@ -89,8 +103,18 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
             proc.stdin.write("go\n")
             proc.stdin.flush()
         reports = []
+        deadline = time.monotonic() + TIMEOUT
         for proc in procs:
-            out, err = proc.communicate(timeout=TIMEOUT)
+            try:
+                out, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1.0))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # its tasks' stacks, then it is killed
+                try:
+                    _out, err = proc.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    _out, err = proc.communicate()
+                raise RuntimeError(f"worker hung past {TIMEOUT:g} s; its tasks:\n{err}") from None
             if proc.returncode != 0:
                 raise RuntimeError(f"worker failed: {err}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
@@ -101,13 +125,18 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
                 proc.communicate()
     start = min(r["start"] for r in reports)
     end = max(r["end"] for r in reports)
+    LAST_CPU[:] = [sum(r.get("cpu", 0.0) for r in reports)]
+    LAST_REPORTS[:] = reports
     return end - start, sum(r["done"] for r in reports)
 
 
-async def seed_events(target: str, n: int) -> None:
+async def seed_events(target: str, n: int, invoke_ms: float | None = None) -> None:
     async with lionstore.open(target, run=RUN) as store:
         ex = _pg_worker.executor(store)
-        await ex.extend([TrivialEvent() for _ in range(n)])
+        if invoke_ms is None:
+            await ex.extend([TrivialEvent() for _ in range(n)])
+        else:
+            await ex.extend([_pg_worker.ModelCall(delay_ms=invoke_ms) for _ in range(n)])
         ex.close()
 
 
@@ -140,6 +169,23 @@ class Targets:
     def drop_all(self) -> None:
         for url in self.made:
             self.cluster.drop_database(url)
+
+
+def scale_round(args: argparse.Namespace, targets: Targets, res: Results, round_no: int) -> None:
+    """The PostgreSQL executor with 1, 4 and 8 workers: model calls, then trivial events."""
+    variants = [("model", args.scale_events, args.invoke_ms), ("trivial", args.events, None)]
+    order = [(v, w) for v in variants for w in args.scale_workers]
+    if round_no % 2:
+        order.reverse()
+    for (name, n, invoke_ms), workers in order:
+        db = targets.new("postgres")
+        asyncio.run(seed_events(db, n, invoke_ms))
+        cfg = {"db": db, "run": RUN, "capacity": args.capacity}
+        seconds, _ = run_workers("execute", [cfg] * workers)
+        asyncio.run(check_events(db, n))
+        res.add(f"scale {name} {workers}", n / seconds)
+        res.add(f"cpu {name} {workers}", LAST_CPU[0] * 1000 / n)
+        print(f"  round {round_no + 1}: {name} x{workers} done", file=sys.stderr, flush=True)
 
 
 def one_round(args: argparse.Namespace, targets: Targets, res: Results, round_no: int) -> None:
@@ -178,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--appends", type=int, default=4_000)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--invoke-ms", type=float, default=20.0)
+    parser.add_argument("--scale-events", type=int, default=2_000)
+    parser.add_argument("--capacity", type=int, default=100, help="queue capacity (scale)")
+    parser.add_argument("--only", choices=("scale", "compare"), default=None)
     parser.add_argument("--dir", default=None)
     add_smoke_argument(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.events, args.appends = 1, 400, 400
+        args.rounds, args.events, args.appends, args.scale_events = 1, 400, 400, 400
     if args.smoke:
-        args.rounds, args.events, args.appends = 1, 100, 100
+        args.rounds, args.events, args.appends, args.scale_events = 1, 100, 100, 100
     args.workers = (1, 2) if args.smoke else WORKERS
+    args.scale_workers = (1, 2) if args.smoke else SCALE_WORKERS
     try:
         cluster = Cluster.start()
     except UnavailableError as exc:
@@ -197,16 +248,63 @@ def main(argv: list[str] | None = None) -> int:
     print(f"commit {git_state(ROOT)}; {machine_line()}")
     print(
         f"{args.rounds} rounds; append: {args.appends} appends of {args.batch} record(s);"
-        f" executor: {args.events} events, capacity 100\n"
+        f" executor: {args.events} events, capacity 100; scale: {args.scale_events} events"
+        f" awaiting {args.invoke_ms:g} ms and {args.events} trivial ones, capacity"
+        f" {args.capacity}"
     )
+    print(f"load average before: {_loadavg()}\n")
     try:
         for round_no in range(args.rounds):
-            one_round(args, targets, res, round_no)
+            if args.only != "scale":
+                one_round(args, targets, res, round_no)
+            if args.only != "compare":
+                scale_round(args, targets, res, round_no)
     finally:
         targets.drop_all()
         cluster.drop_template()
         cluster.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    print(f"load average after: {_loadavg()}\n")
+    if args.only != "scale":
+        print_compare(args, res)
+    if args.only != "compare":
+        print_scale(args, res)
+    return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" ({os.cpu_count()} cores)"
+    except OSError:
+        return "unknown"
+
+
+def print_scale(args: argparse.Namespace, res: Results) -> None:
+    rows = []
+    for name, what in (
+        ("model", f"invoke awaits {args.invoke_ms:g} ms, {args.scale_events} events"),
+        ("trivial", f"trivial, {args.events} events"),
+    ):
+        one = f"scale {name} 1"
+        for workers in args.scale_workers:
+            key = f"scale {name} {workers}"
+            rows.append(
+                [
+                    f"{what}, {workers} worker{'s' if workers > 1 else ''}",
+                    fmt_summary(res.get(key), fmt_num),
+                    fmt_summary(res.ratio(key, one), lambda v: f"{v:.2f}x"),
+                    fmt_summary(res.get(f"cpu {name} {workers}"), lambda v: f"{v:.3f}"),
+                ]
+            )
+    # The workers' CPU time per event, all workers together: each worker folds every
+    # record of the run into its own projection, so it grows with the number of workers.
+    print_table(
+        ["PostgreSQL executor (events/s)", "throughput", "vs 1 worker", "worker CPU ms/event"],
+        rows,
+    )
+
+
+def print_compare(args: argparse.Namespace, res: Results) -> None:
     rows = []
     for what, unit in (("append", "records/s"), ("executor", "events/s")):
         for workers in args.workers:
@@ -220,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
     print_table(["variant", "SQLite", "PostgreSQL", "PG / SQLite"], rows)
-    return 0
+    print()
 
 
 if __name__ == "__main__":

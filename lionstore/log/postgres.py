@@ -16,6 +16,19 @@ Ordering
     each statement after the lock takes a fresh snapshot, so the transaction sees
     everything the previous lock holder committed.
 
+One round trip per commit
+    A commit is one call of ``pg_temp.lionstore_commit``, a function each writer
+    session makes when it connects (``_FUNCTION``): it takes the head lock, checks the
+    stream heads the client planned from, numbers, chains and writes, in one statement
+    that is its own transaction. A stale stream head costs one more call; the locking
+    transaction (``_commit_locked``) remains for a server without PL/pgSQL and for
+    streams that keep moving. docs/design.md, PostgreSQL, says why this is safe.
+
+Claim turns
+    :meth:`PostgresBackend.take_claim_turn`: an advisory lock per executor that worker
+    processes take one at a time from a cycle's sync to its claim's commit, so their
+    claims are disjoint instead of racing for the same queue head.
+
 Waking idle workers
     By polling: :meth:`PostgresBackend.tail` (``Store.sync()``) reads the head row,
     one indexed single-row query, and only reads records when it moved. The
@@ -59,7 +72,6 @@ Durability
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -155,12 +167,109 @@ WITH new_streams AS (
 UPDATE lionstore_head SET last_position = $12, last_stream_no = $13, last_run_no = $14
 WHERE id = 1
 """
+# New stream numbers in a plan made before the head is known: above this (stream
+# numbers never get near it), the function maps them to last_stream_no + 1, + 2, ...
+_OFFSET = 1 << 62
+# A commit in one round trip: a function in the writer session's temporary schema,
+# made when the connection is (no schema change: the function is always the code's own
+# version). It takes the head lock, checks that every stream the client planned from is
+# where the client believed (its number and version; absent: number 0), and then
+# numbers, chains (the digest, computed as lionstore.log.digest does), writes the
+# records and moves the head; or, when a belief is stale, writes nothing and returns
+# the streams' true heads. Either way it returns the run's records other writers
+# committed after p_seen. One statement outside a transaction block is its own
+# transaction: no BEGIN, no COMMIT.
+_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION pg_temp.lionstore_commit(
+    p_run integer, p_seen bigint, p_start text,
+    p_check_sids text[], p_check_nos bigint[], p_check_versions integer[],
+    p_new_sids text[], p_nos bigint[], p_sids text[], p_versions integer[],
+    p_kinds text[], p_kvs smallint[], p_texts text[], p_at bigint,
+    OUT o_stale boolean, OUT o_position bigint, OUT o_stream_no bigint,
+    OUT o_digests text[], OUT h_sids text[], OUT h_nos bigint[], OUT h_versions integer[],
+    OUT f_positions bigint[], OUT f_sids text[], OUT f_versions integer[],
+    OUT f_kinds text[], OUT f_kvs smallint[], OUT f_texts text[], OUT f_ats bigint[],
+    OUT f_digests text[], OUT f_nos bigint[])
+LANGUAGE plpgsql AS $body$
+DECLARE
+    v_prev text;
+    r record;
+BEGIN
+    SELECT last_position, last_stream_no INTO o_position, o_stream_no
+    FROM lionstore_head WHERE id = 1 FOR UPDATE;
+    SELECT coalesce(bool_or(coalesce(s.stream_no, 0) <> b.no
+                            OR coalesce(v.version, 0) <> b.version), false),
+           array_agg(b.sid), array_agg(coalesce(s.stream_no, 0)),
+           array_agg(coalesce(v.version, 0))
+    INTO o_stale, h_sids, h_nos, h_versions
+    FROM unnest(p_check_sids, p_check_nos, p_check_versions) AS b(sid, no, version)
+    LEFT JOIN lionstore_streams s ON s.run_no = p_run AND s.stream_id = b.sid
+    LEFT JOIN LATERAL (SELECT max(x.stream_version) AS version FROM lionstore_records x
+                       WHERE x.stream_no = s.stream_no) v ON true;
+    IF o_position > p_seen THEN
+        SELECT array_agg(q.position ORDER BY q.position),
+               array_agg(q.stream_id ORDER BY q.position),
+               array_agg(q.stream_version ORDER BY q.position),
+               array_agg(q.kind ORDER BY q.position),
+               array_agg(q.kind_version ORDER BY q.position),
+               array_agg(q.data ORDER BY q.position),
+               array_agg(q.recorded_at_us ORDER BY q.position),
+               array_agg(q.digest ORDER BY q.position),
+               array_agg(q.stream_no ORDER BY q.position)
+        INTO f_positions, f_sids, f_versions, f_kinds, f_kvs, f_texts, f_ats, f_digests, f_nos
+        FROM (SELECT x.position, s.stream_id, x.stream_version, x.kind, x.kind_version,
+                     x.data, x.recorded_at_us, x.digest, x.stream_no
+              FROM lionstore_records x JOIN lionstore_streams s ON s.stream_no = x.stream_no
+              WHERE x.run_no = p_run AND x.position > p_seen AND x.position <= o_position) q;
+    END IF;
+    IF o_stale THEN
+        RETURN;
+    END IF;
+    h_sids := NULL; h_nos := NULL; h_versions := NULL;
+    IF coalesce(array_length(p_sids, 1), 0) = 0 THEN
+        RETURN;
+    END IF;
+    v_prev := coalesce((SELECT x.digest FROM lionstore_records x WHERE x.run_no = p_run
+                        ORDER BY x.position DESC LIMIT 1), p_start);
+    o_digests := ARRAY[]::text[];
+    FOR r IN SELECT * FROM unnest(p_sids, p_versions, p_kinds, p_kvs, p_texts)
+             WITH ORDINALITY AS t(sid, version, kind, kv, txt, i) LOOP
+        v_prev := left(encode(sha256(convert_to(
+            v_prev || '|' || (o_position + r.i) || '|' || r.sid || '|' || r.version || '|'
+            || r.kind || '|' || r.kv || '|' || p_at || '|' || r.txt, 'UTF8')), 'hex'), 32);
+        o_digests := o_digests || v_prev;
+    END LOOP;
+    INSERT INTO lionstore_streams (stream_no, run_no, stream_id)
+    SELECT o_stream_no + t.i, p_run, t.sid FROM unnest(p_new_sids) WITH ORDINALITY AS t(sid, i);
+    INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,
+                                   kind_version, data, recorded_at_us, digest)
+    SELECT o_position + t.i, p_run,
+           CASE WHEN t.n > {_OFFSET} THEN o_stream_no + (t.n - {_OFFSET}) ELSE t.n END,
+           t.version, t.kind, t.kv, t.txt, p_at, t.digest
+    FROM unnest(p_nos, p_versions, p_kinds, p_kvs, p_texts, o_digests)
+         WITH ORDINALITY AS t(n, version, kind, kv, txt, digest, i);
+    UPDATE lionstore_head
+    SET last_position = o_position + array_length(p_sids, 1),
+        last_stream_no = o_stream_no + coalesce(array_length(p_new_sids, 1), 0)
+    WHERE id = 1;
+END
+$body$
+"""
+_CALL = (
+    "SELECT * FROM pg_temp.lionstore_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+    " $11, $12, $13, $14)"
+)
+# A belief found stale this many times in a row (streams another writer keeps moving):
+# the commit is made the locking way, which cannot be stale.
+_MAX_STALE = 3
 _SELECT_RUNS = (
     "SELECT r.run_no, r.run_id, r.label, r.started_at_us,"
     " coalesce(p.run_id, r.parent_run_id), r.forked_at_position"
     " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
 )
 _LOCK_CLASS = 0x4C494F4E  # "LION": the first key of lionstore's advisory locks
+_TURN_CLASS = 0x4C495455  # "LITU": the first key of executors' claim turns
+_TURN_WAIT = 2.0  # seconds a claim turn is waited for before claiming without it
 _LOCK_WATCH_INTERVAL = 0.25  # how often a lost owner-lock connection is looked for
 _MAX_CACHED_STREAMS = 100_000
 _POOL_SIZE = 4
@@ -386,6 +495,7 @@ class PostgresBackend(LogBackend):
         self._conn: Any = None  # the writer connection, made on first write
         self._pool: Any = None  # read connections, made on first read
         self._write_lock: asyncio.Lock | None = None
+        self._one_trip = True  # whether the writer session has pg_temp.lionstore_commit
         self._pool_lock: asyncio.Lock | None = None
         # What this writer knows of its run, valid as of log position _known (the
         # head after its last commit or tail): stream_id -> (stream_no, version), and
@@ -403,6 +513,9 @@ class PostgresBackend(LogBackend):
         self._taken: set[int] = set()
         self._lock_watch: asyncio.Task[None] | None = None
         self._lock_guard: asyncio.Lock | None = None
+        # Claim turns: a connection of their own (a wait for a turn blocks it).
+        self._turn_conn: Any = None
+        self._turn_guard: asyncio.Lock | None = None
 
     # -- connections -----------------------------------------------------------------
 
@@ -434,8 +547,14 @@ class PostgresBackend(LogBackend):
             settings = {"lock_timeout": f"{int(self._lock_timeout * 1000)}ms"}
             if self._durability == "full":
                 settings["synchronous_commit"] = "on"
-            self._conn = await asyncpg.connect(self._dsn, server_settings=settings)
+            self._conn = conn = await asyncpg.connect(self._dsn, server_settings=settings)
             self._forget()
+            try:
+                await conn.execute(_FUNCTION)
+                self._one_trip = True
+            except asyncpg.PostgresError as exc:  # e.g. no PL/pgSQL: commits take the lock
+                log.info("%s: commits take the head lock in the session (%s)", self._label, exc)
+                self._one_trip = False
         return self._conn
 
     async def _readers(self) -> Any:
@@ -540,6 +659,192 @@ class PostgresBackend(LogBackend):
     async def commit(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
+        found = await self._commit_one_trip(run, requests, now_us, seen)
+        if isinstance(found, CommitOutcome):
+            return found
+        # The function is missing, or the streams kept moving: the locking way, from
+        # where the one-trip attempts left off (their foreign records kept).
+        foreign, seen = found
+        outcome = await self._commit_locked(run, requests, now_us, seen)
+        outcome.foreign = foreign + outcome.foreign
+        return outcome
+
+    async def _commit_one_trip(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome | tuple[list[Recorded], int]:
+        """The commit as one call of ``pg_temp.lionstore_commit`` (one round trip while
+        this writer's stream cache is right; one more per stale belief). Returns the
+        outcome, or (the foreign records read, the position they reach) when the
+        commit is to be made the locking way."""
+        backoff = _Backoff(self._reconnect_timeout, self._label)
+        foreign: list[Recorded] = []
+        start = chain_start(run.run_id)
+        stale = 0
+        cut_off: dict[str, tuple[int, int] | None] | None = None  # beliefs of a lost call
+        async with self._lock():
+            while True:
+                beliefs: dict[str, tuple[int, int] | None] = {}
+                try:
+                    conn = await self._writer()
+                    if not self._one_trip or stale >= _MAX_STALE:
+                        return foreign, seen
+                    if cut_off is not None:
+                        outcome = await self._cut_off_outcome(
+                            conn, run, requests, now_us, seen, cut_off
+                        )
+                        cut_off = None
+                        if outcome is not None:
+                            log.warning("%s: the cut-off commit had committed", self._label)
+                            backoff.recovered()
+                            outcome.foreign = foreign + outcome.foreign
+                            return outcome
+                        log.warning("%s: the cut-off commit had not committed: redone", self._label)
+                    if self._known_run != run.run_no or self._known != seen:
+                        self._forget()
+                        self._known_run = run.run_no
+                    if len(self._streams) > _MAX_CACHED_STREAMS:
+                        self._streams = {}
+                    cache = self._streams
+                    draft = Plan(0, _OFFSET, cache.get)
+                    draft.add_all(requests)
+                    for req in requests:
+                        for expected in req.expected:
+                            beliefs[expected] = cache.get(expected)
+                    for sid in draft.sids:
+                        if sid not in beliefs:
+                            beliefs[sid] = cache.get(sid)
+                    heads = [beliefs[sid] or (0, 0) for sid in beliefs]
+                    row = await conn.fetchrow(
+                        _CALL,
+                        run.run_no,
+                        seen,
+                        start,
+                        list(beliefs),
+                        [h[0] for h in heads],
+                        [h[1] for h in heads],
+                        draft.new_streams,
+                        draft.numbers,
+                        draft.sids,
+                        draft.versions,
+                        draft.kinds,
+                        draft.kind_versions,
+                        draft.texts,
+                        now_us,
+                    )
+                except Exception as exc:
+                    self._forget()
+                    if not is_disconnect(exc):
+                        return await self._call(_raiser(exc))
+                    self._drop_writer()
+                    if beliefs:  # sent, perhaps committed: looked for before a redo
+                        cut_off = beliefs
+                    try:
+                        await backoff.wait(exc)
+                    except Exception:
+                        return await self._call(_raiser(exc))
+                    continue
+                except BaseException:  # cancelled mid-statement: start afresh
+                    self._forget()
+                    self._drop_writer()
+                    raise
+                backoff.recovered()
+                is_stale, last_position, last_stream_no, digests = row[0], row[1], row[2], row[3]
+                foreign += self._take_foreign(run, row[7:])
+                self._known = seen = last_position
+                self._tip = None
+                if is_stale:
+                    stale += 1
+                    for sid, no, version in zip(row[4], row[5], row[6], strict=True):
+                        if no:
+                            cache[sid] = (no, version)
+                        else:
+                            cache.pop(sid, None)
+                    continue
+                plan = Plan(last_position, last_stream_no, cache.get)
+                plan.add_all(requests)
+                if len(plan.numbers) != len(digests or ()):
+                    raise CorruptDatabaseError(
+                        f"{self._label}: the commit function wrote {len(digests or ())}"
+                        f" records where {len(plan.numbers)} were planned"
+                    )
+                outcome = plan.outcome(run.run_id, now_us, digests or [])
+                cache.update(plan.heads)
+                outcome.foreign = foreign
+                self._known = outcome.head
+                return outcome
+
+    def _take_foreign(self, run: RunInfo, columns: Sequence[Any]) -> list[Recorded]:
+        """The foreign records the function returned, as Recorded; the stream cache
+        learns their heads."""
+        positions, sids, versions, kinds, kvs, texts, ats, digests, nos = columns
+        if not positions:
+            return []
+        streams = self._streams
+        found: list[Recorded] = []
+        columns = (positions, sids, versions, kinds, kvs, texts, ats, digests, nos)
+        for row in zip(*columns, strict=True):
+            streams[row[1]] = (row[8], row[2])
+            found.append(decode_row((*row[:7], run.run_no, row[7]), run.run_id))
+        return found
+
+    async def _cut_off_outcome(
+        self,
+        conn: Any,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        seen: int,
+        beliefs: dict[str, tuple[int, int] | None],
+    ) -> CommitOutcome | None:
+        """The outcome of a call whose connection was lost before its answer, if it
+        committed (None: it did not, redo it). Its last record is looked for by stream,
+        version, time and data; found, the call's beliefs held, so planning from them
+        again numbers the records as the function did."""
+        self._forget()
+        draft = Plan(0, _OFFSET, beliefs.get)
+        draft.add_all(requests)
+        if not draft.numbers:
+            return None  # nothing to write: redoing it changes nothing
+        last = await conn.fetchval(
+            f"SELECT r.position{_FROM} WHERE s.run_no = $1 AND s.stream_id = $2"
+            " AND r.stream_version = $3 AND r.recorded_at_us = $4 AND r.data = $5",
+            run.run_no,
+            draft.sids[-1],
+            draft.versions[-1],
+            now_us,
+            draft.texts[-1],
+        )
+        if last is None:
+            return None
+        first = last - len(draft.numbers) + 1
+        rows = await conn.fetch(
+            "SELECT position, stream_no, digest FROM lionstore_records"
+            " WHERE position >= $1 AND position <= $2 ORDER BY position",
+            first,
+            last,
+        )
+        last_stream_no = 0
+        if draft.new_streams:
+            index = draft.numbers.index(_OFFSET + 1)
+            last_stream_no = rows[index][1] - 1
+        plan = Plan(first - 1, last_stream_no, beliefs.get)
+        plan.add_all(requests)
+        outcome = plan.outcome(run.run_id, now_us, [r[2] for r in rows])
+        foreign = await conn.fetch(
+            f"SELECT {_COLUMNS}{_FROM} WHERE r.run_no = $1 AND r.position > $2"
+            " AND r.position < $3 ORDER BY r.position",
+            run.run_no,
+            seen,
+            first,
+        )
+        outcome.foreign = [decode_row(r, run.run_id) for r in foreign]
+        return outcome
+
+    async def _commit_locked(
+        self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
+    ) -> CommitOutcome:
+        """The commit as a transaction that takes the head lock first and plans under
+        it (four round trips or more)."""
         planned: list[tuple[int, str]] = []  # (last position, its digest) of the attempt
 
         async def body(conn: Any) -> CommitOutcome:
@@ -987,8 +1292,13 @@ class PostgresBackend(LogBackend):
                 return
 
     async def _watch_owner_locks(self) -> None:
-        while True:
+        # Until close() forgets this task: on Python 3.11 asyncio.wait_for can swallow
+        # the cancellation close() sends (when the ping ends at that moment), and a
+        # loop that only stopped on it would then run, and close() wait, for ever.
+        while asyncio.current_task() is self._lock_watch:
             await asyncio.sleep(_LOCK_WATCH_INTERVAL)
+            if asyncio.current_task() is not self._lock_watch:
+                return
             conn = self._lock_conn
             if conn is not None and not conn.is_closed():
                 # An idle connection need not have noticed that the server restarted
@@ -1026,12 +1336,70 @@ class PostgresBackend(LogBackend):
 
         return await self._read(probe)
 
+    # -- claim turns -------------------------------------------------------------------
+
+    async def take_claim_turn(self, name: str) -> bool:
+        """Wait (up to 2 s) for executor ``name``'s claim turn: a session advisory lock
+        that processors of that executor in every process take one at a time from the
+        sync before a cycle's claim to the claim's commit, so each decides on a log that
+        holds the claims made before it and none races for the same queue head. True
+        when taken; False (not waited for longer, nothing held) lets the caller claim
+        without it, as compare-and-set keeps claims correct either way."""
+        if self._turn_guard is None:
+            self._turn_guard = asyncio.Lock()
+        async with self._turn_guard:
+            try:
+                conn = self._turn_conn
+                if conn is None or conn.is_closed():
+                    import asyncpg
+
+                    settings = {"lock_timeout": f"{int(_TURN_WAIT * 1000)}ms"}
+                    self._turn_conn = conn = await asyncpg.connect(
+                        self._dsn, server_settings=settings
+                    )
+                await conn.execute(
+                    "SELECT pg_advisory_lock($1, $2)", _TURN_CLASS, owner_lock_key(name)
+                )
+                return True
+            except Exception as exc:
+                if self._turn_conn is not None and is_disconnect(exc):
+                    self._turn_conn.terminate()
+                    self._turn_conn = None
+                log.debug("%s: claim turn of %s not taken: %s", self._label, name, exc)
+                return False
+            except BaseException:  # cancelled while waiting: it may have been granted
+                if self._turn_conn is not None:
+                    self._turn_conn.terminate()  # the session ends, and the lock with it
+                    self._turn_conn = None
+                raise
+
+    async def end_claim_turn(self, name: str) -> None:
+        """Give back executor ``name``'s claim turn (taken by :meth:`take_claim_turn`)."""
+        assert self._turn_guard is not None
+        async with self._turn_guard:
+            conn = self._turn_conn
+            if conn is None or conn.is_closed():
+                return  # the session ended, and its locks with it
+            try:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock($1, $2)", _TURN_CLASS, owner_lock_key(name)
+                )
+            except BaseException as exc:  # failed or cancelled: the session ends, the lock with it
+                conn.terminate()
+                self._turn_conn = None
+                if not isinstance(exc, Exception):
+                    raise  # (an error is not the caller's: its claim has committed)
+
     async def close(self) -> None:
+        turn_conn, self._turn_conn = self._turn_conn, None
+        if turn_conn is not None:
+            turn_conn.terminate()
         watch, self._lock_watch = self._lock_watch, None
         if watch is not None:
             watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+            # (not wait_for: that can lose a cancellation; the task ends on its own at
+            # its next turn of the loop even if this one was lost)
+            await asyncio.wait({watch}, timeout=_LOCK_WATCH_INTERVAL * 8)
         lock_conn, self._lock_conn = self._lock_conn, None
         if lock_conn is not None:
             lock_conn.terminate()  # the session ends: its locks are released

@@ -377,6 +377,7 @@ class Processor(Stoppable):
                 return await self._process(repo, forward=forward, admit=admit or [])
             finally:
                 self._available_capacity = self.queue_capacity
+                await repo.end_claim_turn()  # a cycle that claimed nothing still held it
 
     def _idle_wait(self, state: ExecutorState, before: int) -> float:
         """How long a loop waits after a cycle in which nothing ran: the refresh time
@@ -469,6 +470,8 @@ class Processor(Stoppable):
         await repo.reclaim_expired(
             max_attempts=self.max_attempts, in_flight=self._in_flight, by=self.owner
         )
+        if await repo.begin_claim_turn():  # disjoint claims across processes (PostgreSQL)
+            await repo.sync()  # the claims committed before the turn came
         self._available_capacity = self.queue_capacity
         state = repo.state
         admitted = (

@@ -8,6 +8,7 @@ whose claim is still current (its lease was not taken over).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import weakref
@@ -54,6 +55,9 @@ __all__ = [
     "decide_reclaim",
 ]
 
+_TURN_POLL = 0.01  # seconds between catch-ups while waiting for the claim turn
+_TURN_BEHIND = 500  # records: a worker this far behind catches up before taking its turn
+_TURN_TRIES = 3  # ... at most this many times in a row (the last turn it keeps)
 _QUEUED = EventQueued()  # no fields: one instance and its JSON serve every event
 _EMPTY = "{}"
 
@@ -112,6 +116,7 @@ class ExecutorRepository(Repository):
     ) -> None:
         self.state = ExecutorState(name, materialize, item_type=item_type, strict_type=strict_type)
         self.owners = OwnerWatch()
+        self._turn = False  # whether this repository holds its executor's claim turn
         super().__init__(store)
 
     def apply(self, record: Recorded) -> None:
@@ -271,6 +276,7 @@ class ExecutorRepository(Repository):
         finally:
             for event, _ in admit:
                 self.state.live.pop(event.id, None)
+            await self.end_claim_turn()
         pile = self.state.pile._items
         claimed = EventClaimed.kind
         return [
@@ -278,6 +284,52 @@ class ExecutorRepository(Repository):
             for r in committed
             if r.kind == claimed
         ]
+
+    async def begin_claim_turn(self) -> bool:
+        """After a cycle's sync: wait for this executor's claim turn when the backend
+        has them (PostgreSQL) and other processors of the executor were started in the
+        run. True when taken: the caller syncs again, then decides. The turn is given
+        back after the cycle's claim commits (``claim``) or by :meth:`end_claim_turn`;
+        processors in other processes then decide on a log that holds this cycle's
+        claims, so they take the events after them (disjoint work) instead of racing
+        for the same queue head. Only an optimisation: claims stay compare-and-set, and
+        a turn not had within a wait is claimed without."""
+        take = getattr(self.store._backend, "take_claim_turn", None)
+        state = self.state
+        if take is None or self._turn or len(state.processors) < 2:
+            return False
+        if not state.queue and not state.pending:
+            return False  # nothing to claim: an idle cycle must not hold up the others
+        for attempt in range(_TURN_TRIES):
+            waiting = asyncio.ensure_future(take(self.state.name))
+            try:
+                while not (await asyncio.wait({waiting}, timeout=_TURN_POLL))[0]:
+                    # Catch up while another worker holds the turn, not once it is
+                    # ours: folding what the others wrote is then done side by side.
+                    await self.sync()
+            except BaseException:
+                waiting.cancel()  # (a turn granted meanwhile is given back by the caller)
+                if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+                    self._turn = bool(waiting.result())
+                raise
+            self._turn = bool(waiting.result())
+            if (
+                not self._turn
+                or attempt == _TURN_TRIES - 1
+                or await self.store.head() - self.store.position < _TURN_BEHIND
+            ):
+                break
+            # Far behind (a large commit landed just now): folding it while holding the
+            # turn would hold up every other worker. Give it back, catch up, ask again.
+            await self.end_claim_turn()
+            await self.sync()
+        return self._turn
+
+    async def end_claim_turn(self) -> None:
+        """Give back the claim turn if this repository holds it (idempotent)."""
+        if self._turn:
+            self._turn = False
+            await self.store._backend.end_claim_turn(self.state.name)  # type: ignore[attr-defined]
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
         """Record outcomes in one transaction. An outcome whose claim is no longer

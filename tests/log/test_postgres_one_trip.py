@@ -1,0 +1,181 @@
+"""PostgreSQL commits in one round trip (``pg_temp.lionstore_commit``).
+
+Round trips are counted as the statements the writer connection sends (asyncpg's
+query logger sees every one, ``BEGIN`` and ``COMMIT`` included); the statement is
+prepared on its first use, so each test commits once before it counts. The digest
+chain the function computes is checked by the Python code that reads it back, with
+text outside ASCII in the data; a stale cache costs one more trip and decides on the
+log as it is; positions stay gapless whatever the order commits arrive in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+
+import lionstore
+from lionstore import IDType, RecordData
+from lionstore.errors import ConcurrencyError
+from lionstore.log.postgres import PostgresBackend
+from lionstore.replay import verify
+
+pytestmark = pytest.mark.usefixtures("pg_cluster")
+
+
+class Note(RecordData):
+    kind: ClassVar[str] = "test.note"
+    text: str
+
+
+def _backend(store: lionstore.Store) -> PostgresBackend:
+    backend = store._backend
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+class Statements:
+    """The statements one store's writer connection sends while counted."""
+
+    def __init__(self, store: lionstore.Store) -> None:
+        self.conn: Any = _backend(store)._conn
+        assert self.conn is not None, "the store has not written yet"
+        self.sent: list[str] = []
+
+    def _log(self, record: Any) -> None:
+        self.sent.append(" ".join(record.query.split()))
+
+    def __enter__(self) -> Statements:
+        self.conn.add_query_logger(self._log)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.remove_query_logger(self._log)
+
+    async def settled(self) -> list[str]:
+        await asyncio.sleep(0)  # the logger is called soon after each statement
+        return self.sent
+
+
+async def test_a_single_record_append_is_one_round_trip(pg_database: str) -> None:
+    async with lionstore.open(pg_database, run="one-trip") as store:
+        first, second = IDType.create(), IDType.create()
+        await store.append([(first, Note(text="warm-up"))])  # prepares the statement
+        with Statements(store) as counted:
+            await store.append([(second, Note(text="a new stream"))])
+            await store.append(
+                [(first, Note(text="an existing one"))], expected_versions={first: 1}
+            )
+            sent = await counted.settled()
+        assert len(sent) == 2, sent  # one statement per append: no BEGIN, lock, COMMIT
+        assert all("pg_temp.lionstore_commit" in s for s in sent)
+        assert store.position == 4  # run.started, then three appends
+        versions = [(r.stream_id, r.stream_version) async for r in await store.read()]
+        assert versions[1:] == [(first, 1), (second, 1), (first, 2)]
+
+
+async def test_the_locking_commit_took_four(pg_database: str) -> None:
+    """The figure the one-trip commit is measured against: the same append made the
+    locking way (the path kept for a server without PL/pgSQL) sends BEGIN, the lock,
+    the write and COMMIT."""
+    async with lionstore.open(pg_database, run="locking") as store:
+        stream = IDType.create()
+        await store.append([(stream, Note(text="warm-up"))])
+        backend = _backend(store)
+        backend._one_trip = False
+        await store.append([(stream, Note(text="prepares"))], expected_versions={stream: 1})
+        with Statements(store) as counted:
+            await store.append([(stream, Note(text="counted"))], expected_versions={stream: 2})
+            sent = await counted.settled()
+        assert len(sent) == 4, sent
+        assert sent[0].startswith("BEGIN") and sent[-1].startswith("COMMIT")
+
+
+async def test_a_stale_cache_costs_one_more_trip_and_decides_on_the_log(
+    pg_database: str,
+) -> None:
+    async with (
+        lionstore.open(pg_database, run="stale") as a,
+        lionstore.open(pg_database, run="stale") as b,
+    ):
+        shared, mine = IDType.create(), IDType.create()
+        await b.append([(mine, Note(text="b's warm-up"))])
+        await a.append([(shared, Note(text="a writes first"))])
+        with Statements(b) as counted:
+            # b's cache has never seen ``shared``: it plans it as new, the function
+            # finds it at version 1 and writes nothing; b plans again and commits.
+            position = await b.append(
+                [(shared, Note(text="then b"))], expected_versions={shared: 1}
+            )
+            sent = await counted.settled()
+        assert len(sent) == 2, sent
+        assert position == [b.position]
+        with pytest.raises(ConcurrencyError, match="is at version 2, expected 1"):
+            await a.append([(shared, Note(text="a is behind"))], expected_versions={shared: 1})
+        records = [r async for r in await a.read(stream=shared)]
+        assert [(r.stream_version, r.data.text) for r in records] == [  # type: ignore[union-attr]
+            (1, "a writes first"),
+            (2, "then b"),
+        ]
+
+
+async def test_the_function_chains_digests_as_python_does(pg_database: str) -> None:
+    """verify recomputes every record's digest in Python: text outside ASCII, batches,
+    new and old streams, written by two stores interleaved."""
+    async with (
+        lionstore.open(pg_database, run="chain") as a,
+        lionstore.open(pg_database, run="chain") as b,
+    ):
+        streams = [IDType.create() for _ in range(5)]
+        for i in range(20):
+            store = a if i % 3 else b
+            batch = [
+                (streams[(i + k) % 5], Note(text=f'é 漢字 🦁 \\n " {i}.{k}')) for k in range(3)
+            ]
+            await store.append(batch)
+        report = await verify(a)
+        assert report.divergence is None, report.divergence
+        assert report.records == 61
+
+
+async def test_positions_stay_gapless_under_concurrent_commits(pg_database: str) -> None:
+    """Eight stores (eight writer sessions) commit at once, some to the same streams
+    with expected versions: every position from 1 to the head is taken once, each
+    stream's versions run 1, 2, 3, ... and every record chains to the one before."""
+    stores = [await lionstore.open(pg_database, run="gapless") for _ in range(8)]
+    shared = [IDType.create() for _ in range(3)]
+    refused = 0
+
+    async def writer(store: lionstore.Store, n: int) -> None:
+        nonlocal refused
+        for i in range(25):
+            await store.append([(IDType.create(), Note(text=f"{n}.{i}"))])
+            target = shared[(n + i) % 3]
+            await store.sync()
+            version = len([r async for r in await store.read(stream=target)])
+            try:
+                await store.append(
+                    [(target, Note(text=f"{n}.{i}"))], expected_versions={target: version}
+                )
+            except ConcurrencyError:
+                refused += 1
+
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(writer(s, n) for n, s in enumerate(stores))), timeout=120
+        )
+        reader = stores[0]
+        await reader.sync()
+        records = [r async for r in await reader.read()]
+        assert [r.position for r in records] == list(range(1, len(records) + 1))
+        assert reader.position == len(records)
+        assert len(records) == 1 + 8 * 25 + (8 * 25 - refused)
+        for stream in shared:
+            versions = [r.stream_version for r in records if r.stream_id == stream]
+            assert versions == list(range(1, len(versions) + 1))
+        report = await verify(reader)
+        assert report.divergence is None, report.divergence
+    finally:
+        for store in stores:
+            await store.close()
