@@ -300,6 +300,18 @@ class LogBackend(abc.ABC):
         """Whether no session holds ``owner``'s lock now (None: cannot be told)."""
         return None
 
+    #: Whether processors of one executor in several processes take turns to claim
+    #: (PostgreSQL; see :meth:`take_claim_turn`).
+    claim_turns: bool = False
+
+    async def take_claim_turn(self, name: str) -> bool:
+        """Wait for executor ``name``'s claim turn; True when taken (False: there are
+        none here, or it was not had in time, and the caller claims without)."""
+        return False
+
+    async def end_claim_turn(self, name: str) -> None:  # noqa: B027 - none to give back here
+        """Give back executor ``name``'s claim turn."""
+
     @abc.abstractmethod
     async def delete_run(self, run_no: int) -> int | None:
         """Delete run ``run_no`` whole (records, streams, checkpoints, the run) in one

@@ -1244,6 +1244,7 @@ class PostgresBackend(LogBackend):
     # -- owner locks -----------------------------------------------------------------
 
     owner_locks = True
+    claim_turns = True
 
     async def hold_owner_lock(self, owner: str) -> None:
         key = owner_lock_key(owner)

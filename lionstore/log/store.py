@@ -720,6 +720,21 @@ class Store:
         self._ensure_open()
         return await self._backend.owner_lock_free(owner)
 
+    @property
+    def claim_turns(self) -> bool:
+        """Whether an executor's processors in several processes take turns to claim
+        (PostgreSQL; ``ExecutorRepository.begin_claim_turn``)."""
+        return self._backend.claim_turns
+
+    async def take_claim_turn(self, name: str) -> bool:
+        """Wait for executor ``name``'s claim turn; True when taken."""
+        self._ensure_open()
+        return await self._backend.take_claim_turn(name)
+
+    async def end_claim_turn(self, name: str) -> None:
+        """Give back executor ``name``'s claim turn."""
+        await self._backend.end_claim_turn(name)
+
     # -- checkpoints -----------------------------------------------------------------
 
     async def read_checkpoint(self, name: str) -> Checkpoint | None:

@@ -294,14 +294,13 @@ class ExecutorRepository(Repository):
         claims, so they take the events after them (disjoint work) instead of racing
         for the same queue head. Only an optimisation: claims stay compare-and-set, and
         a turn not had within a wait is claimed without."""
-        take = getattr(self.store._backend, "take_claim_turn", None)
         state = self.state
-        if take is None or self._turn or len(state.processors) < 2:
+        if not self.store.claim_turns or self._turn or len(state.processors) < 2:
             return False
         if not state.queue and not state.pending:
             return False  # nothing to claim: an idle cycle must not hold up the others
         for attempt in range(_TURN_TRIES):
-            waiting = asyncio.ensure_future(take(self.state.name))
+            waiting = asyncio.ensure_future(self.store.take_claim_turn(state.name))
             try:
                 while not (await asyncio.wait({waiting}, timeout=_TURN_POLL))[0]:
                     # Catch up while another worker holds the turn, not once it is
@@ -329,7 +328,7 @@ class ExecutorRepository(Repository):
         """Give back the claim turn if this repository holds it (idempotent)."""
         if self._turn:
             self._turn = False
-            await self.store._backend.end_claim_turn(self.state.name)  # type: ignore[attr-defined]
+            await self.store.end_claim_turn(self.state.name)
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
         """Record outcomes in one transaction. An outcome whose claim is no longer
