@@ -277,3 +277,21 @@ async def test_a_command_that_keeps_losing_races_gives_up_with_a_message(
         await ex._repo.decide_and_append(always_stale)
     assert decisions == 20
     assert await store.head() == head
+
+
+async def test_a_checkpoint_that_cannot_be_written_is_logged_and_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f.db"
+    await _file_with_sources(path, 2)  # no checkpoint stored
+    async with lionstore.open(path, run="r", readonly=True) as reader:
+        ex = Exchange(store=reader, name="post")
+        await ex.load()
+        assert ex._repo.restored_from is None
+        with caplog.at_level(logging.WARNING, logger="lionstore.checkpoints"):
+            assert await ex._repo.checkpoint() is False
+    messages = [r.getMessage() for r in caplog.records if r.name == "lionstore.checkpoints"]
+    # the one asked for, and the one tried at close: each says which and why
+    expected = f"checkpoint mail:post not written: {path}: the store was opened read-only"
+    assert messages == [expected, expected]
+    assert _checkpoint_names(path) == set()
