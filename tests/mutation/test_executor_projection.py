@@ -111,7 +111,7 @@ def test_a_finished_events_recorded_fields_are_merged_into_its_own(compact: bool
             event_id,
             EventFinished(status="completed", attempt=1, response="ok", fields={"n": 2}),
         )
-    assert state.pile[sid].fields == {"n": 2, "keep": True}  # type: ignore[attr-defined]
+    assert state.pile[sid].fields == {"n": 2, "keep": True}
     assert state.pile[empty].fields == {"n": 2}
     assert state.pile[sid].metadata == {"k": "v"}
     assert state.pile[sid].execution.response == "ok"
