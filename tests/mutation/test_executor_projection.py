@@ -22,7 +22,9 @@ from lionstore.domain.event_records import (
     EventLeaseRenewed,
     EventQueued,
     EventReleased,
+    EventRequeued,
     EventRetried,
+    EventSkipped,
 )
 from lionstore.domain.ids import IDType, to_id
 from lionstore.projections.executor import (
@@ -92,6 +94,7 @@ def test_raw_materializer_validates_an_event_whose_metadata_names_a_class() -> N
     event = state.pile[sid]
     assert type(event) is RecordedEvent
     assert event.metadata[key] == f"{RecordedEvent.__module__}.RecordedEvent"
+    assert (event.id, event.created_at) == (sid, 1.5)
     assert (event.event_class, event.fields, event.status) == (
         CLASS,
         {"n": 1},
@@ -115,6 +118,7 @@ def test_a_finished_events_recorded_fields_are_merged_into_its_own(compact: bool
     assert state.pile[empty].fields == {"n": 2}
     assert state.pile[sid].metadata == {"k": "v"}
     assert state.pile[sid].execution.response == "ok"
+    assert state.pile[sid].status is EventStatus.COMPLETED
     assert state.claims == {}
 
 
@@ -129,6 +133,7 @@ def test_a_deferred_event_is_eligible_from_its_retry_time_and_wakes_the_loop() -
     assert state.eligible(499) == [plain]
     assert state.eligible(500) == [plain, later]
     assert state.next_wakeup_us() == 500
+    assert state.denials == {later: 1}
 
 
 def test_the_next_wake_up_is_the_earliest_deferral_or_lease_not_excluded() -> None:
@@ -215,3 +220,30 @@ def test_compact_finished_refuses_a_state_it_cannot_compact() -> None:
         ValueError, match=r"^compact_finished needs an empty state folding raw_materializer$"
     ):
         compact_finished(state)
+
+
+def test_a_skipped_event_leaves_the_queue_and_its_back_off() -> None:
+    state, log = _state()
+    sid = log.append()
+    other = log.append()
+    for event_id in (sid, other):
+        log.fold(event_id, EventQueued())
+        log.fold(event_id, EventDeferred(reason="permission_denied", retry_at_us=9, denials=1))
+    log.fold(sid, EventSkipped())
+    assert state.pile[sid].status is EventStatus.SKIPPED
+    assert list(state.queue) == [other]
+    assert state.not_before_us == {other: 9} and state.denials == {other: 1}
+    pending = log.append()
+    log.fold(pending, EventSkipped())  # skipped before it was queued
+    assert pending not in state.pending and state.pile[pending].status is EventStatus.SKIPPED
+
+
+def test_a_requeued_event_is_pending_and_queued_again_without_its_claim() -> None:
+    state, log = _state()
+    sid = log.append()
+    log.fold(sid, EventQueued())
+    log.claim(sid)
+    assert state.pile[sid].status is EventStatus.PROCESSING
+    log.fold(sid, EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1))
+    assert state.pile[sid].status is EventStatus.PENDING
+    assert list(state.queue) == [sid] and state.claims == {}
