@@ -247,3 +247,34 @@ def test_a_requeued_event_is_pending_and_queued_again_without_its_claim() -> Non
     log.fold(sid, EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1))
     assert state.pile[sid].status is EventStatus.PENDING
     assert list(state.queue) == [sid] and state.claims == {}
+
+
+def test_a_claim_takes_the_event_out_of_the_queue_and_its_back_off() -> None:
+    state, log = _state()
+    sid = log.append()
+    other = log.append()
+    for event_id in (sid, other):
+        log.fold(event_id, EventQueued())
+        log.fold(event_id, EventDeferred(reason="permission_denied", retry_at_us=9, denials=2))
+    log.claim(sid, attempt=1, lease=50, cycle=4)
+    assert list(state.queue) == [other]
+    assert state.not_before_us == {other: 9} and state.denials == {other: 2}
+    assert state.attempts == {sid: 1} and state.claims[sid].cycle == 4
+    assert state.pile[sid].status is EventStatus.PROCESSING
+    early = log.append()
+    log.claim(early)  # claimed straight from pending
+    assert early not in state.pending
+
+
+def test_a_replayed_event_keeps_its_outcomes_duration_and_error() -> None:
+    state, log = _state()
+    sid = log.append()
+    log.fold(sid, EventQueued())
+    log.claim(sid)
+    log.fold(sid, EventFinished(status="failed", attempt=1, duration_us=2_500_000, error="boom"))
+    execution = state.pile[sid].execution
+    assert (execution.status, execution.duration, execution.error) == (
+        EventStatus.FAILED,
+        2.5,
+        "boom",
+    )
