@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import lionstore
 from lionstore.domain.element import Element
 from lionstore.domain.event import EventStatus
 from lionstore.domain.event_records import (
@@ -278,3 +279,20 @@ def test_a_replayed_event_keeps_its_outcomes_duration_and_error() -> None:
         2.5,
         "boom",
     )
+
+
+def test_the_pile_and_pending_progression_refuse_changes_naming_what_to_call() -> None:
+    state, log = _state()
+    log.append()
+    with pytest.raises(lionstore.ReadOnlyProjectionError) as caught:
+        state.pile.clear()
+    assert str(caught.value) == (
+        "this collection is rebuilt from the log; change it through Executor methods"
+        " (append, forward, retry)"
+    )
+    with pytest.raises(lionstore.ReadOnlyProjectionError) as caught:
+        state.pending_progression().clear()
+    assert str(caught.value) == (
+        "this collection is rebuilt from the log; change it through Executor.append / forward"
+    )
+    assert len(state.pile) == 1 and len(state.pending_progression()) == 1
