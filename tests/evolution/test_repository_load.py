@@ -1,0 +1,297 @@
+"""How a repository loads (lionstore/repositories/base.py), on real SQLite files: why
+a checkpoint is ignored (each reason logged as such), a restored projection not
+checkpointed again for nothing, the fold's count against CHECKPOINT_EVERY, and the
+message of a record that cannot be applied. Written from mutmut's survivors
+(docs/mutation.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import test_checkpoints as tc
+from bounds import bounded
+from fixture_kinds import FixtureExecutor
+from pydantic import BaseModel
+
+import lionstore
+from lionstore import Exchange, RecordError, Source
+from lionstore.domain.element import class_path
+from lionstore.domain.mail_records import MailSent, PackageData, SourceAdded
+from lionstore.domain.records import NewRecord
+from lionstore.projections import snapshot
+from lionstore.repositories import base
+
+NAME = "executor:worker"
+HEAD_SQL = "SELECT last_position FROM lionstore_head"
+
+# Why each tampered checkpoint of test_checkpoints.BAD is ignored, as the log says it.
+REASONS = {
+    "older format": f"format {snapshot.FORMAT_VERSION - 1}, this code reads"
+    f" {snapshot.FORMAT_VERSION}",
+    "newer format": f"format {snapshot.FORMAT_VERSION + 1}, this code reads"
+    f" {snapshot.FORMAT_VERSION}",
+    "tampered header": "its checksum does not match",
+    "tampered event line": "its checksum does not match",
+    "truncated json": "its checksum does not match",
+    "truncated header, resealed": "it does not restore (",
+    "digest of another log": "the log it was made from is not the log in the file",
+    "position before the run": "the log it was made from is not the log in the file",
+    "position past the head": "covers position {past}, past the log's {head}",
+    "inconsistent, resealed": "it does not restore (",
+    "not a list, resealed": "it does not restore (",
+}
+
+
+def _ignored(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "lionstore.checkpoints" and "ignored and rebuilt" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("case", sorted(tc.BAD))
+async def test_an_ignored_checkpoint_logs_why(
+    tc_checkpointed: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    pos = tc.checkpoint_rows(tc_checkpointed)[NAME][0]
+    ((head,),) = tc.rows(tc_checkpointed, HEAD_SQL)
+    tc.tamper(tc_checkpointed, NAME, tc.BAD[case])
+    with caplog.at_level(logging.INFO, logger="lionstore.checkpoints"):
+        opened = await tc.open_state(tc_checkpointed)
+    assert opened[2] is None
+    (message,) = _ignored(caplog)
+    prefix = f"checkpoint {NAME} ignored and rebuilt: "
+    assert message.startswith(prefix), message
+    reason = message[len(prefix) :]
+    expected = REASONS[case].format(past=pos + 1000, head=head)
+    if expected.endswith("("):
+        # the exception's class and message, e.g. "(ValueError: ...)"
+        assert re.fullmatch(re.escape(expected) + r"[A-Z]\w*(Error|Exception): .+\)", reason), (
+            reason
+        )
+    else:
+        assert reason == expected
+
+
+@pytest.fixture
+async def tc_checkpointed(upgraded: Path) -> Path:
+    await tc.open_state(upgraded)
+    assert set(tc.checkpoint_rows(upgraded)) == {"executor:worker", "mail:post"}
+    return upgraded
+
+
+async def test_a_restored_projection_is_not_checkpointed_again_until_it_moves(
+    tc_checkpointed: Path,
+) -> None:
+    async with lionstore.open(tc_checkpointed, run="fixture") as store:
+        executor = FixtureExecutor(tc.CONFIG, store=store, name="worker")
+        await executor.load()
+        assert executor._repo.restored_from is not None
+        assert await executor._repo.checkpoint() is False  # it holds what is stored
+
+
+# -- the fold's count against CHECKPOINT_EVERY --------------------------------------
+
+
+def _checkpoint_names(path: Path) -> set[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return {n for (n,) in conn.execute("SELECT name FROM lionstore_checkpoints")}
+    finally:
+        conn.close()
+
+
+async def _file_with_sources(path: Path, n: int) -> None:
+    """Router ``post`` with ``n`` sources: ``n`` records of the mail repository's kinds."""
+    async with lionstore.open(path, run="r", checkpoints=False) as store:
+        ex = Exchange([Source() for _ in range(n)], store=store, name="post")
+        await ex.load()
+
+
+@pytest.mark.parametrize(("sources", "written"), [(3, False), (4, True)])
+async def test_a_load_folding_more_than_checkpoint_every_records_writes_one_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: int, written: bool
+) -> None:
+    monkeypatch.setattr(base, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "f.db"
+    await _file_with_sources(path, sources)
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange(store=store, name="post")
+        await ex.load()
+        # written right after the load (not only at close), when over the limit
+        assert ("mail:post" in _checkpoint_names(path)) is written
+        assert len(ex.sources) == sources
+
+
+@pytest.mark.parametrize(("sources", "written"), [(3, False), (4, True)])
+async def test_a_synchronous_first_read_folding_more_than_checkpoint_every_writes_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sources: int, written: bool
+) -> None:
+    monkeypatch.setattr(base, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "f.db"
+    await _file_with_sources(path, sources)
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange(store=store, name="post")
+        assert len(ex.sources) == sources  # a view read first: load_now
+        # the checkpoint load_now started is a write the store tracks
+        pending = list(store._in_flight)
+        assert len(pending) == int(written)
+        await bounded(asyncio.gather(*pending), "the checkpoint write")
+        assert ("mail:post" in _checkpoint_names(path)) is written
+
+
+# -- a record that cannot be applied ------------------------------------------------
+
+
+class Labelled(Source):
+    label: str = ""
+
+
+class Note(BaseModel):
+    text: str
+
+
+async def test_a_record_that_does_not_validate_names_its_kind_position_and_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.db"
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange([Source()], store=store, name="post")
+        await ex.load()
+        bad = Source()
+        data = SourceAdded(router="post", source_class=class_path(Labelled), fields={"label": 5})
+        (recorded,) = await store.append_records([NewRecord(bad.id, data)])
+        store_position = recorded.position
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange(store=store, name="post")
+        with pytest.raises(RecordError) as caught:
+            await ex.load()
+    message = str(caught.value)
+    assert message.startswith(
+        f"the source.added record at position {store_position} cannot be applied: ValidationError: "
+    ), message
+    assert "label" in message
+
+
+async def test_a_package_item_that_does_not_fit_its_class_names_its_record(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "f.db"
+    a, b = Source(), Source()
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange([a, b], store=store, name="post")
+        await ex.load()
+        mail = ex.create_mail(a, b, "message", "x")
+        data = MailSent(
+            router="post",
+            sender=a.id,
+            recipient=b.id,
+            created_at=mail.created_at,
+            package=PackageData(
+                id=mail.package.id,
+                created_at=mail.package.created_at,
+                category="message",
+                item={"not_text": 1},
+                item_class=class_path(Note),
+            ),
+        )
+        (recorded,) = await store.append_records([NewRecord(mail.id, data)])
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange(store=store, name="post")
+        with pytest.raises(RecordError) as caught:
+            await ex.load()
+    assert str(caught.value).startswith(
+        f"the mail.sent record at position {recorded.position}: a package item does not"
+        f" validate as the {class_path(Note)} it names"
+    ), str(caught.value)
+
+
+async def test_a_failed_load_is_tried_again_by_the_next_load(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange([Source()], store=store, name="post")
+        await ex.load()
+        data = SourceAdded(router="post", source_class=class_path(Labelled), fields={"label": 5})
+        await store.append_records([NewRecord(Source().id, data)])
+    async with lionstore.open(path, run="r") as store:
+        ex = Exchange(store=store, name="post")
+        for _ in range(2):  # the second load folds again, and fails the same way
+            with pytest.raises(RecordError, match="cannot be applied: ValidationError"):
+                await ex.load()
+
+
+# -- checkpoints written ------------------------------------------------------------
+
+
+async def test_a_checkpoint_is_written_once_per_position_and_never_after_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f.db"
+    async with lionstore.open(path, run="r") as store:
+        a, b = Source(), Source()
+        ex = Exchange([a], store=store, name="post")
+        await ex.load()
+        repo = ex._repo
+        assert await repo.checkpoint() is True
+        assert await repo.checkpoint() is False  # nothing new since
+        await ex.add_source(b)
+        assert await repo.checkpoint() is True
+        repo.close()
+        await ex.delete_source(b)  # the log moves on; the closed repository does not
+        with caplog.at_level(logging.WARNING, logger="lionstore.checkpoints"):
+            assert await repo.checkpoint() is False
+        assert caplog.records == []  # not tried (and refused): not asked for at all
+    found = tc.rows(path, "SELECT name, position FROM lionstore_checkpoints")
+    assert [name for name, _ in found] == ["mail:post"]
+    ((position,),) = [(p,) for _, p in found]
+    # the last one written is the one before close, at the source.added of b
+    ((added_b,),) = tc.rows(
+        path, "SELECT max(position) FROM lionstore_records WHERE kind = 'source.added'"
+    )
+    assert position == added_b
+
+
+async def test_a_command_that_keeps_losing_races_gives_up_with_a_message(
+    store: lionstore.Store,
+) -> None:
+    ex = Exchange([Source()], store=store, name="post")
+    await ex.load()
+    target = Source()
+    head = await store.head()
+    decisions = 0
+
+    def always_stale() -> base.Decision:
+        nonlocal decisions
+        decisions += 1
+        return [NewRecord(target.id, SourceAdded(router="post", source_class="x"))], {
+            target.id: 7  # the stream does not exist: every append is refused
+        }
+
+    with pytest.raises(lionstore.ConcurrencyError, match=r"^gave up after 20 lost races$"):
+        await ex._repo.decide_and_append(always_stale)
+    assert decisions == 20
+    assert await store.head() == head
+
+
+async def test_a_checkpoint_that_cannot_be_written_is_logged_and_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "f.db"
+    await _file_with_sources(path, 2)  # no checkpoint stored
+    async with lionstore.open(path, run="r", readonly=True) as reader:
+        ex = Exchange(store=reader, name="post")
+        await ex.load()
+        assert ex._repo.restored_from is None
+        with caplog.at_level(logging.WARNING, logger="lionstore.checkpoints"):
+            assert await ex._repo.checkpoint() is False
+    messages = [r.getMessage() for r in caplog.records if r.name == "lionstore.checkpoints"]
+    # the one asked for, and the one tried at close: each says which and why
+    expected = f"checkpoint mail:post not written: {path}: the store was opened read-only"
+    assert messages == [expected, expected]
+    assert _checkpoint_names(path) == set()
