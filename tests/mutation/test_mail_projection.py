@@ -147,7 +147,8 @@ def test_a_raw_mail_whose_metadata_names_its_class_is_validated() -> None:
     plain = _sent(sender, recipient, metadata={"lion_class": class_path(Mail)})
     assert mail_from_record(mail_id, plain, raw=True).package.metadata == {}
     wrong = _sent(sender, recipient, metadata={"lion_class": "some.module.Other"})
-    with pytest.raises(ValueError, match="some.module.Other is not lionstore.domain.mail.Mail"):
+    mismatch = r"some\.module\.Other is not lionstore\.domain\.mail\.Mail"
+    with pytest.raises(ValueError, match=mismatch):
         mail_from_record(mail_id, wrong, raw=True)
 
 
@@ -308,7 +309,7 @@ def test_a_mail_whose_metadata_names_its_class_is_validated_in_a_compact_state()
 def test_compact_delivered_refuses_a_state_with_records() -> None:
     state = MailState(ROUTER, _plain_source, _raw)
     _Log(state).fold(_id(), SourceAdded(router=ROUTER, source_class="lionstore.Source"))
-    with pytest.raises(ValueError, match="^compact_delivered needs an empty state$"):
+    with pytest.raises(ValueError, match=r"^compact_delivered needs an empty state$"):
         compact_delivered(state)
 
 
