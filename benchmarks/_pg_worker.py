@@ -60,8 +60,8 @@ def executor(
 async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
         waited = [0.0, 0]  # seconds waiting for claim turns, turns taken
-        take = getattr(store._backend, "take_claim_turn", None)
-        if take is not None:
+        if store.claim_turns:
+            take = store._backend.take_claim_turn
 
             async def timed_take(name: str) -> bool:
                 t = time.perf_counter()
@@ -71,7 +71,7 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
                     waited[0] += time.perf_counter() - t
                     waited[1] += 1
 
-            store._backend.take_claim_turn = timed_take  # type: ignore[attr-defined]
+            store._backend.take_claim_turn = timed_take  # type: ignore[method-assign]
         ex = None
         if mode == "execute":
             ex = executor(store, int(cfg.get("capacity", 100)), float(cfg.get("refresh", 0.005)))

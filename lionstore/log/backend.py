@@ -300,6 +300,11 @@ class LogBackend(abc.ABC):
         """Whether no session holds ``owner``'s lock now (None: cannot be told)."""
         return None
 
+    @property
+    def readonly(self) -> bool:
+        """Whether this backend was opened read-only (it can write nothing)."""
+        return False
+
     #: Whether processors of one executor in several processes take turns to claim
     #: (PostgreSQL; see :meth:`take_claim_turn`).
     claim_turns: bool = False

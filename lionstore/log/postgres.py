@@ -1246,6 +1246,10 @@ class PostgresBackend(LogBackend):
     owner_locks = True
     claim_turns = True
 
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
     async def hold_owner_lock(self, owner: str) -> None:
         key = owner_lock_key(owner)
         conn = self._lock_conn

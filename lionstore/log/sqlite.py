@@ -312,6 +312,10 @@ class SQLiteBackend(LogBackend):
 
     # -- connections -----------------------------------------------------------------
 
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
     def _connect_writer(self) -> sqlite3.Connection:
         if self._readonly:
             raise StoreError(f"{self._label}: the store was opened read-only")

@@ -721,6 +721,12 @@ class Store:
         return await self._backend.owner_lock_free(owner)
 
     @property
+    def readonly(self) -> bool:
+        """Whether the store was opened with ``readonly=True`` (appends are refused,
+        and projections write no checkpoints)."""
+        return self._backend.readonly
+
+    @property
     def claim_turns(self) -> bool:
         """Whether an executor's processors in several processes take turns to claim
         (PostgreSQL; ``ExecutorRepository.begin_claim_turn``)."""

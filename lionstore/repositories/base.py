@@ -252,6 +252,7 @@ class Repository(abc.ABC):
             or not self._loaded
             or self._failure is not None
             or not self.store.checkpoints
+            or self.store.readonly  # (nothing to write with: no warning about it at close)
             or self.store.position == self._checkpointed_at
             or not snapshot.snapshot_ready(self._state())
         ):

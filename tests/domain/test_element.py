@@ -218,7 +218,7 @@ def test_private_attributes_read_their_defaults_and_what_was_assigned() -> None:
 def test_a_missing_attribute_still_raises_attribute_error_naming_it() -> None:
     item = _WithPrivate()
     with pytest.raises(AttributeError, match="_missing"):
-        _ = item._missing
+        _ = item._missing  # type: ignore[attr-defined]
     with pytest.raises(AttributeError, match="not_a_field"):
         _ = item.not_a_field  # type: ignore[attr-defined]
     assert getattr(item, "streaming", False) is False
