@@ -113,14 +113,11 @@ class Plan:
         self.texts += texts
         # ... and the stream numbers and versions, stream by stream.
         heads, known = self.heads, self._known
-        # A stream expected at version 0 that passed the check above has no head: the
-        # backend need not be asked again (the common case of a batch of new streams).
-        expected = req.expected
         add_number, add_version = self.numbers.append, self.versions.append
         for sid in sids:
             head = heads.get(sid)
             if head is None:
-                head = None if expected.get(sid) == 0 else known(sid)
+                head = known(sid)
                 if head is None:  # a new stream
                     self.stream_no += 1
                     head = (self.stream_no, 0)
