@@ -364,13 +364,14 @@ class SQLiteBackend(LogBackend):
             except sqlite3.Error as exc:
                 raise translate_sqlite_error(exc, self._label) from exc
 
-    def _write_now(self, fn: Callable[..., T], *args: Any) -> T | None:
+    def _write_now(self, fn: Callable[..., T], *args: Any, commits: bool = True) -> T | None:
         """``fn(conn, *args, wait=False)`` at once, without awaiting: when the write
         lock is free (nothing can take it before this returns, as nothing here
-        awaits), inlining is allowed and the file is not locked by another process.
-        None otherwise: the caller then goes through :meth:`_write`."""
+        awaits), inlining is allowed (always for what does not ``commit`` records,
+        as it does not fsync) and the file is not locked by another process. None
+        otherwise: the caller then goes through :meth:`_write`."""
         lock = self._write_lock
-        if (lock is not None and lock.locked()) or not self._may_inline():
+        if (lock is not None and lock.locked()) or (commits and not self._may_inline()):
             return None
         try:
             return fn(self._writer.connection(), *args, wait=False)
@@ -698,17 +699,11 @@ class SQLiteBackend(LogBackend):
         return await self._write(self._tail, run, seen, inline=True)
 
     def tail_now(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
-        lock = self._write_lock
-        if lock is not None and lock.locked():
-            return None
-        # A read: no fsync, so inline at every durability.
-        try:
-            tail = self._tail(self._writer.connection(), run, seen, wait=False)
-        except _BusyError:
-            return None
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self._label) from exc
-        return ([], seen) if tail is None else tail
+        def tail(conn: sqlite3.Connection, *, wait: bool) -> tuple[list[Recorded], int]:
+            # (None from _tail, "nothing new", must not read as "could not")
+            return self._tail(conn, run, seen, wait=wait) or ([], seen)
+
+        return self._write_now(tail, commits=False)
 
     def _tail(
         self, conn: sqlite3.Connection, run: RunInfo, seen: int, *, wait: bool

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from mailtools import validated_mail
 
 from lionstore.domain.element import class_path
 from lionstore.domain.ids import IDType, to_id
@@ -61,27 +62,6 @@ def _sent(sender: IDType, recipient: IDType, **over: Any) -> MailSent:
     return MailSent(**values)
 
 
-def _validated(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
-    """The Mail a record describes, through validation (raw: the item as recorded)."""
-    p = data.package
-    package = Package(
-        p.category,
-        p.item,
-        p.request_source,
-        id=p.id,
-        created_at=p.created_at,
-        metadata={"item_class": p.item_class} if p.item_class else {},
-    )
-    return Mail(
-        id=mail_id,
-        created_at=data.created_at,
-        metadata=data.metadata,
-        sender=data.sender,
-        recipient=data.recipient,
-        package=package,
-    )
-
-
 def _same(mail: Mail, expected: Mail) -> None:
     assert type(mail) is Mail
     assert type(mail.package) is Package
@@ -122,8 +102,8 @@ def test_a_raw_mail_keeps_the_recorded_values_and_one_object_per_source_id() -> 
     second = _sent(to_id(str(sender)), to_id(str(recipient)), metadata={"k": "w"})
     a = mail_from_record(first_id, first, raw=True, ids=ids)
     b = mail_from_record(second_id, second, raw=True, ids=ids)
-    _same(a, _validated(first_id, first))
-    _same(b, _validated(second_id, second))
+    _same(a, validated_mail(first_id, first))
+    _same(b, validated_mail(second_id, second))
     assert a.id == first_id and b.id == second_id
     assert a.metadata == {"k": "v"}
     assert a.package.metadata == {"item_class": "no.such.Cls"}
@@ -131,7 +111,7 @@ def test_a_raw_mail_keeps_the_recorded_values_and_one_object_per_source_id() -> 
     assert b.sender is a.sender and b.recipient is a.recipient
     # without ids: still the recorded values
     c = mail_from_record(first_id, first, raw=True)
-    _same(c, _validated(first_id, first))
+    _same(c, validated_mail(first_id, first))
 
 
 def test_a_raw_mail_whose_metadata_names_its_class_is_validated() -> None:
@@ -140,7 +120,7 @@ def test_a_raw_mail_whose_metadata_names_its_class_is_validated() -> None:
     data = _sent(sender, recipient, metadata=named, package={"item_class": "no.such.Cls"})
     assert raw_mail_parts(mail_id, data, {}) is None
     mail = mail_from_record(mail_id, data, raw=True)
-    _same(mail, _validated(mail_id, data))
+    _same(mail, validated_mail(mail_id, data))
     assert mail.metadata == named
     assert mail.package.metadata == {"item_class": "no.such.Cls"}
     assert mail.package.item == {"text": "hi", "n": [1, 2]}
@@ -158,7 +138,7 @@ def test_a_validated_mail_keeps_its_metadata_and_no_package_metadata() -> None:
     mail = mail_from_record(mail_id, data)
     assert mail.metadata == {"k": "v"}
     assert mail.package.metadata == {}
-    _same(mail, _validated(mail_id, data))
+    _same(mail, validated_mail(mail_id, data))
 
 
 def test_raw_mail_parts_refuses_an_item_json_cannot_hold() -> None:
@@ -235,7 +215,7 @@ def _check(state: MailState, s: dict[str, Any]) -> None:
         for mid in held:
             mail = box.mails[mid]
             assert mail is state.mails[mid]  # one object, whichever dict it is read from
-            _same(mail, _validated(mid, data[mid]))
+            _same(mail, validated_mail(mid, data[mid]))
     dead, dead_at = s["dead"]
     letter = state.dead[dead]
     assert (letter.reason, letter.stage, letter.position) == (
@@ -243,10 +223,10 @@ def _check(state: MailState, s: dict[str, Any]) -> None:
         "buffer",
         dead_at,
     )
-    _same(letter.mail, _validated(dead, data[dead]))
+    _same(letter.mail, validated_mail(dead, data[dead]))
     assert state.where[dead] == "dead" and state.where[s["gone"]] == "gone"
     for mid, d in data.items():
-        _same(state.mails[mid], _validated(mid, d))
+        _same(state.mails[mid], validated_mail(mid, d))
 
 
 def test_the_validated_state_holds_every_mail_in_its_place() -> None:
@@ -303,7 +283,7 @@ def test_a_mail_whose_metadata_names_its_class_is_validated_in_a_compact_state()
     log.fold(mid, MailCollected())
     log.fold(mid, MailDelivered())
     assert list(state.boxes[b].ins[a]) == [mid]
-    _same(state.boxes[b].mails[mid], _validated(mid, data))
+    _same(state.boxes[b].mails[mid], validated_mail(mid, data))
 
 
 def test_compact_delivered_refuses_a_state_with_records() -> None:

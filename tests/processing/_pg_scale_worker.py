@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,10 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         await executor.start()
         barrier = Path(args["barrier_dir"])
         (barrier / f"ready-{os.getpid()}").write_text("ready")
+        deadline = time.monotonic() + 120  # a peer that never starts fails the test
         while len(list(barrier.iterdir())) < args["peers"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(list(barrier.iterdir()))} workers started")
             await asyncio.sleep(0.005)
         await executor.forward()
         await asyncio.wait_for(executor.join(), 150)

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pytest
 from bounds import bounded
 from dbtools import execute, query, rechain
+from mailtools import validated_mail
 from pydantic import BaseModel
 from replay_scenarios import JobExecutor, Recording, ReplayJob
 
@@ -21,8 +22,6 @@ import lionstore
 from lionstore.domain.event import Event
 from lionstore.domain.event_records import EventAppended
 from lionstore.domain.ids import IDType
-from lionstore.domain.mail import Mail, Package
-from lionstore.domain.mail_records import MailReceived, MailSent
 from lionstore.domain.records import RecordData, UnknownRecord, record_kinds
 from lionstore.log.backend import ReadQuery
 from lionstore.log.sqlite import SQLiteBackend
@@ -41,26 +40,6 @@ def _validated_event(event_id: IDType, data: EventAppended) -> Event:
     )
 
 
-def _validated_mail(mail_id: IDType, data: MailSent | MailReceived) -> Mail:
-    p = data.package
-    package = Package(
-        p.category,
-        p.item,
-        p.request_source,
-        id=p.id,
-        created_at=p.created_at,
-        metadata={"item_class": p.item_class} if p.item_class else {},
-    )
-    return Mail(
-        id=mail_id,
-        created_at=data.created_at,
-        metadata=data.metadata,
-        sender=data.sender,
-        recipient=data.recipient,
-        package=package,
-    )
-
-
 class ValidatingProjection(RunProjection):
     """Builds every event and mail through pydantic validation."""
 
@@ -72,7 +51,7 @@ class ValidatingProjection(RunProjection):
     def router(self, name: str) -> MailState:
         if name not in self.routers:
             state = super().router(name)
-            state.materialize_mail = _validated_mail
+            state.materialize_mail = validated_mail
             state.compact_parts = None  # every mail built (and validated) at once
         return self.routers[name]
 
