@@ -401,7 +401,7 @@ class Profiles:
     main-thread profile alone shows them only as time in ``epoll``).
 
     ``with profiles.active(): ...`` profiles both for the block only. Reaches into
-    the private ``lionstore.log.sqlite._run_call``; if that is gone the thread
+    the private ``lionstore.log.sqlite_threads._run_call``; if that is gone the thread
     listing says so.
     """
 
@@ -416,7 +416,7 @@ class Profiles:
 
     def install(self) -> None:
         try:
-            from lionstore.log import sqlite as backend
+            from lionstore.log import sqlite_threads as backend
         except ImportError:
             return
         original = getattr(backend, "_run_call", None)
@@ -460,7 +460,7 @@ class Profiles:
             print(_stats_text(pstats.Stats(self.main), key, top))
             print()
         if not self.patched:
-            print("(SQLite threads not profiled: lionstore.log.sqlite._run_call not found)")
+            print("(SQLite threads not profiled: lionstore.log.sqlite_threads._run_call not found)")
         elif self.threads:
             print(
                 f"### SQLite writer/reader threads ({self.thread_seconds:.3f} s wall inside "

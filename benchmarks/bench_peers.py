@@ -14,7 +14,20 @@ Workloads (every peer runs in its own virtual environment, see benchmarks/_peers
   every result; DBOS: ``queue.enqueue`` each, then every ``get_result``).
 * ``appends``: batches of 100 records into new streams, one transaction per batch
   (lionstore: ``Store.append``; eventsourcing: ``SQLiteApplicationRecorder.
-  insert_events``; raw sqlite3: ``executemany`` into one indexed table, the floor).
+  insert_events``).
+
+Two floors run beside them, raw stdlib ``sqlite3`` with nothing else (JSON encoded and
+digests worked out before the timed region, no Python objects):
+
+* ``raw sqlite3, one table``: ``executemany`` into one table with a unique index on
+  (stream, version), the layout eventsourcing's recorder writes. No library writing
+  that layout goes faster.
+* ``raw sqlite3, lionstore's layout``: the same rows in a real lionstore file, as
+  lionstore writes them (one task: its three commits, see bench_executor.py's ceiling;
+  appends: the stream rows, the records with their digests and the head row, one
+  commit per batch). lionstore cannot go faster than this. The floor of one layout over
+  the other's peer is the most lionstore can reach against that peer without changing
+  what it writes.
 
 Each is run at two durabilities (``--modes``): ``shipped`` (each library as it ships)
 and ``full`` (everyone at WAL + synchronous=FULL). The table prints the journal mode
@@ -44,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import _peers
+import bench_executor
 from _common import (
     Results,
     add_smoke_argument,
@@ -56,8 +70,13 @@ from _common import (
 
 import lionstore
 from lionstore import Event, EventStatus, Executor, RecordData
+from lionstore.log.digest import chain_digests
+from lionstore.log.sqlite_commit import INSERT_RECORD, INSERT_STREAM, SYNCHRONOUS
+from lionstore.replay.verify import verify
 
 _SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+RAW_ONE_TABLE = "raw sqlite3, one table"
+RAW_LIONSTORE = "raw sqlite3, lionstore's layout"
 
 
 class Task(Event):
@@ -126,7 +145,8 @@ async def _lionstore_appends(batches: int, size: int, mode: str) -> dict[str, An
 
 
 def _raw_appends(batches: int, size: int, mode: str) -> dict[str, Any]:
-    """The floor: one table, one index on (stream, version), pre-encoded JSON."""
+    """The floor of eventsourcing's layout: one table, one index on (stream,
+    version), pre-encoded JSON."""
     with tempfile.TemporaryDirectory(prefix="bench-raw-") as work:
         conn = sqlite3.connect(Path(work) / "raw.db", isolation_level=None)
         conn.execute("pragma journal_mode=wal")
@@ -154,6 +174,77 @@ def _raw_appends(batches: int, size: int, mode: str) -> dict[str, Any]:
         conn.close()
     return {"seconds": seconds, "n": batches, "events": batches * size,
             "journal_mode": journal, "synchronous": sync}  # fmt: skip
+
+
+async def _raw_lionstore_appends(batches: int, size: int, mode: str) -> dict[str, Any]:
+    """The floor of lionstore's layout: per batch, the stream rows, the records with
+    their digests (worked out before the timed region) and the head row, in one
+    commit, on a file lionstore made, with its writer's pragmas."""
+    durability = "full" if mode == "full" else "normal"
+    with tempfile.TemporaryDirectory(prefix="bench-raw-lionstore-") as work:
+        path = Path(work) / "lionstore.db"
+        async with lionstore.open(path, run="bench", durability=durability) as store:
+            run_no = store.run.run_no
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("pragma journal_mode=wal")
+            conn.execute(f"pragma synchronous={SYNCHRONOUS[durability]}")
+            conn.execute("pragma foreign_keys=on")
+            position, stream_no = conn.execute(
+                "select last_position, last_stream_no from lionstore_head"
+            ).fetchone()
+            (tip,) = conn.execute(
+                "select digest from lionstore_records order by position desc limit 1"
+            ).fetchone()
+            text = Happened(n=0, text="x" * 40).model_dump_json()
+            now_us = time.time_ns() // 1000
+            prepared = []
+            for _ in range(batches):
+                sids = [str(uuid.uuid4()) for _ in range(size)]
+                first = position + 1
+                digests = chain_digests(
+                    tip, first, now_us, sids, [1] * size,
+                    [Happened.kind] * size, [1] * size, [text] * size,
+                )  # fmt: skip
+                tip = digests[-1]
+                streams = [(stream_no + 1 + i, run_no, sid) for i, sid in enumerate(sids)]
+                records = [
+                    (first + i, run_no, stream_no + 1 + i, 1, Happened.kind, 1, text, now_us, d)
+                    for i, d in enumerate(digests)
+                ]
+                position += size
+                stream_no += size
+                prepared.append((streams, records, position, stream_no))
+            t0 = time.perf_counter()
+            for streams, records, last_position, last_stream_no in prepared:
+                conn.execute("begin immediate")
+                conn.executemany(INSERT_STREAM, streams)
+                conn.executemany(INSERT_RECORD, records)
+                conn.execute(
+                    "update lionstore_head set last_position = ?, last_stream_no = ? where id = 1",
+                    (last_position, last_stream_no),
+                )
+                conn.execute("commit")
+            seconds = time.perf_counter() - t0
+            journal = conn.execute("pragma journal_mode").fetchone()[0]
+            sync = _SYNC[conn.execute("pragma synchronous").fetchone()[0]]
+        finally:
+            conn.close()
+        async with lionstore.open(path, run="bench") as store:  # what it wrote is a log
+            report = await verify(store)
+        assert report.ok, f"the raw lionstore-layout floor wrote a log that fails verify: {report}"
+    return {"seconds": seconds, "n": batches, "events": batches * size,
+            "journal_mode": journal, "synchronous": sync}  # fmt: skip
+
+
+async def _raw_lionstore_tasks(n: int, mode: str) -> dict[str, Any]:
+    """The floor of one task at a time in lionstore's layout: the three commits a task
+    makes (bench_executor.py's ceiling), nothing else."""
+    durability = "full" if mode == "full" else "normal"
+    with tempfile.TemporaryDirectory(prefix="bench-raw-lionstore-") as work:
+        out = await bench_executor.run_ceiling(n, Path(work), durability)
+    return {"seconds": out["total"], "n": n, "journal_mode": "wal",
+            "synchronous": SYNCHRONOUS[durability]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     plans: list[tuple[str, str, list[str], int]] = []
     for mode in modes:
         task_peers = [p for p in ("huey", "dbos") if p in peers]
-        plans.append(("one_at_a_time", mode, ["lionstore", *task_peers], args.tasks))
+        plans.append(("one_at_a_time", mode, ["lionstore", *task_peers, RAW_LIONSTORE], args.tasks))
         plans.append(("queued", mode, ["lionstore", *task_peers], args.queued))
-        append_peers = ["raw sqlite3"] + (["eventsourcing"] if "eventsourcing" in peers else [])
+        append_peers = [RAW_ONE_TABLE, RAW_LIONSTORE] + (
+            ["eventsourcing"] if "eventsourcing" in peers else []
+        )
         plans.append(("appends", mode, ["lionstore", *append_peers], args.batches))
 
     settings: dict[tuple[str, str], str] = {}
@@ -202,8 +295,12 @@ def main(argv: list[str] | None = None) -> int:
                         out = asyncio.run(_lionstore_appends(n, 100, mode))
                     else:
                         out = asyncio.run(_lionstore_tasks(workload, n, mode))
-                elif who == "raw sqlite3":
+                elif who == RAW_ONE_TABLE:
                     out = _raw_appends(n, 100, mode)
+                elif who == RAW_LIONSTORE and workload == "appends":
+                    out = asyncio.run(_raw_lionstore_appends(n, 100, mode))
+                elif who == RAW_LIONSTORE:
+                    out = asyncio.run(_raw_lionstore_tasks(n, mode))
                 elif workload == "appends":
                     out = _peers.run_peer(peers[who], "appends", n, mode, batch=100)
                 else:
@@ -225,6 +322,19 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             rows.append([who, settings[(mode, who)], fmt_summary(res.get(key)), ratio])
         print_table(["library", "journal + synchronous (read back)", unit, "lionstore / it"], rows)
+        floors = [
+            f"{floor} / {who} "
+            + fmt_summary(
+                res.ratio(f"{workload}/{mode}/{floor}", f"{workload}/{mode}/{who}"), fmt_num
+            )
+            + "x"
+            for who in contenders
+            if not who.startswith("raw") and who != "lionstore"
+            for floor in (RAW_LIONSTORE,)
+            if floor in contenders
+        ]
+        if floors:  # the most lionstore can reach against each peer, writing what it writes
+            print("\nceiling: " + "; ".join(floors))
         print()
     return 0
 

@@ -18,7 +18,7 @@ import lionstore
 from lionstore.domain.event_records import EVENT_KINDS
 from lionstore.domain.mail_records import MAIL_KINDS
 from lionstore.domain.records import DEFAULT_MAX_RECORD_BYTES
-from lionstore.log import sqlite as sqlite_backend
+from lionstore.log import sqlite_commit
 from lionstore.log import store as store_module
 from lionstore.log.schema import TABLE_NAMES, VERSION_TABLE
 from lionstore.projections.snapshot import FORMAT_VERSION
@@ -100,7 +100,7 @@ def test_the_numbers_are_the_codes() -> None:
         "`FORMAT_VERSION` (3)": FORMAT_VERSION == 3,
         "more than 10,000 records": CHECKPOINT_EVERY == 10_000,
         "(up to 50,000 records)": store_module._MAX_GROUP_RECORDS == 50_000,
-        "(up to 256 rows": sqlite_backend._INLINE_MAX_ROWS == 256,
+        "(up to 256 rows": sqlite_commit._INLINE_MAX_ROWS == 256,
         "(1 MiB by default)": DEFAULT_MAX_RECORD_BYTES == 1 << 20,
     }
     for phrase, true in stated.items():
