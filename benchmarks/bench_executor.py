@@ -243,6 +243,15 @@ def _ceiling_texts() -> list[tuple[str, str]]:
     return [(r.kind, r.model_dump_json()) for r in records]
 
 
+def raw_connection(path: Path, durability: str) -> sqlite3.Connection:
+    """A stdlib connection to a lionstore file with the pragmas of lionstore's writer."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
 async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict[str, float]:
     """The per_event floor: raw sqlite3, three durable commits per event, nothing else."""
     tmp = Path(tempfile.mkdtemp(prefix="ceiling-", dir=workdir))
@@ -250,11 +259,8 @@ async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict
     try:
         async with lionstore.open(path, run=RUN_LABEL, durability=durability) as store:
             run_no = store.run.run_no
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        conn = raw_connection(path, durability)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[durability]}")
-            conn.execute("PRAGMA foreign_keys=ON")
             position, stream_no = conn.execute(
                 "SELECT last_position, last_stream_no FROM lionstore_head"
             ).fetchone()

@@ -185,11 +185,8 @@ async def _raw_lionstore_appends(batches: int, size: int, mode: str) -> dict[str
         path = Path(work) / "lionstore.db"
         async with lionstore.open(path, run="bench", durability=durability) as store:
             run_no = store.run.run_no
-        conn = sqlite3.connect(path, isolation_level=None)
+        conn = bench_executor.raw_connection(path, durability)
         try:
-            conn.execute("pragma journal_mode=wal")
-            conn.execute(f"pragma synchronous={SYNCHRONOUS[durability]}")
-            conn.execute("pragma foreign_keys=on")
             position, stream_no = conn.execute(
                 "select last_position, last_stream_no from lionstore_head"
             ).fetchone()

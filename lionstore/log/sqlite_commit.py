@@ -240,42 +240,30 @@ class SQLiteCommits(LogBackend):
         wait: bool,
     ) -> CommitOutcome:
         with gc_paused(sum(len(r.rows) for r in requests)):
-            return self._commit_paused(conn, run, requests, now_us, seen, wait=wait)
-
-    def _commit_paused(
-        self,
-        conn: sqlite3.Connection,
-        run: RunInfo,
-        requests: Sequence[AppendRequest],
-        now_us: int,
-        seen: int,
-        *,
-        wait: bool,
-    ) -> CommitOutcome:
-        self._begin_immediate(conn, wait)
-        try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._data_version and self._head is not None:
-                last_position, last_stream_no = self._head  # nobody else wrote since
-            else:
+            self._begin_immediate(conn, wait)
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == self._data_version and self._head is not None:
+                    last_position, last_stream_no = self._head  # nobody else wrote since
+                else:
+                    self._last_digest.clear()
+                    last_position, last_stream_no = conn.execute(
+                        "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
+                    ).fetchone()
+                foreign = self._catch_up(conn, run, seen, last_position)
+                outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
+                conn.execute("COMMIT")
+                self._data_version = version
+                self._head = (outcome.head, outcome.last_stream_no)
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                self._forget_streams()  # tentative heads may have leaked in; start afresh
+                self._head = None
                 self._last_digest.clear()
-                last_position, last_stream_no = conn.execute(
-                    "SELECT last_position, last_stream_no FROM lionstore_head WHERE id = 1"
-                ).fetchone()
-            foreign = self._catch_up(conn, run, seen, last_position)
-            outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
-            conn.execute("COMMIT")
-            self._data_version = version
-            self._head = (outcome.head, outcome.last_stream_no)
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._forget_streams()  # tentative heads may have leaked in; start afresh
-            self._head = None
-            self._last_digest.clear()
-            raise
-        outcome.foreign = foreign
-        return outcome
+                raise
+            outcome.foreign = foreign
+            return outcome
 
     def _catch_up(
         self, conn: sqlite3.Connection, run: RunInfo, seen: int, last_position: int
