@@ -42,7 +42,8 @@ from lionstore.errors import (
     UnknownSourceError,
 )
 from lionstore.log.backend import RunInfo
-from lionstore.log.store import DURABILITY_LEVELS, Store, current_store, open
+from lionstore.log.opening import open
+from lionstore.log.store import DURABILITY_LEVELS, Store, current_store
 from lionstore.mail.exchange import Exchange
 from lionstore.mail.mailbox import Mailbox
 from lionstore.mail.manager import MailManager

@@ -26,7 +26,7 @@ import lionstore
 from lionstore.errors import LionstoreError, RunNotFoundError
 from lionstore.log.backend import RunInfo
 from lionstore.log.digest import chain_start, record_digest
-from lionstore.log.store import delete_run as store_delete_run
+from lionstore.log.opening import delete_run as store_delete_run
 from lionstore.replay.state import rebuild
 
 __all__ = [

@@ -25,7 +25,7 @@ from lionstore.domain.records import Recorded, UnknownRecord, decode_data, recor
 from lionstore.errors import CorruptDatabaseError, LionstoreError, RecordError
 from lionstore.log.backend import ReadQuery
 from lionstore.log.digest import chain_start
-from lionstore.log.store import Store, _to_us, check_run_end
+from lionstore.log.store import Store, check_run_end, to_us
 from lionstore.mail.source import Source
 from lionstore.projections.executor import (
     ExecutorState,
@@ -451,7 +451,7 @@ async def _fold_rows(
     run_no = info.run_no
     projection.tip = chain_start(info.run_id)
     projection.label = store.target
-    until_us = _to_us(until) if until is not None else None
+    until_us = to_us(until) if until is not None else None
     # Bounded by the head as it is now: what the scan reads is then fixed (committed
     # and append-only), and the run's end can be checked apart from the scan.
     upto = await store._backend.head_position()
