@@ -515,3 +515,23 @@ def test_a_view_read_with_no_event_loop_folds_over_checkpoint_every(
     finally:
         asyncio.run(store.close())
     assert "mail:post" in _checkpoint_names(path)
+
+
+async def test_an_executor_with_no_records_of_its_own_restores_from_its_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An executor that never recorded anything, on a run other repositories wrote to,
+    is checkpointed at close like any other (an empty state at position 0) and
+    restored from it on the next open, without folding the run again."""
+    path = tmp_path / "f.db"
+    async with lionstore.open(path, run="r") as store:
+        await CountedExecutor(store=store, name="idle").load()
+        await Exchange([Source()], store=store, name="post").load()
+    assert "executor:idle" in _checkpoint_names(path)
+    with caplog.at_level(logging.INFO, logger="lionstore.checkpoints"):
+        async with lionstore.open(path, run="r") as store:
+            ex = CountedExecutor(store=store, name="idle")
+            await ex.load()
+            assert ex._repo.restored_from is not None
+            assert len(ex.pile) == 0
+    assert _ignored(caplog) == []
