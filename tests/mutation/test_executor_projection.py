@@ -29,6 +29,7 @@ from lionstore.domain.event_records import (
 )
 from lionstore.domain.ids import IDType, to_id
 from lionstore.domain.lazy import LazyDict
+from lionstore.projections import snapshot
 from lionstore.projections.executor import (
     ExecutorState,
     RecordedEvent,
@@ -373,3 +374,21 @@ def test_an_event_whose_metadata_names_another_class_is_refused(compact: bool) -
     _, log = _state(compact=compact)
     with pytest.raises(ValueError, match="Metadata class mismatch"):
         log.append(metadata={Element._lion_class_key: "some.module.Other"})
+
+
+def test_an_event_restored_from_a_checkpoint_is_pending_again_when_requeued() -> None:
+    """An event a checkpoint restored (its execution validated from the snapshot, not
+    built by the fold) is claimed, then requeued when its lease expires: pending and
+    queued again, without its claim."""
+    state, log = _state()
+    sid = log.append()
+    log.fold(sid, EventQueued())
+    restored = snapshot.empty_like(state)
+    assert isinstance(restored, ExecutorState)
+    snapshot.load_state(restored, snapshot.dump_state(state))
+    log.state = restored
+    log.claim(sid)
+    assert restored.pile[sid].status is EventStatus.PROCESSING
+    log.fold(sid, EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1, by="p2"))
+    assert restored.pile[sid].status is EventStatus.PENDING
+    assert list(restored.queue) == [sid] and restored.claims == {}
