@@ -10,13 +10,14 @@ import asyncio
 import logging
 import re
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import test_checkpoints as tc
 from bounds import bounded
 from fixture_kinds import FixtureExecutor
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 import lionstore
 from lionstore import Exchange, RecordError, Source
@@ -320,3 +321,217 @@ async def test_a_read_only_store_writes_no_checkpoint_and_says_nothing(
             assert await ex._repo.checkpoint() is False
     assert [r for r in caplog.records if r.name == "lionstore.checkpoints"] == []
     assert _checkpoint_names(path) == set()
+
+
+# -- records the feed brings while a load folds ---------------------------------------
+
+
+def _source_ids(ex: Exchange) -> set[lionstore.IDType]:
+    return {s.id for s in ex.sources}
+
+
+async def _file_with(path: Path, *sources: Source) -> None:
+    async with lionstore.open(path, run="r", checkpoints=False) as store:
+        await Exchange(list(sources), store=store, name="post").load()
+
+
+async def test_a_load_folds_up_to_the_feed_and_leaves_the_rest_to_sync(tmp_path: Path) -> None:
+    """Records another process committed after this store's feed last looked are not
+    in a load: the projection is the fold of the log up to the store's position, and
+    they come in (once) by sync()."""
+    path = tmp_path / "f.db"
+    s1, s2 = Source(), Source()
+    await _file_with(path, s1)
+    async with (
+        lionstore.open(path, run="r", checkpoints=False) as mine,
+        lionstore.open(path, run="r", checkpoints=False) as other,
+    ):
+        ex = Exchange(store=mine, name="post")
+        await Exchange([s2], store=other, name="post").load()  # another writer adds s2
+        position = mine.position
+        assert await mine.head() > position  # committed, not yet delivered to `mine`
+        await ex.load()
+        assert _source_ids(ex) == {s1.id}
+        assert ex._repo.state.position <= position
+        await ex.sync()
+        assert _source_ids(ex) == {s1.id, s2.id}
+
+
+async def test_records_delivered_before_the_load_are_folded_once(tmp_path: Path) -> None:
+    """A record the feed delivered before the first load (held, as the projection had no
+    history yet) is part of the history that load folds: the held copy is dropped."""
+    path = tmp_path / "f.db"
+    s1, s2 = Source(), Source()
+    await _file_with(path, s1)
+    async with (
+        lionstore.open(path, run="r", checkpoints=False) as mine,
+        lionstore.open(path, run="r", checkpoints=False) as other,
+    ):
+        ex = Exchange(store=mine, name="post")
+        await Exchange([s2], store=other, name="post").load()
+        await mine.sync()  # s2's source.added reaches the feed: held, not loaded yet
+        assert not ex._repo.loaded
+        await ex.load()
+        assert _source_ids(ex) == {s1.id, s2.id}
+        assert ex._repo.state.position == mine.position
+
+
+async def test_a_view_read_while_the_feed_delivers_folds_history_then_the_delivery(
+    tmp_path: Path,
+) -> None:
+    """A feed subscriber reads a view of a projection not loaded yet while a batch is
+    being delivered: the synchronous load folds the history the store had delivered
+    before the batch, and the batch (held meanwhile) is applied after it."""
+    path = tmp_path / "f.db"
+    s1, s2 = Source(), Source()
+    await _file_with(path, s1)
+    async with (
+        lionstore.open(path, run="r", checkpoints=False) as mine,
+        lionstore.open(path, run="r", checkpoints=False) as other,
+    ):
+        ex = Exchange(store=mine, name="post")  # subscribes first: it holds the batch
+        seen: list[tuple[int, set[lionstore.IDType]]] = []
+        mine.subscribe(lambda records: seen.append((mine.position, _source_ids(ex))))
+        before = mine.position
+        await Exchange([s2], store=other, name="post").load()
+        await mine.sync()
+        # the view was read with the store still at its position before the batch
+        assert seen == [(before, {s1.id, s2.id})]
+        assert _source_ids(ex) == {s1.id, s2.id}
+
+
+# -- load() shared by its callers, and tried again after a failure ---------------------
+
+# Called with each Counted event's ``n`` whenever the class validates one, which a load
+# does for every event it folds (the live executor rebuilds the user's class): the
+# point at which these tests act while a load is under way.
+_while_folding: Callable[[int], None] | None = None
+
+
+class Counted(lionstore.Event):
+    n: int = 0
+
+    @field_validator("n")
+    @classmethod
+    def _folded(cls, value: int) -> int:
+        if _while_folding is not None:
+            _while_folding(value)
+        return value
+
+    async def invoke(self) -> None:
+        self.response = self.n
+
+
+class CountedProcessor(lionstore.Processor):
+    event_type = Counted
+
+
+class CountedExecutor(lionstore.Executor):
+    processor_type = CountedProcessor
+
+
+@pytest.fixture
+def while_folding() -> Iterator[Callable[[Callable[[int], None] | None], None]]:
+    def install(hook: Callable[[int], None] | None) -> None:
+        global _while_folding
+        _while_folding = hook
+
+    yield install
+    install(None)
+
+
+async def _file_with_events(path: Path, n: int) -> None:
+    async with lionstore.open(path, run="r", checkpoints=False) as store:
+        await CountedExecutor(store=store, name="w").extend([Counted(n=i) for i in range(n)])
+
+
+async def test_a_caller_cancelled_during_a_load_leaves_the_fold_to_the_others(
+    tmp_path: Path, while_folding: Callable[[Callable[[int], None] | None], None]
+) -> None:
+    """A load() whose caller is cancelled goes on for the callers still waiting: a
+    load() called meanwhile shares that fold instead of starting another."""
+    path = tmp_path / "f.db"
+    await _file_with_events(path, 3)
+    async with lionstore.open(path, run="r", checkpoints=False) as store:
+        ex = CountedExecutor(store=store, name="w")
+        folded: list[int] = []
+        first = asyncio.ensure_future(ex.load())
+        later: list[asyncio.Future[None]] = []
+
+        def hook(n: int) -> None:
+            folded.append(n)
+            if not later:  # the fold is under way: its first caller gives up, another calls
+                first.cancel()
+                later.append(asyncio.ensure_future(ex.load()))
+
+        while_folding(hook)
+        with pytest.raises(asyncio.CancelledError):
+            await bounded(first, "the cancelled load()")
+        await bounded(later[0], "the load() called during the fold")
+        while_folding(None)
+        assert folded == [0, 1, 2]  # one fold: each event rebuilt once
+        assert [e.n for e in ex.pile] == [0, 1, 2]  # type: ignore[attr-defined]
+
+
+async def test_a_load_that_failed_is_folded_again_by_the_next(
+    tmp_path: Path, while_folding: Callable[[Callable[[int], None] | None], None]
+) -> None:
+    """A failed load is not kept as the answer: once what made it fail is gone (here an
+    event class that refused a value now accepts it), the next load succeeds."""
+    path = tmp_path / "f.db"
+    await _file_with_events(path, 2)
+
+    def refuse(n: int) -> None:
+        raise ValueError(f"n={n} refused")
+
+    async with lionstore.open(path, run="r", checkpoints=False) as store:
+        ex = CountedExecutor(store=store, name="w")
+        while_folding(refuse)
+        with pytest.raises(RecordError, match="cannot be applied: ValidationError"):
+            await bounded(ex.load(), "the failing load()")
+        while_folding(None)
+        await bounded(ex.load(), "the second load()")
+        assert [e.n for e in ex.pile] == [0, 1]  # type: ignore[attr-defined]
+
+
+def test_a_view_read_with_no_event_loop_folds_over_checkpoint_every(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view read first from plain synchronous code (no event loop running) loads on the
+    spot even when the fold is long enough to call for a checkpoint: there is no loop
+    to write it on, so the store's close writes it."""
+    monkeypatch.setattr(base, "CHECKPOINT_EVERY", 3)
+    path = tmp_path / "f.db"
+    asyncio.run(_file_with_sources(path, 4))
+
+    async def opened() -> tuple[lionstore.Store, Exchange]:
+        store = await lionstore.open(path, run="r")
+        return store, Exchange(store=store, name="post")
+
+    store, ex = asyncio.run(opened())
+    try:
+        assert len(ex.sources) == 4  # read outside any event loop
+        assert "mail:post" not in _checkpoint_names(path)
+    finally:
+        asyncio.run(store.close())
+    assert "mail:post" in _checkpoint_names(path)
+
+
+async def test_an_executor_with_no_records_of_its_own_restores_from_its_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An executor that never recorded anything, on a run other repositories wrote to,
+    is checkpointed at close like any other (an empty state at position 0) and
+    restored from it on the next open, without folding the run again."""
+    path = tmp_path / "f.db"
+    async with lionstore.open(path, run="r") as store:
+        await CountedExecutor(store=store, name="idle").load()
+        await Exchange([Source()], store=store, name="post").load()
+    assert "executor:idle" in _checkpoint_names(path)
+    with caplog.at_level(logging.INFO, logger="lionstore.checkpoints"):
+        async with lionstore.open(path, run="r") as store:
+            ex = CountedExecutor(store=store, name="idle")
+            await ex.load()
+            assert ex._repo.restored_from is not None
+            assert len(ex.pile) == 0
+    assert _ignored(caplog) == []

@@ -28,6 +28,8 @@ from lionstore.domain.event_records import (
     EventSkipped,
 )
 from lionstore.domain.ids import IDType, to_id
+from lionstore.domain.lazy import LazyDict
+from lionstore.projections import snapshot
 from lionstore.projections.executor import (
     ExecutorState,
     RecordedEvent,
@@ -296,3 +298,97 @@ def test_the_pile_and_pending_progression_refuse_changes_naming_what_to_call() -
         "this collection is rebuilt from the log; change it through Executor.append / forward"
     )
     assert len(state.pile) == 1 and len(state.pending_progression()) == 1
+
+
+# -- a replay's compact pile against the plain one -------------------------------------
+
+
+def _response() -> str:
+    # a new str object on each call, as each record's JSON decodes one
+    return "".join(["do", "ne"])
+
+
+def _fold_scenario(state: ExecutorState, *, read_midway: bool) -> dict[str, IDType]:
+    """The same records whatever the state: events without metadata or fields, with
+    metadata that names no class, one read (built) before its outcome comes in, and
+    one still pending."""
+    log = _Log(state)
+    ids = {
+        "bare": log.append(metadata={}, fields={}),
+        "meta": log.append(),
+        "read": log.append(metadata={"k": "w"}, fields={"n": 3}),
+        "pending": log.append(metadata={}, fields={}),
+    }
+    if read_midway:
+        state.pile[ids["read"]]
+    for name in ("bare", "meta", "read"):
+        sid = ids[name]
+        log.fold(sid, EventQueued())
+        log.claim(sid)
+        log.fold(
+            sid,
+            EventFinished(status="completed", attempt=1, duration_us=1_000, response=_response()),
+        )
+    return ids
+
+
+def test_a_compact_pile_keeps_unread_events_as_values_and_reads_them_as_the_plain_one() -> None:
+    """A replay's compact pile (compact_finished) keeps each event whose metadata names
+    no class unbuilt, as its values, from its event.appended on; read, every event is
+    the one a plain fold builds, field by field, and equal string responses are one
+    object in both."""
+    plain, _ = _state()
+    compact, _ = _state(compact=True)
+    ids = _fold_scenario(plain, read_midway=False)
+    # just appended (a finish keeps a built replay event as values again)
+    fresh, log = _state(compact=True)
+    appended = [log.append(metadata={}, fields={}), log.append()]
+    items = fresh.pile._items
+    assert isinstance(items, LazyDict)
+    assert [items.is_built(sid) for sid in appended] == [False, False]
+    cids = _fold_scenario(compact, read_midway=True)
+    items = compact.pile._items
+    assert isinstance(items, LazyDict)
+    assert [items.is_built(cids[n]) for n in ("bare", "meta", "pending")] == [False] * 3
+    for name in ids:
+        want, got = plain.pile[ids[name]], compact.pile[cids[name]]
+        assert type(got) is type(want) is RecordedEvent
+        assert (got.created_at, got.metadata, got.event_class, got.fields) == (
+            want.created_at,
+            want.metadata,
+            want.event_class,
+            want.fields,
+        ), name
+        assert got.execution.model_dump() == want.execution.model_dump(), name
+    assert compact.pile[cids["read"]].metadata == {"k": "w"}
+    assert compact.pile[cids["pending"]].fields == {}
+    for state, keys in ((plain, ids), (compact, cids)):
+        bare, meta = (state.pile[keys[n]].execution.response for n in ("bare", "meta"))
+        assert bare == "done" and bare is meta  # one copy of each string response
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_an_event_whose_metadata_names_another_class_is_refused(compact: bool) -> None:
+    """Element's metadata check decides an event whose metadata names a class, in a
+    compact pile too: one naming a class that is not RecordedEvent is refused."""
+    _, log = _state(compact=compact)
+    with pytest.raises(ValueError, match="Metadata class mismatch"):
+        log.append(metadata={Element._lion_class_key: "some.module.Other"})
+
+
+def test_an_event_restored_from_a_checkpoint_is_pending_again_when_requeued() -> None:
+    """An event a checkpoint restored (its execution validated from the snapshot, not
+    built by the fold) is claimed, then requeued when its lease expires: pending and
+    queued again, without its claim."""
+    state, log = _state()
+    sid = log.append()
+    log.fold(sid, EventQueued())
+    restored = snapshot.empty_like(state)
+    assert isinstance(restored, ExecutorState)
+    snapshot.load_state(restored, snapshot.dump_state(state))
+    log.state = restored
+    log.claim(sid)
+    assert restored.pile[sid].status is EventStatus.PROCESSING
+    log.fold(sid, EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1, by="p2"))
+    assert restored.pile[sid].status is EventStatus.PENDING
+    assert list(restored.queue) == [sid] and restored.claims == {}

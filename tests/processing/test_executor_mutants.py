@@ -197,3 +197,69 @@ async def test_a_failed_append_leaves_no_live_event_behind(tmp_path: Path) -> No
             await bounded(repo.append([Job(n=1)]), "append()")
         assert repo.state.live == {}
         executor.close()
+
+
+async def test_a_renewal_moves_on_only_the_current_claims_of_its_owner(
+    tmp_path: Path, clock: Any
+) -> None:
+    """renew_leases() records the new expiry (now + the lease) for each claim still
+    this owner's at that attempt, skipping the others (not claimed, another attempt,
+    another owner) without stopping at them; a renewed claim outlives its first lease
+    while the claim beside it is taken over."""
+    async with lionstore.open(tmp_path / "renew.db", run="r", clock=clock) as store:
+        executor = make_executor(store, lease_seconds=10.0)
+        await executor.start()
+        repo = executor._repo
+        first, second, idle = Job(n=1), Job(n=2), Job(n=3)
+        await executor.extend([first, second, idle])
+        await repo.queue([first.id, second.id])
+        won = await repo.claim(
+            [first.id, second.id], [], owner="me", lease_seconds=10.0, cycle=1, backoff=None
+        )
+        assert [(e.id, attempt) for e, attempt, _ in won] == [(first.id, 1), (second.id, 1)]
+        clock.advance(4.0)
+        now = store.now_us()
+        held = [(idle.id, 1), (second.id, 2), (first.id, 1)]
+        assert await repo.renew_leases(held, owner="me", lease_seconds=10.0) == [first.id]
+        assert await repo.renew_leases([(second.id, 1)], owner="you", lease_seconds=10.0) == []
+        (renewed,) = await read_all(store, kinds=("event.lease_renewed",))
+        assert (renewed.stream_id, renewed.data.model_dump()) == (
+            first.id,
+            {"owner": "me", "attempt": 1, "lease_expires_us": now + 10_000_000},
+        )
+        clock.advance(6.0)  # the first leases end; the renewed one holds for 4 s more
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t") == 1
+        assert [r.stream_id for r in await read_all(store, kinds=("event.requeued",))] == [
+            second.id
+        ]
+        clock.advance(4.0)
+        assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t") == 1
+        executor.close()
+
+
+async def test_a_skipped_event_retried_is_due_for_its_first_attempt(
+    tmp_path: Path, clock: Any
+) -> None:
+    """An event skipped from the queue (a ``handle_denied`` override) was never
+    claimed: its retry records attempt 1, and its first claim is attempt 1."""
+    async with lionstore.open(tmp_path / "skip.db", run="r", clock=clock) as store:
+        executor = make_executor(store)
+        await executor.start()
+        repo = executor._repo
+        job = Job(n=1)
+        await executor.extend([job])
+        await repo.queue([job.id])
+        assert (
+            await repo.claim(
+                [], [], owner="me", lease_seconds=10.0, cycle=1, backoff=None, skips=[job.id]
+            )
+            == []
+        )
+        assert repo.state.status(job.id) is EventStatus.SKIPPED
+        assert await repo.retry([job.id]) == [job.id]
+        (retried,) = await read_all(store, kinds=("event.retried",))
+        assert retried.data.model_dump() == {"attempt": 1}
+        await repo.queue([job.id])
+        won = await repo.claim([job.id], [], owner="me", lease_seconds=10.0, cycle=2, backoff=None)
+        assert [(e.id, attempt) for e, attempt, _ in won] == [(job.id, 1)]
+        executor.close()

@@ -376,3 +376,64 @@ async def test_an_owner_on_another_host_is_taken_over_once_its_lock_is_free(
     assert report.ok, report.divergence
     assert [r.kind for r in records][-1] == "event.requeued"
     assert records[-1].data.reason == "owner_gone"  # type: ignore[union-attr]
+
+
+async def test_only_an_owner_that_recorded_its_lock_is_judged_by_it(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four owners on another host, each with a claim (300 s lease): ``gone`` recorded
+    that it holds an advisory lock, and its session ended; ``held`` recorded so too,
+    and its session still holds the lock; ``lockless`` recorded that it holds none, and
+    ``silent`` recorded no identity (their locks are free: they never took them). Only
+    ``gone`` is taken over (owner_gone) after the grace; the others wait for their
+    leases, however long their locks are seen free."""
+    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
+    elsewhere = leases.ProcessIdentity("elsewhere", 4242, "boot", "pid:[1]", 99)
+    identities = {
+        "gone": elsewhere.record("ex", "gone", advisory_lock=True),
+        "held": elsewhere.record("ex", "held", advisory_lock=True),
+        "lockless": elsewhere.record("ex", "lockless"),
+    }
+    jobs = {owner: Job(n=n) for n, owner in enumerate(["gone", "held", "lockless", "silent"])}
+
+    async def claim(store: lionstore.Store, owner: str) -> None:
+        ex = make_executor(store, name="ex")
+        await ex.load()
+        won = await ex._repo.claim(
+            [jobs[owner].id], [], owner=owner, lease_seconds=300.0, cycle=1, backoff=None
+        )
+        assert [e.id for e, _, _ in won] == [jobs[owner].id]
+
+    async with lionstore.open(pg_database, run="locks") as holder:
+        async with lionstore.open(pg_database, run="locks") as ended:
+            ex = make_executor(ended, name="ex")
+            await ex.extend(list(jobs.values()))
+            await ex._repo.queue([j.id for j in jobs.values()])
+            stream = executor_stream_id("ex")
+            await ended.append([(stream, identity) for identity in identities.values()])
+            for owner in ("gone", "lockless", "silent"):
+                await claim(ended, owner)  # their sessions end with this store
+        await holder.sync()
+        await claim(holder, "held")
+
+        async with lionstore.open(pg_database, run="locks") as other:
+            taker = make_executor(other, name="ex")
+            await taker.start()
+            repo = taker._repo
+            taken: list[int] = []
+
+            async def taken_over() -> bool:
+                taken.append(await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t"))
+                return sum(taken) > 0
+
+            await wait_until(taken_over, timeout=30, interval=0.05, what="the take-over")
+            assert sum(taken) == 1
+            # three more graces of checks: nobody else is taken for gone
+            deadline = asyncio.get_running_loop().time() + 3 * leases.OWNER_LOCK_GRACE
+            while asyncio.get_running_loop().time() < deadline:
+                assert await repo.reclaim_expired(max_attempts=3, in_flight=set(), by="t") == 0
+                await asyncio.sleep(0.05)
+            requeued = await read_all(other, kinds=("event.requeued",))
+    assert [(r.stream_id, r.data.reason) for r in requeued] == [  # type: ignore[union-attr]
+        (jobs["gone"].id, "owner_gone")
+    ]

@@ -1,0 +1,252 @@
+"""Claim turns on PostgreSQL (``ExecutorRepository.begin_claim_turn``), two workers in
+one process, each with its own store (its own sessions), as two worker processes
+would have.
+
+A turn is asked for only when another processor of the executor could race for the
+same work; a worker waiting for the turn catches up on what the holder commits; a
+worker far behind gives its turn back once, catches up and takes it again (at most
+three tries); a turn granted while its caller is cancelled is still given back. The
+worker processes of test_pg_scale_out.py take turns for real; these tests pin each
+rule on its own, in seconds (docs/mutation.md, repositories/executor.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from bounds import bounded
+from proc_helpers import make_executor, wait_until
+from processing_events import Job
+
+import lionstore
+from lionstore.processing.executor import Executor
+from lionstore.repositories.executor import _TURN_BEHIND, ExecutorRepository
+
+pytestmark = pytest.mark.usefixtures("pg_cluster")
+
+
+@asynccontextmanager
+async def _worker(url: str) -> AsyncIterator[Executor]:
+    """A worker: its own store on the run, an executor named ``ex``, started (its
+    processor is recorded, as a worker process's is)."""
+    async with lionstore.open(url, run="turns") as store:
+        executor = make_executor(store, name="ex")
+        await executor.start()
+        try:
+            yield executor
+        finally:
+            executor.close()
+
+
+async def _turn(repo: ExecutorRepository) -> bool:
+    return await bounded(repo.begin_claim_turn(), "begin_claim_turn()")
+
+
+def _granted_at_once(
+    repo: ExecutorRepository, after_take: Callable[[], Awaitable[Any]] | None = None
+) -> list[bool]:
+    """Count the claim turns ``repo`` asks its store for (the real call, then
+    ``after_take``), and hold back the catch-up ``repo`` runs while a take is under
+    way: as when the turn comes before the first catch-up of the wait, so that the
+    check after it sees the worker as far behind as it was (with a real wait, whether
+    it caught up first depends on timing)."""
+    taken: list[bool] = []
+    take = repo.store.take_claim_turn
+    sync = repo.sync
+    taking = False
+
+    async def counted(name: str) -> bool:
+        nonlocal taking
+        taking = True
+        try:
+            got = await take(name)
+            if after_take is not None:
+                await after_take()
+            taken.append(got)
+            return got
+        finally:
+            taking = False
+
+    async def catch_up() -> None:
+        if not taking:
+            await sync()
+
+    repo.store.take_claim_turn = counted  # type: ignore[method-assign]
+    repo.sync = catch_up  # type: ignore[method-assign]
+    return taken
+
+
+async def test_a_turn_is_taken_only_when_another_processor_could_race_for_work(
+    pg_database: str,
+) -> None:
+    async with _worker(pg_database) as a:
+        repo = a._repo
+        job = Job(n=1)
+        await a.extend([job])  # pending work, one processor: nobody to race with
+        assert await _turn(repo) is False
+        async with _worker(pg_database) as b:
+            await repo.sync()  # a second processor of the executor is recorded
+            assert len(repo.state.processors) == 2
+            assert await _turn(repo) is True  # pending work
+            assert await _turn(repo) is False  # held already: not taken twice
+            await repo.end_claim_turn()
+            # given back once, so free: the other worker gets it at once
+            assert await _turn(b._repo) is True
+            await b._repo.end_claim_turn()
+            await repo.queue([job.id])
+            assert await _turn(repo) is True  # queued work
+            await repo.end_claim_turn()
+            await repo.claim([job.id], [], owner="me", lease_seconds=60, cycle=1, backoff=None)
+            # claimed: nothing queued or pending, an idle cycle must not hold up others
+            assert await _turn(repo) is False
+            await b._repo.sync()
+            assert await _turn(b._repo) is False
+
+
+async def test_a_worker_waiting_for_the_turn_catches_up_on_what_the_holder_commits(
+    pg_database: str,
+) -> None:
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        jobs = [Job(n=i) for i in range(3)]
+        await a.extend(jobs)
+        await a._repo.sync()
+        await b._repo.sync()  # B knows of pending work and of A's processor
+        assert await _turn(a._repo) is True
+        waiting = asyncio.ensure_future(b._repo.begin_claim_turn())
+        try:
+            await a._repo.queue([jobs[0].id])  # committed while A holds the turn
+            head = await a._repo.store.head()
+
+            def caught_up() -> bool:
+                return b._repo.store.position >= head
+
+            await wait_until(caught_up, timeout=30, what="B to catch up while waiting")
+            assert not waiting.done()  # still A's turn
+            await a._repo.end_claim_turn()
+            assert await bounded(waiting, "B's turn") is True
+        finally:
+            waiting.cancel()
+        assert list(b._repo.state.queue) == [jobs[0].id]
+        await b._repo.end_claim_turn()
+
+
+async def test_a_worker_far_behind_gives_its_turn_back_once_and_catches_up(
+    pg_database: str,
+) -> None:
+    """Exactly ``_TURN_BEHIND`` records behind: the turn is given back, the worker
+    catches up, and takes it again (two turns); one record fewer, it keeps the first."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        repo = b._repo
+        await a.extend([Job(n=-1)])
+        await repo.sync()  # B knows of pending work
+        taken = _granted_at_once(repo)
+        await a.extend([Job(n=i) for i in range(_TURN_BEHIND)])  # B has not read them
+        head = await a._repo.store.head()
+        assert head - repo.store.position == _TURN_BEHIND
+        assert await _turn(repo) is True
+        assert taken == [True, True]
+        assert repo.store.position == head  # caught up before its turn
+        await repo.end_claim_turn()
+
+        taken.clear()
+        await a.extend([Job(n=i) for i in range(_TURN_BEHIND - 1)])
+        assert await _turn(repo) is True
+        assert taken == [True]  # near enough: kept, it catches up after (as the cycle does)
+        await repo.end_claim_turn()
+
+
+async def test_a_worker_kept_far_behind_keeps_its_third_turn(pg_database: str) -> None:
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        repo = b._repo
+        await a.extend([Job(n=-1)])
+        await repo.sync()
+        turns = _granted_at_once(repo, lambda: a.extend([Job(n=i) for i in range(_TURN_BEHIND)]))
+        assert await _turn(repo) is True
+        assert turns == [True, True, True]
+        await repo.end_claim_turn()
+        assert await _turn(a._repo) is True  # given back: A gets it at once
+        await a._repo.end_claim_turn()
+
+
+async def test_a_turn_not_had_in_time_is_not_asked_for_again(pg_database: str) -> None:
+    """A holds the turn; B, far behind, waits for it in vain (the backend's 2 s) and
+    claims without it rather than asking again."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        repo = b._repo
+        await a.extend([Job(n=-1)])
+        await repo.sync()
+        taken = _granted_at_once(repo)
+        await a.extend([Job(n=i) for i in range(_TURN_BEHIND)])
+        await a._repo.sync()
+        assert await _turn(a._repo) is True
+        try:
+            assert await bounded(repo.begin_claim_turn(), "B's wait") is False
+        finally:
+            await a._repo.end_claim_turn()
+        assert taken == [False]
+
+
+async def test_a_turn_granted_while_its_caller_is_cancelled_is_given_back(
+    pg_database: str,
+) -> None:
+    """B waits for A's turn; A gives it back and B's store is granted it, but B's wait
+    is cancelled (a processor stopped) before it sees so. B still knows it holds the
+    turn, so ending it (as the processor's cycle does) frees it for A."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=1)])
+        repo = b._repo
+        await repo.sync()
+        take = repo.store.take_claim_turn
+        granted = asyncio.Event()
+
+        async def noted(name: str) -> bool:
+            got = await take(name)
+            granted.set()
+            return got
+
+        repo.store.take_claim_turn = noted  # type: ignore[method-assign]
+        sync = repo.sync
+        hold = False
+        parked = asyncio.Event()
+
+        async def held_up() -> None:
+            # the catch-up B runs while waiting; once ``hold`` is set it parks there
+            # until B's store has been granted the turn (and then until cancelled)
+            await sync()
+            if hold:
+                parked.set()
+                await granted.wait()
+                await asyncio.Event().wait()
+
+        repo.sync = held_up  # type: ignore[method-assign]
+        await a._repo.sync()
+        assert await _turn(a._repo) is True
+        waiting = asyncio.ensure_future(repo.begin_claim_turn())
+        try:
+            hold = True
+            await bounded(parked.wait(), "B to wait for the turn")
+            await a._repo.end_claim_turn()
+            await bounded(granted.wait(), "B's store to be granted the turn")
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await bounded(waiting, "B's cancelled wait")
+        finally:
+            waiting.cancel()
+        repo.sync = sync  # type: ignore[method-assign]
+        await repo.end_claim_turn()
+        assert await _turn(a._repo) is True  # freed: A gets it at once, not after 2 s
+        await a._repo.end_claim_turn()
+
+
+async def test_sqlite_has_no_claim_turns(tmp_path: Any) -> None:
+    async with lionstore.open(tmp_path / "x.db", run="turns") as store:
+        a, b = make_executor(store, name="ex"), make_executor(store, name="ex")
+        await a.start()
+        await b.start()
+        await a.extend([Job(n=1)])
+        await a._repo.sync()
+        assert len(a._repo.state.processors) == 2
+        assert await _turn(a._repo) is False
