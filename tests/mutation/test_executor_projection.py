@@ -392,3 +392,35 @@ def test_an_event_restored_from_a_checkpoint_is_pending_again_when_requeued() ->
     log.fold(sid, EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1, by="p2"))
     assert restored.pile[sid].status is EventStatus.PENDING
     assert list(restored.queue) == [sid] and restored.claims == {}
+
+
+@pytest.mark.parametrize(
+    ("records", "status"),
+    [
+        ([EventQueued(), EventQueued()], EventStatus.PENDING),
+        ([EventQueued(), EventFinished(status="completed", attempt=1)], EventStatus.COMPLETED),
+        (
+            [EventQueued(), EventRequeued(reason="lease_expired", previous_owner="p1", attempt=1)],
+            EventStatus.PENDING,
+        ),
+        (
+            [EventQueued(), EventAbandoned(reason="lease_expired", previous_owner="p1", attempt=1)],
+            EventStatus.FAILED,
+        ),
+    ],
+    ids=["queued-twice", "finished-unclaimed", "requeued-unclaimed", "abandoned-unclaimed"],
+)
+def test_a_transition_lionstore_never_writes_still_folds(
+    records: list[Any], status: EventStatus
+) -> None:
+    """lionstore writes none of these (an event queued twice, an outcome or a take-over
+    with no claim: the repository decides from the claims, and verify reports them), but
+    a file edited with its digest chain recomputed can hold them. The fold takes each
+    record for what it says rather than stopping at a KeyError: the projection shows the
+    log, and verify says where it went wrong."""
+    state, log = _state()
+    sid = log.append()
+    for data in records:
+        log.fold(sid, data)
+    assert state.pile[sid].status is status
+    assert state.claims == {} and state.versions[sid] == 1 + len(records)
