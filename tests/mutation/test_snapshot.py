@@ -8,6 +8,7 @@ survivors (docs/mutation.md)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -1140,3 +1141,32 @@ def test_a_mail_state_that_does_not_add_up_is_not_written() -> None:
         ValueError, match=r"^the mail ids, places and stream versions do not add up$"
     ):
         snapshot.dump_state(state)
+
+
+@pytest.mark.parametrize("name", ["some.Task\tX", "some.Task\nX"])
+def test_an_event_class_name_with_a_tab_or_newline_is_not_written(name: str) -> None:
+    """A log can name any class; a state kept by class name (raw_materializer) that
+    holds such a name is not snapshotted: its line could not be read back."""
+    state = ExecutorState(EXECUTOR, raw_materializer)
+    _Log(state).fold(_id(), EventAppended(executor=EXECUTOR, event_class=name, created_at=1.0))
+    reason = f"a class name with a tab or newline cannot be snapshotted: {name!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
+        snapshot.dump_state(state)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_value_plain_json_cannot_hold_is_not_written(value: float) -> None:
+    """The log keeps such floats; a snapshot is plain JSON, so the state is not
+    written (a ValueError, which a checkpoint write logs and skips)."""
+    state = _executor_state()
+    log = _Log(state)
+    sid = _append(log, n=1)
+    _run(log, sid, "completed", response={"ratio": value})
+    with pytest.raises(ValueError):
+        snapshot.dump_state(state)
+
+
+def test_only_executor_and_mail_states_are_snapshotted() -> None:
+    other: Any = {"position": 0}
+    with pytest.raises(TypeError, match=r"^no snapshot for dict$"):
+        snapshot.dump_state(other)
