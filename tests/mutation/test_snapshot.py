@@ -8,11 +8,13 @@ survivors (docs/mutation.md)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 import lionstore
 from lionstore.domain.element import Element, class_path
@@ -42,7 +44,12 @@ from lionstore.domain.mail_records import (
     SourceDeleted,
 )
 from lionstore.projections import snapshot
-from lionstore.projections.executor import ExecutorState, class_materializer
+from lionstore.projections.executor import (
+    ExecutorState,
+    RecordedEvent,
+    class_materializer,
+    raw_materializer,
+)
 from lionstore.projections.mail import MailState, element_source_materializer, mail_from_record
 
 EXECUTOR = "ex"
@@ -920,3 +927,246 @@ def test_a_state_with_nothing_applied_restores_at_position_zero() -> None:
         fresh = _restored(state)
         assert fresh.position == 0 and fresh.versions == {}
         assert snapshot.dump_state(fresh) == snapshot.dump_state(state)
+
+
+# -- values that are not JSON-native, classes kept by name, extra fields -------------------
+
+
+class WhenTask(Event):
+    """An event with a field whose JSON form is not its Python value."""
+
+    at: datetime
+
+
+class LooseTask(Event):
+    """An event without fields of its own that keeps extra ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Clock(lionstore.Source):
+    """A source with a field whose JSON form is not its Python value."""
+
+    since: datetime
+
+
+AT = datetime(2026, 12, 7, 13, 5, 30, 250_000, tzinfo=UTC)
+
+
+def test_an_event_field_that_is_not_json_native_restores_as_its_value() -> None:
+    state = _executor_state()
+    log = _Log(state)
+    done = _append(log, WhenTask, at=AT.isoformat())
+    _run(log, done, "completed")
+    pending = _append(log, WhenTask, at="2027-01-01T00:00:00Z")
+    _, lines = _parts(snapshot.dump_state(state))
+    assert json.loads(lines[0].partition("\t")[2])[3] == {"at": "2026-12-07T13:05:30.250000Z"}
+    fresh = _restored(state)
+    assert fresh.pile[done].at == AT and type(fresh.pile[done]) is WhenTask
+    assert fresh.pile[pending].at == datetime(2027, 1, 1, tzinfo=UTC)
+    assert _executor_view(fresh) == _executor_view(state)
+
+
+def test_an_event_with_extra_fields_and_none_of_its_own_keeps_them() -> None:
+    state = _executor_state()
+    log = _Log(state)
+    sid = _append(log, LooseTask, x=1, note="kept")
+    _run(log, sid, "completed")
+    assert state.pile[sid].model_extra == {"x": 1, "note": "kept"}
+    _, lines = _parts(snapshot.dump_state(state))
+    assert json.loads(lines[0].partition("\t")[2])[3] == {"x": 1, "note": "kept"}
+    fresh = _restored(state)
+    assert fresh.pile[sid].model_extra == {"x": 1, "note": "kept"}
+    assert _executor_view(fresh) == _executor_view(state)
+
+
+def test_events_kept_by_class_name_restore_with_their_recorded_class() -> None:
+    """An executor folded without the user's classes (raw_materializer: inspection)
+    holds RecordedEvents; its snapshot names each event's recorded class, not
+    RecordedEvent, and restores the same class names and fields."""
+    state = ExecutorState(EXECUTOR, raw_materializer)
+    s = _executor_scenario(_Log(state))
+    assert type(state.pile[s["completed"]]) is RecordedEvent
+    header, lines = _parts(snapshot.dump_state(state))
+    at = list(header["ids"]).index(s["completed"])
+    assert lines[at].startswith(f"C{class_path(SnapTask)}\t")
+    fresh = _restored(state)
+    restored = fresh.pile[s["completed"]]
+    assert type(restored) is RecordedEvent and restored.event_class == class_path(SnapTask)
+    assert restored.fields == {"n": 1, "label": "done", "tags": ["a"]}
+    assert fresh.pile[s["aborted"]].event_class == class_path(BareTask)
+    assert _executor_view(fresh) == _executor_view(state)
+
+
+def test_a_source_field_that_is_not_json_native_restores_as_its_value() -> None:
+    state = _mail_state()
+    a = _id()
+    _Log(state).fold(
+        a, SourceAdded(router=ROUTER, source_class=class_path(Clock), fields={"since": str(AT)})
+    )
+    header, _ = _parts(snapshot.dump_state(state))
+    assert header["sources"][0][2]["since"] == "2026-12-07T13:05:30.250000Z"
+    fresh = _restored(state)
+    assert type(fresh.sources[a]) is Clock and fresh.sources[a].since == AT
+    assert _router_view(fresh) == _router_view(state)
+
+
+# -- a row is JSON: tabs inside it are JSON whitespace, the prefix ends at the first ----
+
+
+def _tabbed(lines: list[str], at: int) -> None:
+    """The line's JSON row written with tabs as whitespace (as another JSON writer may)."""
+    prefix, _, row = lines[at].partition("\t")
+    spaced = json.dumps(json.loads(row), separators=(",\t", ":\t"))
+    lines[at] = f"{prefix}\t{spaced}"
+    assert lines[at].count("\t") > 2
+
+
+def test_an_event_row_with_tabs_in_its_json_restores_and_is_written_back() -> None:
+    state, s = _folded_executor()
+    header, lines = _parts(snapshot.dump_state(state))
+    _tabbed(lines, _line(header, lines, s["failed"]))  # finished, not its class's sample
+    text = _text(header, lines)
+    fresh = _restored(state, text)
+    # written back unread: the same line, and the same samples (one per class)
+    again, again_lines = _parts(snapshot.dump_state(fresh))
+    assert again["samples"] == header["samples"] == [s["completed"], s["aborted"]]
+    assert again_lines == lines
+    # read: the event as folded
+    assert _event_view(fresh.pile[s["failed"]]) == _event_view(state.pile[s["failed"]])
+    assert _executor_view(fresh) == _executor_view(state)
+
+
+def test_a_mail_row_with_tabs_in_its_json_restores_and_is_written_back() -> None:
+    state, s = _folded_router()
+    header, lines = _parts(snapshot.dump_state(state))
+    _tabbed(lines, _at(header, s["in2"]))  # delivered, no item class: kept unread
+    fresh = _restored(state, _text(header, lines))
+    assert not fresh.mails.is_built(s["in2"])
+    again, again_lines = _parts(snapshot.dump_state(fresh))
+    assert again["samples"] == header["samples"] == [s["out_note"]]
+    assert again_lines == lines
+    assert _mail_view(fresh.mails[s["in2"]]) == _mail_view(state.mails[s["in2"]])
+    assert _router_view(fresh) == _router_view(state)
+
+
+# -- one sample per item class ------------------------------------------------------------
+
+
+class Memo(BaseModel):
+    """A second package item class."""
+
+    body: str
+
+
+def _two_item_classes() -> tuple[MailState, dict[str, IDType]]:
+    """Mail of two item classes; the first of the second class delivered (kept unread)."""
+    state = _mail_state()
+    log = _Log(state)
+    a, b = _id(), _id()
+    for sid in (a, b):
+        log.fold(sid, SourceAdded(router=ROUTER, source_class=class_path(lionstore.Source)))
+    s: dict[str, IDType] = {}
+    for name, item, moves in (
+        ("note", Note(text="n"), ()),
+        ("memo", Memo(body="first"), (MailCollected(), MailDelivered())),
+        ("memo2", Memo(body="second"), (MailCollected(), MailDelivered())),
+        ("plain", "text", (MailCollected(), MailDelivered())),
+    ):
+        s[name] = _id()
+        log.fold(s[name], _sent(a, b, item=item))
+        for move in moves:
+            log.fold(s[name], move)
+    return state, s
+
+
+def test_a_mail_snapshot_names_the_first_mail_of_each_item_class() -> None:
+    state, s = _two_item_classes()
+    header, _ = _parts(snapshot.dump_state(state))
+    assert header["samples"] == [s["note"], s["memo"]]
+    fresh = _restored(state)
+    built = {i for i in fresh.mails if fresh.mails.is_built(i)}
+    assert built == {s["note"], s["memo"]}  # the outbox mail and the Memo sample
+    assert fresh.mails[s["memo"]].package.item == Memo(body="first")
+
+
+def test_samples_are_named_again_from_the_lines_whatever_the_header_read_said() -> None:
+    """A header that lists no samples restores (nothing but undelivered mail built);
+    the state written again names the first mail of each class, read or not."""
+    state, s = _two_item_classes()
+    header, lines = _parts(snapshot.dump_state(state))
+    header["samples"] = []
+    fresh = _restored(state, _text(header, lines))
+    assert not fresh.mails.is_built(s["memo"])
+    again, again_lines = _parts(snapshot.dump_state(fresh))
+    assert again["samples"] == [s["note"], s["memo"]] and again_lines == lines
+
+
+# -- a state that does not add up is not written --------------------------------------------
+
+
+def _other_version(state: ExecutorState, s: dict[str, IDType]) -> None:
+    del state.versions[s["pending"]]
+    state.versions[_id()] = 1
+
+
+def _extra_version(state: ExecutorState, s: dict[str, IDType]) -> None:
+    state.versions[_id()] = 1
+
+
+def _foreign_attempt(state: ExecutorState, s: dict[str, IDType]) -> None:
+    state.attempts[_id()] = 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_other_version, "^the event ids and their stream versions do not add up$"),
+        (_extra_version, "^the event ids and their stream versions do not add up$"),
+        (_foreign_attempt, "^attempts of events this executor does not hold$"),
+    ],
+)
+def test_an_executor_state_that_does_not_add_up_is_not_written(damage: Any, reason: str) -> None:
+    """A ValueError (what a checkpoint write logs and skips), not a snapshot."""
+    state, s = _folded_executor()
+    damage(state, s)
+    with pytest.raises(ValueError, match=reason):
+        snapshot.dump_state(state)
+
+
+def test_a_mail_state_that_does_not_add_up_is_not_written() -> None:
+    state, s = _folded_router()
+    del state.versions[s["in1"]]
+    with pytest.raises(
+        ValueError, match=r"^the mail ids, places and stream versions do not add up$"
+    ):
+        snapshot.dump_state(state)
+
+
+@pytest.mark.parametrize("name", ["some.Task\tX", "some.Task\nX"])
+def test_an_event_class_name_with_a_tab_or_newline_is_not_written(name: str) -> None:
+    """A log can name any class; a state kept by class name (raw_materializer) that
+    holds such a name is not snapshotted: its line could not be read back."""
+    state = ExecutorState(EXECUTOR, raw_materializer)
+    _Log(state).fold(_id(), EventAppended(executor=EXECUTOR, event_class=name, created_at=1.0))
+    reason = f"a class name with a tab or newline cannot be snapshotted: {name!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
+        snapshot.dump_state(state)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_value_plain_json_cannot_hold_is_not_written(value: float) -> None:
+    """The log keeps such floats; a snapshot is plain JSON, so the state is not
+    written (a ValueError, which a checkpoint write logs and skips)."""
+    state = _executor_state()
+    log = _Log(state)
+    sid = _append(log, n=1)
+    _run(log, sid, "completed", response={"ratio": value})
+    with pytest.raises(ValueError):
+        snapshot.dump_state(state)
+
+
+def test_only_executor_and_mail_states_are_snapshotted() -> None:
+    other: Any = {"position": 0}
+    with pytest.raises(TypeError, match=r"^no snapshot for dict$"):
+        snapshot.dump_state(other)
