@@ -163,9 +163,10 @@ def snapshot_ready(state: ExecutorState | MailState) -> bool:
 
 
 def _stored(items: dict[IDType, Any]) -> Any:
-    """The (id, value) pairs as stored: a lazy dict's unread values stay raw (only
-    snapshot lines; a replay's compact values are built)."""
-    if isinstance(items, LazyDict) and items.raw_type is not str:
+    """The (id, value) pairs as stored: a lazy dict's unread values stay raw when they
+    are a snapshot's own (lines, str; dead letters, list), which are written back as
+    they were read; a replay's compact values (tuples) are built."""
+    if isinstance(items, LazyDict) and items.raw_type is not str and items.raw_type is not list:
         items.build_all()
     return dict.items(items)
 

@@ -1170,3 +1170,21 @@ def test_only_executor_and_mail_states_are_snapshotted() -> None:
     other: Any = {"position": 0}
     with pytest.raises(TypeError, match=r"^no snapshot for dict$"):
         snapshot.dump_state(other)
+
+
+def test_a_dead_letter_never_read_is_written_back_as_it_was_read() -> None:
+    """A router restored from a checkpoint and checkpointed again does not build its
+    unread dead letters (nor their mail): they are written back as read, and a damaged
+    one still fails when it is read, not at the next checkpoint."""
+    state, s = _folded_router()
+    fresh = _restored(state)
+    assert snapshot.dump_state(fresh) == snapshot.dump_state(state)
+    assert type(dict.__getitem__(fresh.dead, s["dead"])) is list  # still unread
+    header, lines = _parts(snapshot.dump_state(state))
+    header["dead"][str(s["dead"])][2] = "late"
+    damaged = _restored(state, _text(header, lines))
+    again = _parts(snapshot.dump_state(damaged))[0]
+    assert again["dead"][str(s["dead"])] == header["dead"][str(s["dead"])]
+    assert snapshot.snapshot_ready(damaged)
+    with pytest.raises(snapshot.SnapshotError, match="does not restore from its checkpoint"):
+        damaged.dead[s["dead"]]
