@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from processing_events import Job
 import lionstore
 from lionstore.domain.event import EventStatus
 from lionstore.errors import RecordError
-from lionstore.repositories.executor import Outcome, user_fields
+from lionstore.projections.executor import class_materializer
+from lionstore.repositories.executor import ExecutorRepository, Outcome, user_fields
 
 
 class Dated(lionstore.Event):
@@ -263,3 +264,75 @@ async def test_a_skipped_event_retried_is_due_for_its_first_attempt(
         won = await repo.claim([job.id], [], owner="me", lease_seconds=10.0, cycle=2, backoff=None)
         assert [(e.id, attempt) for e, attempt, _ in won] == [(job.id, 1)]
         executor.close()
+
+
+class Ticking:
+    """A store clock that moves on 1 ms at every reading: each commit reads it once, so
+    two commits never share a ``recorded_at`` and the records of one commit always do."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+async def test_enqueueing_a_new_event_appends_and_queues_it_in_one_commit(
+    tmp_path: Path,
+) -> None:
+    """Processor.enqueue of an event the executor does not know: its ``event.appended``
+    and ``event.queued`` are committed together (one moment in the log), and nothing
+    more is written for it."""
+    async with lionstore.open(tmp_path / "enqueue.db", run="r", clock=Ticking()) as store:
+        executor = make_executor(store)
+        await executor.start()
+        assert executor.processor is not None
+        job = Job(n=1)
+        await bounded(executor.processor.enqueue(job), "enqueue()")
+        records = await read_all(store, stream=job.id)
+        assert executor._repo.state.status(job.id) is EventStatus.PENDING
+        assert list(executor._repo.state.queue) == [job.id]
+        executor.close()
+    assert [r.kind for r in records] == ["event.appended", "event.queued"]
+    assert records[0].recorded_at_us == records[1].recorded_at_us
+
+
+async def test_enqueueing_a_known_pending_event_only_queues_it(tmp_path: Path) -> None:
+    """An event already in the pile (appended, pending) is queued by one
+    ``event.queued``: its fields were recorded when it was appended and are not read
+    again, so a value that could not be stored now does not stop it."""
+    async with lionstore.open(tmp_path / "known.db", run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        assert executor.processor is not None
+        event = Opaque(thing=1)
+        await bounded(executor.append(event), "append()")
+        event.thing = object()  # not JSON: appending it now would be refused
+        await bounded(executor.processor.enqueue(event), "enqueue()")
+        assert list(executor._repo.state.queue) == [event.id]
+        records = await read_all(store, stream=event.id)
+        executor.close()
+    assert [r.kind for r in records] == ["event.appended", "event.queued"]
+    assert records[0].data.model_dump()["fields"] == {"thing": 1}
+
+
+async def test_enqueueing_what_is_not_an_event_is_refused_naming_it(tmp_path: Path) -> None:
+    """Processor.enqueue refuses a non-Element and an Element that is not an Event with
+    a TypeError naming the type it was given, before anything is written."""
+    async with lionstore.open(tmp_path / "bad.db", run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        processor = executor.processor
+        assert processor is not None
+        with pytest.raises(TypeError, match=r"^Invalid pile item int: piles hold Elements$"):
+            await bounded(processor.enqueue(42), "enqueue()")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^Invalid item type in pile: Element is not one"):
+            await bounded(processor.enqueue(lionstore.Element()), "enqueue()")  # type: ignore[arg-type]
+        # a repository whose pile takes any Element still wants an Event here
+        repo = ExecutorRepository(store, "any", class_materializer(lionstore.Event))
+        with pytest.raises(TypeError, match=r"^expected an Event, not Element$"):
+            await bounded(repo.enqueue_event(lionstore.Element()), "enqueue_event()")  # type: ignore[arg-type]
+        kinds = {r.kind for r in await read_all(store)}
+        executor.close()
+    assert not kinds & {"event.appended", "event.queued"}
