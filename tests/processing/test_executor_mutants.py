@@ -13,6 +13,7 @@ from bounds import bounded
 from dbtools import query
 from proc_helpers import make_executor, read_all
 from processing_events import Job
+from pydantic import BaseModel, field_serializer
 
 import lionstore
 from lionstore.domain.event import EventStatus
@@ -336,3 +337,58 @@ async def test_enqueueing_what_is_not_an_event_is_refused_naming_it(tmp_path: Pa
         kinds = {r.kind for r in await read_all(store)}
         executor.close()
     assert not kinds & {"event.appended", "event.queued"}
+
+
+class Unstorable(BaseModel):
+    """A response whose serialization fails with a long reason (it quotes the value)."""
+
+    data: str = "x" * 3000
+
+    @field_serializer("data")
+    def _refuse(self, value: str) -> str:
+        raise ValueError(f"cannot store {value!r}")
+
+
+class Answers(lionstore.Event):
+    """Responds with what ``kind`` names: a number, an unstorable model, an object."""
+
+    kind: str = "number"
+
+    async def invoke(self) -> None:
+        self.response = {"number": 1, "long": Unstorable(), "object": object()}[self.kind]
+
+
+async def test_an_outcome_too_long_even_to_refuse_is_recorded_failed_with_its_reason_cut(
+    open_store: Any,
+) -> None:
+    """An outcome the store cannot hold is recorded as a failure naming why. When that
+    reason too is over the store's record limit (a serializer that quotes a large
+    value), the reason is cut to its first 100 characters, so the failure still fits:
+    the cycle's other outcomes are recorded with it, not lost with the commit.
+    (Before, finish() raised RecordTooLargeError and every event of the cycle stayed
+    PROCESSING until its lease expired.)"""
+    async with open_store(run="r", max_record_bytes=1024) as store:
+        executor = make_executor(store)
+        await executor.start()
+        events = [Answers(kind="long"), Answers(kind="number"), Answers(kind="object")]
+        await executor.extend(events)
+        await bounded(executor.forward(), "forward()")
+        finished = {r.stream_id: r for r in await read_all(store, kinds=("event.finished",))}
+        executor.close()
+    assert [e.status for e in events] == [
+        EventStatus.FAILED,
+        EventStatus.COMPLETED,
+        EventStatus.FAILED,
+    ]
+    long, number, unknown = (finished[e.id] for e in events)
+    assert len(long.raw.encode()) <= 1024
+    error = long.data.model_dump()["error"]
+    prefix = "the outcome could not be recorded: event.finished: data is not JSON-serializable: "
+    assert error.startswith(prefix) and error.endswith(" characters)")
+    reason = error.removeprefix("the outcome could not be recorded: ")
+    assert len(reason) == 100 + len("... (NNNN characters)")
+    assert number.data.model_dump()["response"] == 1
+    # a reason that fits is kept whole
+    assert unknown.data.model_dump()["error"] == (
+        prefix + "Unable to serialize unknown type: <class 'object'>"
+    )
