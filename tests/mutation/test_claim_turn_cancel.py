@@ -1,0 +1,75 @@
+"""A claim-turn wait cancelled before the turn comes (PostgreSQL): the caller sees its
+cancellation, and the worker does not take itself for the holder of a turn it never
+got (docs/mutation.md, repositories/executor.py, ``begin_claim_turn``).
+tests/processing/test_claim_turns.py pins the other rules of the turn, and the case of
+a turn granted while its caller is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from bounds import bounded
+
+import lionstore
+from lionstore.processing.executor import Executor
+
+pytestmark = pytest.mark.usefixtures("pg_cluster")
+
+
+class Job(lionstore.Event):
+    n: int = 0
+
+    async def invoke(self) -> None:
+        self.response = self.n
+
+
+@asynccontextmanager
+async def _worker(url: str) -> AsyncIterator[Executor]:
+    """A worker with its own store (its own sessions) on the run, its processor
+    recorded, as a worker process would be."""
+    async with lionstore.open(url, run="turns") as store:
+        executor = Executor({"queue_capacity": 10, "capacity_refresh_time": 0.01}, store=store)
+        await executor.start()
+        try:
+            yield executor
+        finally:
+            executor.close()
+
+
+async def test_a_wait_for_the_turn_cancelled_before_it_comes_ends_cancelled(
+    pg_database: str,
+) -> None:
+    """A holds the turn; B waits for it, catching up meanwhile, and is cancelled there
+    (a processor stopped). B's wait ends with CancelledError, B holds no turn, and
+    once A gives the turn back B takes it as any worker would."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=1)])
+        repo = b._repo
+        await repo.sync()
+        sync = repo.sync
+        parked = asyncio.Event()
+
+        async def parks() -> None:
+            # B's catch-up while it waits: it parks here until cancelled
+            await sync()
+            parked.set()
+            await asyncio.Event().wait()
+
+        await a._repo.sync()
+        assert await bounded(a._repo.begin_claim_turn(), "A's turn") is True
+        repo.sync = parks  # type: ignore[method-assign]
+        waiting = asyncio.ensure_future(repo.begin_claim_turn())
+        try:
+            await bounded(parked.wait(), "B to wait for the turn")
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await bounded(waiting, "B's cancelled wait")
+        finally:
+            waiting.cancel()
+            repo.sync = sync  # type: ignore[method-assign]
+        await a._repo.end_claim_turn()
+        assert await bounded(repo.begin_claim_turn(), "B's turn") is True
+        await repo.end_claim_turn()
