@@ -392,3 +392,53 @@ async def test_an_outcome_too_long_even_to_refuse_is_recorded_failed_with_its_re
     assert unknown.data.model_dump()["error"] == (
         prefix + "Unable to serialize unknown type: <class 'object'>"
     )
+
+
+async def test_a_claim_admits_only_events_it_does_not_know(tmp_path: Path) -> None:
+    """claim(admit=...) appends and queues, in the cycle's commit, the events the log
+    does not hold yet; one already appended (by another worker meanwhile, say) is left
+    as it is: not appended twice, and the claim still commits."""
+    async with lionstore.open(tmp_path / "admit.db", run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        repo = executor._repo
+        known, new = Job(n=1), Job(n=2)
+        await executor.append(known)
+        admit = repo.prepare_append([known, new])
+        won = await bounded(
+            repo.claim(
+                [new.id], [], owner="me", lease_seconds=10.0, cycle=1, backoff=None, admit=admit
+            ),
+            "claim()",
+        )
+        assert [(e.id, attempt) for e, attempt, _ in won] == [(new.id, 1)]
+        appended = [r.stream_id for r in await read_all(store, kinds=("event.appended",))]
+        executor.close()
+    assert appended == [known.id, new.id]
+
+
+async def test_a_failed_claim_leaves_no_admitted_event_behind(tmp_path: Path) -> None:
+    """The events a claim admits are held as live objects only while it decides: a
+    claim that fails (a read-only store) lets them go, as a failed append does."""
+    path = tmp_path / "live.db"
+    async with lionstore.open(path, run="r") as store:
+        make_executor(store).close()
+    async with lionstore.open(path, run="r", readonly=True) as store:
+        executor = make_executor(store)
+        repo = executor._repo
+        job = Job(n=1)
+        with pytest.raises(lionstore.LionstoreError):
+            await bounded(
+                repo.claim(
+                    [job.id],
+                    [],
+                    owner="me",
+                    lease_seconds=10.0,
+                    cycle=1,
+                    backoff=None,
+                    admit=repo.prepare_append([job]),
+                ),
+                "claim()",
+            )
+        assert repo.state.live == {}
+        executor.close()
