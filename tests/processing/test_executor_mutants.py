@@ -442,3 +442,44 @@ async def test_a_failed_claim_leaves_no_admitted_event_behind(tmp_path: Path) ->
             )
         assert repo.state.live == {}
         executor.close()
+
+
+async def test_a_skip_records_the_cycles_owner_time_and_seen_position(
+    tmp_path: Path, clock: Any
+) -> None:
+    """An event a cycle skips (a ``handle_denied`` override) gets an ``event.skipped``
+    naming the cycle: its owner, number, time and seen position, as its claims and
+    deferrals do; one event not in the queue is not skipped."""
+    async with lionstore.open(tmp_path / "skips.db", run="r", clock=clock) as store:
+        executor = make_executor(store)
+        await executor.start()
+        repo = executor._repo
+        queued, pending = Job(n=1), Job(n=2)
+        await executor.extend([queued, pending])
+        await repo.queue([queued.id])
+        cycle_at = store.now_us() - 5_000_000
+        await repo.claim(
+            [],
+            [],
+            owner="me",
+            lease_seconds=10.0,
+            cycle=3,
+            backoff=None,
+            now_us=cycle_at,
+            seen=9,
+            skips=[queued.id, pending.id],
+        )
+        skipped = await read_all(store, kinds=("event.skipped",))
+        executor.close()
+    assert [(r.stream_id, r.data.model_dump(mode="json")) for r in skipped] == [
+        (
+            queued.id,
+            {
+                "reason": "permission_denied",
+                "owner": "me",
+                "cycle": 3,
+                "at_us": cycle_at,
+                "seen": 9,
+            },
+        )
+    ]

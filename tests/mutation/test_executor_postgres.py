@@ -1,8 +1,8 @@
-"""A claim-turn wait cancelled before the turn comes (PostgreSQL): the caller sees its
-cancellation, and the worker does not take itself for the holder of a turn it never
-got (docs/mutation.md, repositories/executor.py, ``begin_claim_turn``).
-tests/processing/test_claim_turns.py pins the other rules of the turn, and the case of
-a turn granted while its caller is cancelled."""
+"""The executor repository on PostgreSQL, where the mutation run's SQLite selection
+does not reach (docs/mutation.md, repositories/executor.py): a claim-turn wait
+cancelled before the turn comes ends cancelled and leaves the worker holding no turn
+(tests/processing/test_claim_turns.py pins the other rules of the turn); an owner
+holds its advisory lock from its first claim, not from a cycle that claimed nothing."""
 
 from __future__ import annotations
 
@@ -73,3 +73,28 @@ async def test_a_wait_for_the_turn_cancelled_before_it_comes_ends_cancelled(
         await a._repo.end_claim_turn()
         assert await bounded(repo.begin_claim_turn(), "B's turn") is True
         await repo.end_claim_turn()
+
+
+async def test_an_owner_holds_its_lock_from_its_first_claim(pg_database: str) -> None:
+    """A cycle that claims nothing (it only defers) takes no owner lock: the lock
+    stands for claims held. The first claim takes it, seen held from another session."""
+    async with (
+        lionstore.open(pg_database, run="locks") as store,
+        lionstore.open(pg_database, run="locks") as probe,
+    ):
+        executor = Executor({"queue_capacity": 10}, store=store, name="ex")
+        repo = executor._repo
+        first, second = Job(n=1), Job(n=2)
+        await executor.extend([first, second])
+        await repo.queue([first.id, second.id])
+        await repo.claim(
+            [], [first.id], owner="o-1", lease_seconds=10.0, cycle=1, backoff=lambda n: 1.0
+        )
+        assert repo.state.denials == {first.id: 1}
+        assert await probe.owner_lock_free("o-1") is True
+        won = await repo.claim(
+            [second.id], [], owner="o-1", lease_seconds=10.0, cycle=2, backoff=lambda n: 1.0
+        )
+        assert [e.id for e, _, _ in won] == [second.id]
+        assert await probe.owner_lock_free("o-1") is False
+        executor.close()
