@@ -2,11 +2,13 @@
 does not reach (docs/mutation.md, repositories/executor.py): a claim-turn wait
 cancelled before the turn comes ends cancelled and leaves the worker holding no turn
 (tests/processing/test_claim_turns.py pins the other rules of the turn); an owner
-holds its advisory lock from its first claim, not from a cycle that claimed nothing."""
+holds its advisory lock from its first claim, not from a cycle that claimed nothing; the
+check that finds an owner's lock free for the whole grace names that owner gone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +16,9 @@ import pytest
 from bounds import bounded
 
 import lionstore
+from lionstore.domain.event_records import executor_stream_id
 from lionstore.processing.executor import Executor
+from lionstore.repositories import leases
 
 pytestmark = pytest.mark.usefixtures("pg_cluster")
 
@@ -98,3 +102,40 @@ async def test_an_owner_holds_its_lock_from_its_first_claim(pg_database: str) ->
         assert [e.id for e, _, _ in won] == [second.id]
         assert await probe.owner_lock_free("o-1") is False
         executor.close()
+
+
+async def test_the_check_that_finds_a_lock_free_for_the_grace_names_its_owner_gone(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner on another host (its identity cannot be judged here) that recorded an
+    advisory lock: once its session has ended and the lock has been seen free for the
+    whole grace, that check's answer names the owner, so the reclaim that asked takes
+    its claim over then, not one cycle later."""
+    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
+    remote = "elsewhere:4242:remote01"
+    job = Job(n=1)
+    async with lionstore.open(pg_database, run="remote") as store:
+        executor = Executor({"queue_capacity": 10}, store=store, name="ex")
+        await executor.extend([job])
+        await executor._repo.queue([job.id])
+        identity = leases.ProcessIdentity("elsewhere", 4242, "boot", "pid:[1]", 99)
+        await store.append(
+            [(executor_stream_id("ex"), identity.record("ex", remote, advisory_lock=True))]
+        )
+        won = await executor._repo.claim(
+            [job.id], [], owner=remote, lease_seconds=300.0, cycle=1, backoff=lambda n: 1.0
+        )
+        assert [e.id for e, _, _ in won] == [job.id]
+        executor.close()
+    # the store that held the remote owner's lock is closed: its session ended
+    async with lionstore.open(pg_database, run="remote") as store:
+        repo = Executor({"queue_capacity": 10}, store=store, name="ex")._repo
+        await repo.load()
+        deadline = time.monotonic() + 30
+        gone: set[str] = set()
+        while not gone:
+            assert time.monotonic() < deadline, "the owner was not found gone within 30 s"
+            gone = await bounded(repo.gone_owners(exclude="t"), "gone_owners()")
+            if not gone:
+                await asyncio.sleep(0.05)
+        assert gone == {remote}
