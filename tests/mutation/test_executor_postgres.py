@@ -104,38 +104,69 @@ async def test_an_owner_holds_its_lock_from_its_first_claim(pg_database: str) ->
         executor.close()
 
 
-async def test_the_check_that_finds_a_lock_free_for_the_grace_names_its_owner_gone(
-    pg_database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An owner on another host (its identity cannot be judged here) that recorded an
-    advisory lock: once its session has ended and the lock has been seen free for the
-    whole grace, that check's answer names the owner, so the reclaim that asked takes
-    its claim over then, not one cycle later."""
-    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
-    remote = "elsewhere:4242:remote01"
-    job = Job(n=1)
-    async with lionstore.open(pg_database, run="remote") as store:
+async def _claimed_remotely(url: str, owners: dict[str, bool]) -> None:
+    """One job claimed (300 s lease) by each of ``owners``, processors on another host
+    (their identity cannot be judged here) that recorded an advisory lock or not; the
+    store that took their locks is then closed, so every such session has ended."""
+    async with lionstore.open(url, run="remote") as store:
         executor = Executor({"queue_capacity": 10}, store=store, name="ex")
-        await executor.extend([job])
-        await executor._repo.queue([job.id])
-        identity = leases.ProcessIdentity("elsewhere", 4242, "boot", "pid:[1]", 99)
+        jobs = [Job(n=n) for n in range(len(owners))]
+        await executor.extend(jobs)
+        await executor._repo.queue([j.id for j in jobs])
         await store.append(
-            [(executor_stream_id("ex"), identity.record("ex", remote, advisory_lock=True))]
+            [
+                (
+                    executor_stream_id("ex"),
+                    leases.ProcessIdentity("elsewhere", 4242 + n, "boot", "pid:[1]", 99).record(
+                        "ex", owner, advisory_lock=locked
+                    ),
+                )
+                for n, (owner, locked) in enumerate(owners.items())
+            ]
         )
-        won = await executor._repo.claim(
-            [job.id], [], owner=remote, lease_seconds=300.0, cycle=1, backoff=lambda n: 1.0
-        )
-        assert [e.id for e, _, _ in won] == [job.id]
+        for n, (job, owner) in enumerate(zip(jobs, owners, strict=True)):
+            won = await executor._repo.claim(
+                [job.id], [], owner=owner, lease_seconds=300.0, cycle=n, backoff=lambda n: 1.0
+            )
+            assert [e.id for e, _, _ in won] == [job.id]
         executor.close()
-    # the store that held the remote owner's lock is closed: its session ended
-    async with lionstore.open(pg_database, run="remote") as store:
+
+
+async def _first_gone(url: str) -> set[str]:
+    """The first non-empty answer of ``gone_owners`` on a new store (polled, 30 s)."""
+    async with lionstore.open(url, run="remote") as store:
         repo = Executor({"queue_capacity": 10}, store=store, name="ex")._repo
         await repo.load()
         deadline = time.monotonic() + 30
-        gone: set[str] = set()
-        while not gone:
-            assert time.monotonic() < deadline, "the owner was not found gone within 30 s"
+        while True:
             gone = await bounded(repo.gone_owners(exclude="t"), "gone_owners()")
-            if not gone:
-                await asyncio.sleep(0.05)
-        assert gone == {remote}
+            if gone:
+                return gone
+            assert time.monotonic() < deadline, "no owner was found gone within 30 s"
+            await asyncio.sleep(0.05)
+
+
+async def test_the_check_that_finds_a_lock_free_for_the_grace_names_its_owner_gone(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner on another host that recorded an advisory lock: once its session has
+    ended and the lock has been seen free for the whole grace, that check's answer
+    names the owner, so the reclaim that asked takes its claim over then, not one
+    cycle later."""
+    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
+    remote = "elsewhere:4242:remote01"
+    await _claimed_remotely(pg_database, {remote: True})
+    assert await _first_gone(pg_database) == {remote}
+
+
+async def test_owners_without_a_lock_do_not_stop_the_lock_checks_of_others(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Among owners that cannot be judged here, those that recorded no advisory lock
+    are left to their leases, one by one: the owner with a lock is still checked,
+    wherever it comes among them (40 without, so it comes first only by chance)."""
+    monkeypatch.setattr(leases, "OWNER_LOCK_GRACE", 0.3)
+    locked = "elsewhere:4242:locked"
+    owners = {f"elsewhere:{n}:unlocked": False for n in range(40)}
+    await _claimed_remotely(pg_database, {**owners, locked: True})
+    assert await _first_gone(pg_database) == {locked}
