@@ -41,17 +41,14 @@ def test_an_identity_without_boot_id_or_namespace_is_never_judged() -> None:
     the same (where they compare equal), and even for a process that has ended."""
     ended = _ended()
     assert owner_state(ended.record("ex", "o")) == "gone"  # the rule itself tells
+    # the same ended process, judged from a host with both: gone
+    complete = ProcessIdentity("h", ended.pid, "boot", "pid:[1]", ended.process_started)
+    whole_host = ProcessIdentity("h", os.getpid(), "boot", "pid:[1]", 77)
+    assert owner_state(complete.record("ex", "o"), whole_host) == "gone"
     for boot_id, namespace in ((None, "pid:[1]"), ("boot", None)):
         here = ProcessIdentity("h", os.getpid(), boot_id, namespace, 77)
         owner = ProcessIdentity("h", ended.pid, boot_id, namespace, ended.process_started)
         assert owner_state(owner.record("ex", "o"), here) == "unknown", (boot_id, namespace)
-        complete = ProcessIdentity("h", ended.pid, "boot", "pid:[1]", ended.process_started)
-        assert (
-            owner_state(
-                complete.record("ex", "o"), ProcessIdentity("h", os.getpid(), "boot", "pid:[1]", 77)
-            )
-            == "gone"
-        )
 
 
 # Runs in a process of its own (PYTHONPATH: this checkout). It asks an OwnerWatch about
