@@ -341,13 +341,12 @@ class ExecutorRepository(Repository):
                 try:
                     text = encode_data(data, limit)
                 except RecordError as exc:
-                    data = EventFinished(
-                        status="failed",
-                        attempt=outcome.attempt,
-                        duration_us=duration_to_us(outcome.duration),
-                        error=f"the outcome could not be recorded: {exc}",
-                    )
-                    text = encode_data(data, limit)
+                    data = _unrecordable(outcome, str(exc))
+                    try:
+                        text = encode_data(data, limit)
+                    except RecordError:  # the reason itself is too long for the store
+                        data = _unrecordable(outcome, _shortened(str(exc)))
+                        text = encode_data(data, limit)
                 prepared.append((outcome, NewRecord(outcome.event_id, data, text)))
 
         def decide() -> Decision | None:
@@ -494,6 +493,28 @@ _RECORDED_STATUS: dict[EventStatus, Any] = {
     EventStatus.CANCELLED: "cancelled",
     EventStatus.ABORTED: "aborted",
 }
+
+
+_REASON_CHARS = 100
+"""The characters of an unrecordable outcome's reason kept when the whole reason does
+not fit in the store's record limit: at most 6 bytes of JSON each, so the failure
+record stays well within the smallest limit a store takes (1024 bytes)."""
+
+
+def _unrecordable(outcome: Outcome, reason: str) -> EventFinished:
+    """The failure recorded instead of an outcome the store cannot hold."""
+    return EventFinished(
+        status="failed",
+        attempt=outcome.attempt,
+        duration_us=duration_to_us(outcome.duration),
+        error=f"the outcome could not be recorded: {reason}",
+    )
+
+
+def _shortened(reason: str) -> str:
+    if len(reason) <= _REASON_CHARS:
+        return reason
+    return f"{reason[:_REASON_CHARS]}... ({len(reason)} characters)"
 
 
 def _finished(outcome: Outcome) -> EventFinished:
