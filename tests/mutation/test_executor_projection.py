@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import pytest
+from foldlog import FoldLog
 
 import lionstore
 from lionstore.domain.element import Element
@@ -40,18 +41,8 @@ from lionstore.projections.executor import (
 CLASS = "some.module.Task"
 
 
-class _Log:
-    """Feeds an ExecutorState record data with stream versions and positions."""
-
-    def __init__(self, state: ExecutorState) -> None:
-        self.state = state
-        self.position = 0
-        self.versions: dict[IDType, int] = {}
-
-    def fold(self, sid: IDType, data: Any) -> None:
-        self.position += 1
-        self.versions[sid] = self.versions.get(sid, 0) + 1
-        self.state.fold(sid, self.versions[sid], self.position, data)
+class _Log(FoldLog):
+    """Feeds an ExecutorState record data, with shorthands for its records."""
 
     def append(self, **over: Any) -> IDType:
         sid = to_id(uuid.uuid4())

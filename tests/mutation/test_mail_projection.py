@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import pytest
+from foldlog import FoldLog
 from mailtools import validated_mail
 
 from lionstore.domain.element import class_path
@@ -66,20 +67,6 @@ def _same(mail: Mail, expected: Mail) -> None:
     assert type(mail) is Mail
     assert type(mail.package) is Package
     assert mail.model_dump() == expected.model_dump()
-
-
-class _Log:
-    """Feeds a MailState record data with stream versions and positions."""
-
-    def __init__(self, state: MailState) -> None:
-        self.state = state
-        self.position = 0
-        self.versions: dict[IDType, int] = {}
-
-    def fold(self, sid: IDType, data: Any) -> None:
-        self.position += 1
-        self.versions[sid] = self.versions.get(sid, 0) + 1
-        self.state.fold(sid, self.versions[sid], self.position, data)
 
 
 def _plain_source(sid: IDType, data: SourceAdded) -> Any:
@@ -152,7 +139,7 @@ def test_raw_mail_parts_refuses_an_item_json_cannot_hold() -> None:
 # -- a replay's compact state against the validated one ------------------------------
 
 
-def _scenario(log: _Log) -> dict[str, Any]:
+def _scenario(log: FoldLog) -> dict[str, Any]:
     """Three sources and mail in every place; returns what went where."""
     a, b, c = _id(), _id(), _id()
     for sid in (a, b, c):
@@ -231,7 +218,7 @@ def _check(state: MailState, s: dict[str, Any]) -> None:
 
 def test_the_validated_state_holds_every_mail_in_its_place() -> None:
     state = MailState(ROUTER, _plain_source, _raw)
-    s = _scenario(_Log(state))
+    s = _scenario(FoldLog(state))
     _check(state, s)
     for mid in s["data"]:
         assert isinstance(dict.__getitem__(state.mails, mid), Mail)
@@ -245,7 +232,7 @@ def test_a_replays_compact_state_equals_the_validated_one_mail_by_mail() -> None
 
     state = MailState(ROUTER, _plain_source, _raw)
     compact_delivered(state, parts)
-    log = _Log(state)
+    log = FoldLog(state)
     s = _scenario(log)
     # every mail kept as its values from its record on, until read (a dead letter
     # holds its Mail)
@@ -258,7 +245,7 @@ def test_a_replays_compact_state_equals_the_validated_one_mail_by_mail() -> None
 def test_a_compact_state_without_parts_keeps_mail_in_an_inbox_as_its_values() -> None:
     state = MailState(ROUTER, _plain_source, _raw)
     compact_delivered(state)
-    s = _scenario(_Log(state))
+    s = _scenario(FoldLog(state))
     a = s["sources"][0]
     for source in s["sources"]:
         box = state.boxes[source]
@@ -273,7 +260,7 @@ def test_a_compact_state_without_parts_keeps_mail_in_an_inbox_as_its_values() ->
 def test_a_mail_whose_metadata_names_its_class_is_validated_in_a_compact_state() -> None:
     state = MailState(ROUTER, _plain_source, _raw)
     compact_delivered(state, lambda mid, d: raw_mail_parts(mid, d, {}))
-    log = _Log(state)
+    log = FoldLog(state)
     a, b = _id(), _id()
     for sid in (a, b):
         log.fold(sid, SourceAdded(router=ROUTER, source_class="lionstore.Source"))
@@ -288,7 +275,7 @@ def test_a_mail_whose_metadata_names_its_class_is_validated_in_a_compact_state()
 
 def test_compact_delivered_refuses_a_state_with_records() -> None:
     state = MailState(ROUTER, _plain_source, _raw)
-    _Log(state).fold(_id(), SourceAdded(router=ROUTER, source_class="lionstore.Source"))
+    FoldLog(state).fold(_id(), SourceAdded(router=ROUTER, source_class="lionstore.Source"))
     with pytest.raises(ValueError, match=r"^compact_delivered needs an empty state$"):
         compact_delivered(state)
 
@@ -315,7 +302,7 @@ def test_a_subclass_of_a_record_class_folds_as_its_base() -> None:
         pass
 
     state = MailState(ROUTER, _plain_source, _raw)
-    log = _Log(state)
+    log = FoldLog(state)
     a, b = _id(), _id()
     for sid in (a, b):
         log.fold(sid, SourceAdded(router=ROUTER, source_class="lionstore.Source"))
@@ -341,7 +328,7 @@ def test_a_source_added_again_keeps_its_object_and_leaves_the_deleted() -> None:
         return object()
 
     state = MailState(ROUTER, materialize, _raw)
-    log = _Log(state)
+    log = FoldLog(state)
     a = _id()
     added = SourceAdded(router=ROUTER, source_class="lionstore.Source")
     log.fold(a, added)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from foldlog import FoldLog
 from pydantic import BaseModel, ConfigDict
 
 import lionstore
@@ -71,24 +72,10 @@ class BareTask(Event):
     """An event without fields of its own."""
 
 
-class _Log:
-    """Feeds a state record data with stream versions and positions."""
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.position = 0
-        self.versions: dict[IDType, int] = {}
-
-    def fold(self, sid: IDType, data: Any) -> None:
-        self.position += 1
-        self.versions[sid] = self.versions.get(sid, 0) + 1
-        self.state.fold(sid, self.versions[sid], self.position, data)
-
-
 # -- executor ----------------------------------------------------------------------------
 
 
-def _append(log: _Log, cls: type[Event] = SnapTask, **fields: Any) -> IDType:
+def _append(log: FoldLog, cls: type[Event] = SnapTask, **fields: Any) -> IDType:
     sid = _id()
     log.fold(
         sid,
@@ -103,7 +90,7 @@ def _append(log: _Log, cls: type[Event] = SnapTask, **fields: Any) -> IDType:
     return sid
 
 
-def _run(log: _Log, sid: IDType, status: str, attempt: int = 1, **outcome: Any) -> None:
+def _run(log: FoldLog, sid: IDType, status: str, attempt: int = 1, **outcome: Any) -> None:
     log.fold(sid, EventQueued())
     log.fold(sid, EventClaimed(owner="p1", attempt=attempt, lease_expires_us=9_000, cycle=4))
     log.fold(sid, EventFinished(status=status, attempt=attempt, **outcome))
@@ -113,7 +100,7 @@ def _executor_state() -> ExecutorState:
     return ExecutorState(EXECUTOR, class_materializer(Event), item_type=SnapTask)
 
 
-def _executor_scenario(log: _Log) -> dict[str, IDType]:
+def _executor_scenario(log: FoldLog) -> dict[str, IDType]:
     """Events in every status and place an executor's decisions read."""
     s: dict[str, IDType] = {}
     log.fold(
@@ -191,7 +178,7 @@ def _executor_view(state: ExecutorState) -> dict[str, Any]:
 
 def _folded_executor() -> tuple[ExecutorState, dict[str, IDType]]:
     state = _executor_state()
-    return state, _executor_scenario(_Log(state))
+    return state, _executor_scenario(FoldLog(state))
 
 
 def _restored(state: Any, text: str | None = None) -> Any:
@@ -255,7 +242,7 @@ def _sent(sender: IDType, recipient: IDType, item: Any = "hi", **over: Any) -> M
     )
 
 
-def _mail_scenario(log: _Log) -> dict[str, Any]:
+def _mail_scenario(log: FoldLog) -> dict[str, Any]:
     """Sources (one of a class with fields, one deleted) and mail in every place."""
     a, b, c, gone_source = _id(), _id(), _id(), _id()
     log.fold(a, SourceAdded(router=ROUTER, source_class=class_path(lionstore.Source)))
@@ -326,7 +313,7 @@ def _router_view(state: MailState) -> dict[str, Any]:
 
 def _folded_router() -> tuple[MailState, dict[str, Any]]:
     state = _mail_state()
-    return state, _mail_scenario(_Log(state))
+    return state, _mail_scenario(FoldLog(state))
 
 
 def test_a_restored_mail_state_is_the_folded_one_mail_by_mail() -> None:
@@ -836,7 +823,7 @@ def test_a_source_that_is_not_a_model_is_snapshotted_without_fields() -> None:
 
     state = MailState(ROUTER, plain)
     a = _id()
-    _Log(state).fold(a, SourceAdded(router=ROUTER, source_class="x.Y", fields={"k": 1}))
+    FoldLog(state).fold(a, SourceAdded(router=ROUTER, source_class="x.Y", fields={"k": 1}))
     header, _ = _parts(snapshot.dump_state(state))
     assert header["sources"] == [[a, "builtins.tuple", None]]
     fresh = _restored(state)
@@ -868,9 +855,9 @@ def test_restoring_hands_the_materializers_the_records_the_fold_did() -> None:
         return sources(sid, data)
 
     state = ExecutorState(EXECUTOR, event, item_type=SnapTask)
-    _executor_scenario(_Log(state))
+    _executor_scenario(FoldLog(state))
     router = MailState(ROUTER, source, mail)
-    _mail_scenario(_Log(router))
+    _mail_scenario(FoldLog(router))
     phase = "restore"
     fresh, fresh_router = _restored(state), _restored(router)
     fresh.pile._items.build_all()
@@ -892,7 +879,7 @@ def test_a_header_without_released_events_restores_with_none_released() -> None:
 
 def test_a_state_whose_every_event_is_live_restores() -> None:
     state = _executor_state()
-    log = _Log(state)
+    log = FoldLog(state)
     pending, queued, claimed = _append(log, n=1), _append(log, n=2), _append(log, n=3)
     for sid in (queued, claimed):
         log.fold(sid, EventQueued())
@@ -955,7 +942,7 @@ AT = datetime(2026, 12, 7, 13, 5, 30, 250_000, tzinfo=UTC)
 
 def test_an_event_field_that_is_not_json_native_restores_as_its_value() -> None:
     state = _executor_state()
-    log = _Log(state)
+    log = FoldLog(state)
     done = _append(log, WhenTask, at=AT.isoformat())
     _run(log, done, "completed")
     pending = _append(log, WhenTask, at="2027-01-01T00:00:00Z")
@@ -969,7 +956,7 @@ def test_an_event_field_that_is_not_json_native_restores_as_its_value() -> None:
 
 def test_an_event_with_extra_fields_and_none_of_its_own_keeps_them() -> None:
     state = _executor_state()
-    log = _Log(state)
+    log = FoldLog(state)
     sid = _append(log, LooseTask, x=1, note="kept")
     _run(log, sid, "completed")
     assert state.pile[sid].model_extra == {"x": 1, "note": "kept"}
@@ -985,7 +972,7 @@ def test_events_kept_by_class_name_restore_with_their_recorded_class() -> None:
     holds RecordedEvents; its snapshot names each event's recorded class, not
     RecordedEvent, and restores the same class names and fields."""
     state = ExecutorState(EXECUTOR, raw_materializer)
-    s = _executor_scenario(_Log(state))
+    s = _executor_scenario(FoldLog(state))
     assert type(state.pile[s["completed"]]) is RecordedEvent
     header, lines = _parts(snapshot.dump_state(state))
     at = list(header["ids"]).index(s["completed"])
@@ -1001,7 +988,7 @@ def test_events_kept_by_class_name_restore_with_their_recorded_class() -> None:
 def test_a_source_field_that_is_not_json_native_restores_as_its_value() -> None:
     state = _mail_state()
     a = _id()
-    _Log(state).fold(
+    FoldLog(state).fold(
         a, SourceAdded(router=ROUTER, source_class=class_path(Clock), fields={"since": str(AT)})
     )
     header, _ = _parts(snapshot.dump_state(state))
@@ -1062,7 +1049,7 @@ class Memo(BaseModel):
 def _two_item_classes() -> tuple[MailState, dict[str, IDType]]:
     """Mail of two item classes; the first of the second class delivered (kept unread)."""
     state = _mail_state()
-    log = _Log(state)
+    log = FoldLog(state)
     a, b = _id(), _id()
     for sid in (a, b):
         log.fold(sid, SourceAdded(router=ROUTER, source_class=class_path(lionstore.Source)))
@@ -1148,7 +1135,7 @@ def test_an_event_class_name_with_a_tab_or_newline_is_not_written(name: str) -> 
     """A log can name any class; a state kept by class name (raw_materializer) that
     holds such a name is not snapshotted: its line could not be read back."""
     state = ExecutorState(EXECUTOR, raw_materializer)
-    _Log(state).fold(_id(), EventAppended(executor=EXECUTOR, event_class=name, created_at=1.0))
+    FoldLog(state).fold(_id(), EventAppended(executor=EXECUTOR, event_class=name, created_at=1.0))
     reason = f"a class name with a tab or newline cannot be snapshotted: {name!r}"
     with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
         snapshot.dump_state(state)
@@ -1159,7 +1146,7 @@ def test_a_value_plain_json_cannot_hold_is_not_written(value: float) -> None:
     """The log keeps such floats; a snapshot is plain JSON, so the state is not
     written (a ValueError, which a checkpoint write logs and skips)."""
     state = _executor_state()
-    log = _Log(state)
+    log = FoldLog(state)
     sid = _append(log, n=1)
     _run(log, sid, "completed", response={"ratio": value})
     with pytest.raises(ValueError):
