@@ -56,3 +56,18 @@ def test_the_heads_a_plan_leaves_are_real_ones() -> None:
     plan = Plan(0, 1, known.get)
     plan.add(AppendRequest(rows(B), expected={A: 5, C: 0}))
     assert plan.heads == {A: (1, 5), B: (2, 1)}
+
+
+def test_a_request_with_no_rows_is_checked_and_adds_nothing() -> None:
+    """(The store answers an empty append itself; a backend's plan still takes one:
+    its expected versions are checked, and it numbers nothing.)"""
+    known: dict[str, Head] = {A: (4, 2)}
+    plan = Plan(10, 4, known.get)
+    plan.add(AppendRequest([], expected={A: 2}))
+    plan.add(AppendRequest([], expected={A: 1}))
+    plan.add(AppendRequest(rows(A), expected={A: 2}))
+    plan.outcome(IDType.create(), 7, ["d1"])
+    empty, refused, records = plan.results
+    assert list(empty) == [] and isinstance(refused, ConcurrencyError)
+    assert [(r.position, r.stream_version, r.digest) for r in records] == [(11, 3, "d1")]
+    assert (plan.numbers, plan.versions, plan.position) == ([4], [3], 11)
