@@ -68,6 +68,7 @@ def test_a_request_with_no_rows_is_checked_and_adds_nothing() -> None:
     plan.add(AppendRequest(rows(A), expected={A: 2}))
     plan.outcome(IDType.create(), 7, ["d1"])
     empty, refused, records = plan.results
-    assert list(empty) == [] and isinstance(refused, ConcurrencyError)
+    assert isinstance(empty, list) and isinstance(records, list)
+    assert empty == [] and isinstance(refused, ConcurrencyError)
     assert [(r.position, r.stream_version, r.digest) for r in records] == [(11, 3, "d1")]
     assert (plan.numbers, plan.versions, plan.position) == ([4], [3], 11)
