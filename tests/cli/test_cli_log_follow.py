@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -68,7 +69,9 @@ def test_follow_prints_records_appended_later(sample_db: SampleDb) -> None:
         [
             sys.executable,
             "-c",
-            "from lionstore.cli import main; raise SystemExit(main())",
+            # SIGUSR1 prints every thread's stack: what the test shows if Ctrl-C hangs
+            "import faulthandler, signal; faulthandler.register(signal.SIGUSR1);"
+            " from lionstore.cli import main; raise SystemExit(main())",
             "log",
             str(sample_db.path),
             "--follow",
@@ -98,7 +101,15 @@ def test_follow_prints_records_appended_later(sample_db: SampleDb) -> None:
             "appended while following"
         ]
         child.send_signal(signal.SIGINT)  # Ctrl-C
-        code = child.wait(timeout=30)
+        try:
+            code = child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # time to print them
+                child.wait(timeout=5)
+            child.kill()
+            _, stacks = child.communicate(timeout=30)
+            pytest.fail(f"log --follow did not end 30 s after Ctrl-C; its threads:\n{stacks}")
     finally:
         if child.poll() is None:
             child.kill()
