@@ -72,6 +72,10 @@ WORKERS = (1, 2, 4)
 SCALE_WORKERS = (1, 4, 8)
 RUN = "bench"
 LAST_CPU: list[float] = [0.0]  # the workers' CPU seconds in the last run_workers
+# The server's CPU seconds in the last run_workers (None: not measurable), and the
+# cluster whose server it is (set by main).
+LAST_SERVER_CPU: list[float | None] = [None]
+SERVER: list[Cluster] = []
 LAST_REPORTS: list[dict[str, Any]] = []
 TIMEOUT = float(os.environ.get("BENCH_PG_TIMEOUT", "900"))
 
@@ -89,6 +93,38 @@ def _spawn(mode: str, cfg: dict[str, Any]) -> subprocess.Popen[str]:
     )
 
 
+def server_cpu_seconds(cluster: Cluster) -> float | None:
+    """CPU seconds the PostgreSQL server has used so far: its postmaster and every
+    process under it, live (backends, background workers) or exited and reaped (their
+    time is in the postmaster's cutime/cstime). None for a server this script did not
+    start, or without /proc."""
+    root = getattr(cluster, "_root", None)
+    if root is None:
+        return None
+    try:
+        postmaster = int((Path(root) / "data" / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def stat(pid: int) -> list[str]:
+            text = Path(f"/proc/{pid}/stat").read_text()
+            return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+        fields = stat(postmaster)
+        ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = stat(int(entry.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            if int(child[1]) == postmaster:  # ppid
+                ticks += int(child[11]) + int(child[12])
+        return ticks / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
     """Start the workers, release them together; (seconds, work done)."""
     procs = [_spawn(mode, cfg) for cfg in configs]
@@ -98,6 +134,7 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
             line = proc.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError(f"worker did not start: {line} {proc.communicate()[1]}")
+        server_before = server_cpu_seconds(SERVER[0]) if SERVER else None
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
@@ -118,6 +155,7 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
             if proc.returncode != 0:
                 raise RuntimeError(f"worker failed: {err}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
+        server_after = server_cpu_seconds(SERVER[0]) if SERVER else None
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -126,6 +164,9 @@ def run_workers(mode: str, configs: list[dict[str, Any]]) -> tuple[float, int]:
     start = min(r["start"] for r in reports)
     end = max(r["end"] for r in reports)
     LAST_CPU[:] = [sum(r.get("cpu", 0.0) for r in reports)]
+    LAST_SERVER_CPU[:] = [
+        None if server_before is None or server_after is None else server_after - server_before
+    ]
     LAST_REPORTS[:] = reports
     return end - start, sum(r["done"] for r in reports)
 
@@ -185,6 +226,8 @@ def scale_round(args: argparse.Namespace, targets: Targets, res: Results, round_
         asyncio.run(check_events(db, n))
         res.add(f"scale {name} {workers}", n / seconds)
         res.add(f"cpu {name} {workers}", LAST_CPU[0] * 1000 / n)
+        if LAST_SERVER_CPU[0] is not None:
+            res.add(f"server cpu {name} {workers}", LAST_SERVER_CPU[0] * 1000 / n)
         print(f"  round {round_no + 1}: {name} x{workers} done", file=sys.stderr, flush=True)
 
 
@@ -242,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except UnavailableError as exc:
         print(f"no PostgreSQL server: {exc}", file=sys.stderr)
         return 1
+    SERVER[:] = [cluster]
     workdir = Path(tempfile.mkdtemp(prefix="bench-pg-", dir=args.dir))
     targets = Targets(workdir, cluster)
     res = Results()
@@ -294,12 +338,21 @@ def print_scale(args: argparse.Namespace, res: Results) -> None:
                     fmt_summary(res.get(key), fmt_num),
                     fmt_summary(res.ratio(key, one), lambda v: f"{v:.2f}x"),
                     fmt_summary(res.get(f"cpu {name} {workers}"), lambda v: f"{v:.3f}"),
+                    fmt_summary(res.get(f"server cpu {name} {workers}"), lambda v: f"{v:.3f}"),
                 ]
             )
     # The workers' CPU time per event, all workers together: each worker folds every
     # record of the run into its own projection, so it grows with the number of workers.
+    # The server's: every process of the cluster this script started, from the start
+    # signal to the last worker's report ("-" for a server named by URL).
     print_table(
-        ["PostgreSQL executor (events/s)", "throughput", "vs 1 worker", "worker CPU ms/event"],
+        [
+            "PostgreSQL executor (events/s)",
+            "throughput",
+            "vs 1 worker",
+            "worker CPU ms/event",
+            "server CPU ms/event",
+        ],
         rows,
     )
 

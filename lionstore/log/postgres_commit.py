@@ -106,6 +106,13 @@ _OFFSET = 1 << 62
 # the streams' true heads. Either way it returns the run's records other writers
 # committed after p_seen. One statement outside a transaction block is its own
 # transaction: no BEGIN, no COMMIT.
+#
+# Its look-ups are written so that the planner can only probe indexes: a LATERAL
+# subquery with LIMIT 1 per stream checked, a scalar subquery per foreign record for
+# its stream id. Written as plain joins, they were planned (with the statistics of a
+# table that was small when last analysed, as it is in a young run) as a hash join
+# over every stream of the run, on every commit: 1 ms per call with 10,000 streams,
+# growing with the run, and 70% of the server's time in the function.
 _FUNCTION = f"""
 CREATE OR REPLACE FUNCTION pg_temp.lionstore_commit(
     p_run integer, p_seen bigint, p_start text,
@@ -130,7 +137,8 @@ BEGIN
            array_agg(coalesce(v.version, 0))
     INTO o_stale, h_sids, h_nos, h_versions
     FROM unnest(p_check_sids, p_check_nos, p_check_versions) AS b(sid, no, version)
-    LEFT JOIN lionstore_streams s ON s.run_no = p_run AND s.stream_id = b.sid
+    LEFT JOIN LATERAL (SELECT y.stream_no FROM lionstore_streams y
+                       WHERE y.run_no = p_run AND y.stream_id = b.sid LIMIT 1) s ON true
     LEFT JOIN LATERAL (SELECT max(x.stream_version) AS version FROM lionstore_records x
                        WHERE x.stream_no = s.stream_no) v ON true;
     IF o_position > p_seen THEN
@@ -144,9 +152,12 @@ BEGIN
                array_agg(q.digest ORDER BY q.position),
                array_agg(q.stream_no ORDER BY q.position)
         INTO f_positions, f_sids, f_versions, f_kinds, f_kvs, f_texts, f_ats, f_digests, f_nos
-        FROM (SELECT x.position, s.stream_id, x.stream_version, x.kind, x.kind_version,
+        FROM (SELECT x.position,
+                     (SELECT s.stream_id FROM lionstore_streams s
+                      WHERE s.stream_no = x.stream_no) AS stream_id,
+                     x.stream_version, x.kind, x.kind_version,
                      x.data, x.recorded_at_us, x.digest, x.stream_no
-              FROM lionstore_records x JOIN lionstore_streams s ON s.stream_no = x.stream_no
+              FROM lionstore_records x
               WHERE x.run_no = p_run AND x.position > p_seen AND x.position <= o_position) q;
     END IF;
     IF o_stale THEN
