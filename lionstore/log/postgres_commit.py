@@ -61,6 +61,14 @@ COLUMNS = (
     " r.recorded_at_us, r.run_no, r.digest"
 )
 FROM_RECORDS = " FROM lionstore_records r JOIN lionstore_streams s ON s.stream_no = r.stream_no"
+# A catch-up reads a few records at the end of a run that may hold millions of streams:
+# each record's stream id by an index probe, never a join the planner may make a scan
+# of every stream (a generic plan with a range on positions is one; see _FUNCTION).
+_CATCH_UP_COLUMNS = (
+    "r.position, (SELECT s.stream_id FROM lionstore_streams s WHERE s.stream_no = r.stream_no),"
+    " r.stream_version, r.kind, r.kind_version, r.data, r.recorded_at_us, r.run_no, r.digest,"
+    " r.stream_no"
+)
 LOCK_HEAD = (
     "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1 FOR UPDATE"
 )
@@ -694,7 +702,7 @@ class PostgresCommits(LogBackend):
         foreign: list[Recorded] = []
         if last_position != seen:
             rows = await conn.fetch(
-                f"SELECT {COLUMNS}, r.stream_no{FROM_RECORDS} WHERE r.run_no = $1"
+                f"SELECT {_CATCH_UP_COLUMNS} FROM lionstore_records r WHERE r.run_no = $1"
                 " AND r.position > $2 AND r.position <= $3 ORDER BY r.position",
                 run.run_no,
                 seen,

@@ -182,20 +182,25 @@ async def test_positions_stay_gapless_under_concurrent_commits(pg_database: str)
 
 
 @pytest.mark.fresh_database  # never analysed, as a young run's tables are
-async def test_the_function_probes_indexes_however_large_the_run(pg_database: str) -> None:
-    """The function's look-ups are planned as index probes, never as a scan of the
-    run's streams, whatever the statistics say. Written as plain joins, the stale-belief
-    check got a hash join over every stream of the run as its generic plan (the one a
-    session settles on after five calls), so every commit read them all: its cost grew
-    with the run, and it was 70% of the server's time in a worker's commits. The plans
-    are the ones the writer session runs, logged by auto_explain as notices, generic as
-    they are after the first calls."""
+async def test_look_ups_probe_indexes_however_large_the_run(pg_database: str) -> None:
+    """The commit function's look-ups and the client's catch-up are planned as index
+    probes, never as a scan of the run's streams, whatever the statistics say. Written
+    as joins, the function's stale-belief check got a hash join over every stream of
+    the run as its generic plan (the one a session settles on after five calls) while
+    the tables were unanalysed, and the catch-up once they were analysed: every commit
+    or sync read every stream, a cost that grew with the run (the check alone was 70%
+    of the server's time in a worker's commits). The plans are the ones the writer
+    session runs, logged by auto_explain as notices, generic as after the first calls."""
     async with lionstore.open(pg_database, run="probes") as store:
         conn: Any = _backend(store)._conn
         assert conn is not None
-        streams = [IDType.create() for _ in range(3_000)]
-        for i in range(0, len(streams), 500):
-            await store.append([(sid, Note(text="new")) for sid in streams[i : i + 500]])
+        streams = [IDType.create() for _ in range(30_000)]
+
+        async def create(first: int, last: int) -> None:
+            for i in range(first, last, 1_000):
+                await store.append([(sid, Note(text="new")) for sid in streams[i : i + 1_000]])
+
+        await create(0, 3_000)
         plans: list[str] = []
         conn.add_log_listener(lambda _conn, message: plans.append(message.message))
         await conn.execute("LOAD 'auto_explain'")
@@ -204,25 +209,35 @@ async def test_the_function_probes_indexes_however_large_the_run(pg_database: st
             " = on; SET auto_explain.log_level = notice; SET client_min_messages = notice;"
             " SET plan_cache_mode = force_generic_plan"
         )
-        try:
-            # A commit that checks beliefs about three existing streams, while another
-            # writer's records are there to catch up on (the function's second look-up).
+
+        async def elsewhere(sid: IDType) -> None:
             async with lionstore.open(pg_database, run="probes") as other:
-                await other.append([(streams[0], Note(text="from elsewhere"))])
+                await other.append([(sid, Note(text="from elsewhere"))])
+
+        try:
+            # Unanalysed (3,000 streams): a commit that checks beliefs about three
+            # existing streams, with another writer's record to catch up on.
+            await elsewhere(streams[0])
             await store.append(
                 [(sid, Note(text="again")) for sid in streams[1:4]],
                 expected_versions={sid: 1 for sid in streams[1:4]},
             )
+            await create(3_000, 30_000)
+            await conn.execute("ANALYZE")  # now the planner knows how large the run is
+            await elsewhere(streams[4])
+            await store.sync()  # the client's own catch-up
         finally:
             await conn.execute("RESET ALL")
         check = [p for p in plans if "bool_or" in p]
         catch_up = [p for p in plans if "array_agg(q.position" in p]
-        assert check and catch_up, plans  # both statements ran and were logged
-        for plan in check + catch_up:
+        synced = [p for p in plans if "r.position > $2 AND r.position <= $3" in p]
+        assert check and catch_up and synced, plans  # each statement ran and was logged
+        for plan in check + catch_up + synced:
             assert "Seq Scan on lionstore_streams" not in plan, plan
             assert "Bitmap Heap Scan on lionstore_streams" not in plan, plan
             assert "Hash" not in plan, plan
         assert "Index Scan using uq_lionstore_streams_run_no_stream_id" in check[0], check[0]
         assert "Index Scan using pk_lionstore_streams" in catch_up[0], catch_up[0]
+        assert "Index Scan using pk_lionstore_streams" in synced[0], synced[0]
         positions = [r.position async for r in await store.read()]
         assert positions == list(range(1, len(positions) + 1))
