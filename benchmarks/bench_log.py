@@ -489,6 +489,59 @@ async def store_read(path: Path) -> tuple[Stopwatch, int, float, RssSampler]:
     return sw, count, open_sw.seconds, rss
 
 
+STREAM_READS = 300  # streams of the read file read one by one (3 records each)
+
+
+def pick_streams(path: Path, n: int) -> list[str]:
+    """``n`` stream ids of the read file, spread over the whole run."""
+    conn = sqlite3.connect(path)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM lionstore_streams").fetchone()
+        step = max(count // n, 1)
+        return [
+            row[0]
+            for row in conn.execute(
+                "SELECT stream_id FROM lionstore_streams WHERE stream_no % ? = 0 LIMIT ?",
+                (step, n),
+            )
+        ]
+    finally:
+        conn.close()
+
+
+async def store_stream_reads(path: Path, streams: list[str]) -> tuple[Stopwatch, int]:
+    """``store.read(stream=sid)`` of each stream in turn (an aggregate's history, the
+    event store's basic read); returns the time and the records read."""
+    count = 0
+    async with lionstore.open(path, run=RUN_LABEL, readonly=True) as store:
+        with Stopwatch() as sw:
+            for sid in streams:
+                async for _record in await store.read(stream=sid):
+                    count += 1
+    return sw, count
+
+
+def raw_stream_reads(path: Path, streams: list[str]) -> tuple[Stopwatch, int]:
+    """The same through raw sqlite3: the stream's rows by (run, stream id) and its
+    version index, then ``json.loads`` of each."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    select = RawSchema.of(path).select.replace(
+        " ORDER BY r.position",
+        " WHERE s.run_no = 1 AND s.stream_id = ? ORDER BY r.stream_version",
+    )
+    loads = json.loads
+    count = 0
+    try:
+        with Stopwatch() as sw:
+            for sid in streams:
+                for row in conn.execute(select, (sid,)).fetchall():
+                    loads(row[5])
+                    count += 1
+    finally:
+        conn.close()
+    return sw, count
+
+
 async def build_read_file(path: Path, n: int) -> float:
     """The read file: ``n`` records through Store.append in batches of 10,000."""
     records = iter_records(n, seed=7)
@@ -615,7 +668,21 @@ def read_group(path: Path, res: Results, rss_log: list[dict[str, float]]) -> lis
         record(res, f"read.raw_{decode}", count, sw)
         res.add(f"read.raw_{decode}.count", count)
 
+    def ls_streams() -> Any:
+        async def go() -> None:
+            sw, count = await store_stream_reads(path, picked)
+            record(res, "stream.store", count, sw)
+
+        return go()
+
+    def raw_streams() -> None:
+        sw, count = raw_stream_reads(path, picked)
+        record(res, "stream.raw_json", count, sw)
+
+    picked = pick_streams(path, STREAM_READS)
     return [
+        Variant("stream.store", ls_streams),
+        Variant("stream.raw_json", raw_streams),
         Variant("read.store", ls),
         Variant("read.raw_json", lambda: raw("json")),
         Variant("read.raw_none", lambda: raw("none")),
@@ -785,6 +852,29 @@ def report(
             ),
         ):
             rows.append([label, rate(k), us(k), in_gc(k), shown, tgt, verd])
+        streams = res.ratio("stream.store", "stream.raw_json")
+        rows.append(
+            [
+                f"store.read(stream=...) of {STREAM_READS} streams, one after another",
+                rate("stream.store"),
+                us("stream.store"),
+                in_gc("stream.store"),
+                pct(streams),
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "raw sqlite3: the stream by (run, id), its version index + json.loads",
+                rate("stream.raw_json"),
+                us("stream.raw_json"),
+                in_gc("stream.raw_json"),
+                "-",
+                "",
+                "",
+            ]
+        )
         targets.append(("read and decode vs raw fetch + json.loads", json_ratio, TARGET_READ))
         print_table(
             ["pipeline", "rows/s", "µs/row", "in GC", "lionstore/this", "target", "verdict"],

@@ -26,6 +26,7 @@ __all__ = [
     "ReadQuery",
     "RunInfo",
     "RunScan",
+    "read_order",
     "Durability",
 ]
 
@@ -80,6 +81,21 @@ class ReadQuery:
     after: int = 0
     upto: int | None = None
     until_us: int | None = None
+    # A stream of a known run is read in version order (its positions follow its
+    # versions), from its own index; a page goes on past the version the page before
+    # ended at, so each page starts where the last one stopped, however long the stream.
+    after_version: int = 0
+
+    @property
+    def one_stream(self) -> bool:
+        """Whether the read is of one stream of one run (read in version order)."""
+        return self.stream_id is not None and self.run_no is not None
+
+
+def read_order(query: ReadQuery) -> str:
+    """The ORDER BY of a read of records ``r``: one stream of a known run by its own
+    index, in version order (which is its position order); anything else by position."""
+    return "r.stream_no, r.stream_version" if query.one_stream else "r.position"
 
 
 @dataclass(frozen=True, slots=True)

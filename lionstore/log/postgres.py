@@ -55,6 +55,7 @@ from lionstore.log.backend import (
     RunScan,
     check_scan,
     checkpoint_from_row,
+    read_order,
 )
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.postgres_commit import (
@@ -78,6 +79,7 @@ __all__ = [
     "with_reconnect",
     "PostgresBackend",
     "PostgresRunScan",
+    "read_sql",
     "asyncpg_dsn",
     "display_url",
     "is_disconnect",
@@ -110,6 +112,43 @@ def owner_lock_key(owner: str) -> int:
     return int.from_bytes(
         hashlib.blake2b(owner.encode(), digest_size=4).digest(), "big", signed=True
     )
+
+
+def read_sql(query: ReadQuery, limit: int) -> tuple[str, list[Any]]:
+    """The statement and parameters of one page of a read.
+
+    One stream of a known run is found by (run_no, stream_id), then its records by
+    (stream_no, stream_version) in version order, each page on from the version the
+    last ended at: O(the page), however large the run or the stream. As a join on
+    ``s.stream_id`` it was planned as a scan of every stream of the run (the run's
+    condition is on the records, so the streams' index could not be used)."""
+    where = ["r.position > $1"]
+    params: list[Any] = [query.after]
+    stream = None if query.stream_id is None else str(query.stream_id)
+    streams = "SELECT x.stream_no FROM lionstore_streams x WHERE x.stream_id = ${}"
+    if query.run_no is not None:
+        streams += " AND x.run_no = ${}"
+    version = query.after_version if query.one_stream and query.after_version else None
+    conditions: list[tuple[str, list[Any]]] = [
+        ("r.run_no = ${}", [query.run_no]),
+        ("r.position <= ${}", [query.upto]),
+        ("r.recorded_at_us <= ${}", [query.until_us]),
+        (f"r.stream_no IN ({streams})", [stream, query.run_no]),
+        ("r.stream_version > ${}", [version]),
+        ("r.kind = ANY(${}::text[])", [list(query.kinds) if query.kinds else None]),
+    ]
+    for condition, values in conditions:
+        if values[0] is not None:
+            given = [v for v in values if v is not None]
+            numbers = range(len(params) + 1, len(params) + 1 + len(given))
+            params += given
+            where.append(condition.format(*numbers))
+    params.append(limit)
+    sql = (
+        f"SELECT {COLUMNS}{FROM_RECORDS} WHERE {' AND '.join(where)}"
+        f" ORDER BY {read_order(query)} LIMIT ${len(params)}"
+    )
+    return sql, params
 
 
 class PostgresBackend(PostgresCommits):
@@ -242,23 +281,7 @@ class PostgresBackend(PostgresCommits):
         return position
 
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
-        where = ["r.position > $1"]
-        params: list[Any] = [query.after]
-        for condition, value in (
-            ("r.run_no = ${}", query.run_no),
-            ("r.position <= ${}", query.upto),
-            ("r.recorded_at_us <= ${}", query.until_us),
-            ("s.stream_id = ${}", None if query.stream_id is None else str(query.stream_id)),
-            ("r.kind = ANY(${}::text[])", list(query.kinds) if query.kinds else None),
-        ):
-            if value is not None:
-                params.append(value)
-                where.append(condition.format(len(params)))
-        params.append(limit)
-        sql = (
-            f"SELECT {COLUMNS}{FROM_RECORDS} WHERE {' AND '.join(where)}"
-            f" ORDER BY r.position LIMIT ${len(params)}"
-        )
+        sql, params = read_sql(query, limit)
 
         async def fetch(pool: Any) -> tuple[list[Any], dict[int, IDType]]:
             async with pool.acquire() as conn:

@@ -26,6 +26,7 @@ from lionstore.log.backend import (
     RunScan,
     check_scan,
     checkpoint_from_row,
+    read_order,
 )
 from lionstore.log.chaincheck import ChainCheck, start_chain_check
 from lionstore.log.digest import chain_start, record_digest
@@ -33,7 +34,14 @@ from lionstore.log.migrate import readonly_uri
 from lionstore.log.sqlite_commit import INSERT_RECORD, INSERT_STREAM, SYNCHRONOUS, SQLiteCommits
 from lionstore.log.sqlite_threads import io_error, translate_sqlite_error
 
-__all__ = ["SQLiteBackend", "SQLiteRunScan", "SYNCHRONOUS", "io_error", "translate_sqlite_error"]
+__all__ = [
+    "SQLiteBackend",
+    "SQLiteRunScan",
+    "SYNCHRONOUS",
+    "io_error",
+    "read_sql",
+    "translate_sqlite_error",
+]
 
 _SELECT_RECORDS = (
     "SELECT r.position, s.stream_id, r.stream_version, r.kind, r.kind_version, r.data,"
@@ -47,8 +55,12 @@ def _record_filter(query: ReadQuery) -> tuple[str, list[Any]]:
     read."""
     where = ["r.position > ?"]
     params: list[Any] = [query.after]
+    stream = query.stream_id
     if query.run_no is not None:
-        where.append("r.run_no = ?")
+        # With a stream, the run is only checked ("+" keeps SQLite from driving the
+        # read by the run's index, which walks every record of the run): the stream's
+        # own index finds its records, however large the run.
+        where.append("+r.run_no = ?" if stream is not None else "r.run_no = ?")
         params.append(query.run_no)
     if query.upto is not None:
         where.append("r.position <= ?")
@@ -56,13 +68,35 @@ def _record_filter(query: ReadQuery) -> tuple[str, list[Any]]:
     if query.until_us is not None:
         where.append("r.recorded_at_us <= ?")
         params.append(query.until_us)
-    if query.stream_id is not None:
-        where.append("s.stream_id = ?")
-        params.append(query.stream_id)
+    if stream is not None:
+        # Looked up first (by (run_no, stream_id) when the run is known), then its
+        # records by (stream_no, stream_version): O(the stream), not O(the run).
+        if query.run_no is not None:
+            where.append(
+                "r.stream_no IN (SELECT x.stream_no FROM lionstore_streams x"
+                " WHERE x.run_no = ? AND x.stream_id = ?)"
+            )
+            params += [query.run_no, stream]
+            if query.after_version:
+                where.append("r.stream_version > ?")
+                params.append(query.after_version)
+        else:
+            where.append(
+                "r.stream_no IN (SELECT x.stream_no FROM lionstore_streams x WHERE x.stream_id = ?)"
+            )
+            params.append(stream)
     if query.kinds:
         where.append(f"r.kind IN ({','.join('?' * len(query.kinds))})")
         params.extend(query.kinds)
     return " AND ".join(where), params
+
+
+def read_sql(query: ReadQuery, limit: int) -> tuple[str, list[Any]]:
+    """The statement and parameters of one page of a read (see :func:`_record_filter`
+    for how one stream is found)."""
+    where, params = _record_filter(query)
+    params.append(limit)
+    return f"{_SELECT_RECORDS} WHERE {where} ORDER BY {read_order(query)} LIMIT ?", params
 
 
 class SQLiteBackend(SQLiteCommits):
@@ -278,9 +312,7 @@ class SQLiteBackend(SQLiteCommits):
     def _read_rows(
         self, conn: sqlite3.Connection, query: ReadQuery, limit: int
     ) -> tuple[list[Any], dict[int, IDType]]:
-        where, params = _record_filter(query)
-        sql = f"{_SELECT_RECORDS} WHERE {where} ORDER BY r.position LIMIT ?"
-        params.append(limit)
+        sql, params = read_sql(query, limit)
         rows = conn.execute(sql, params).fetchall()
         if not rows:
             return [], self._run_ids

@@ -518,16 +518,19 @@ class Store:
         backend = self._backend
         decode = backend.decode_rows
 
-        def fetch(after: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
-            return asyncio.ensure_future(
-                backend.read_rows(dataclasses.replace(query, after=after), page_size)
-            )
+        def fetch(after: int, version: int) -> asyncio.Future[tuple[list[Any], dict[int, IDType]]]:
+            page = dataclasses.replace(query, after=after, after_version=version)
+            return asyncio.ensure_future(backend.read_rows(page, page_size))
 
-        task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after)
+        task: asyncio.Future[tuple[list[Any], dict[int, IDType]]] | None = fetch(query.after, 0)
         try:
             while task is not None:
                 rows, run_ids = await task
-                task = fetch(rows[-1][0]) if len(rows) == page_size else None
+                task = None
+                if len(rows) == page_size:
+                    # (position, stream_id, stream_version, ...) on every backend
+                    last = rows[-1]
+                    task = fetch(last[0], last[2] if query.one_stream else 0)
                 for record in decode(rows, run_ids):
                     yield record
         finally:

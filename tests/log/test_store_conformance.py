@@ -353,6 +353,36 @@ async def test_read_pages_through_a_long_stream(store: lionstore.Store) -> None:
         assert [r.stream_version for r in got] == list(range(1, 41))
 
 
+async def test_read_pages_through_a_stream_interleaved_with_others(
+    store: lionstore.Store,
+) -> None:
+    """A stream of this run is read in pages by its own versions: with other streams'
+    records between its own, a kinds filter that skips some of them, and ``after`` or
+    ``upto`` cutting into it, each page goes on where the last one stopped."""
+    sid, other = new_id(), new_id()
+    for n in range(30):
+        data = Note(text=str(n)) if n % 3 == 0 else Ping(n=n)
+        await store.append([(other, Ping(n=-n)), (sid, data), (other, Ping(n=-n))])
+    everything = await records(store, stream=sid)
+    assert [r.stream_version for r in everything] == list(range(1, 31))
+    positions = [r.position for r in everything]
+    assert positions == sorted(positions) and positions[1] - positions[0] == 3
+    for page_size in (1, 2, 4, 29, 30, 31):
+        assert await records(store, stream=sid, page_size=page_size) == everything
+        pings = await records(store, stream=sid, kinds=["logtest.ping"], page_size=page_size)
+        assert pings == [r for r in everything if r.kind == "logtest.ping"]
+        middle = positions[11]
+        assert await records(store, stream=sid, after=middle, page_size=page_size) == [
+            r for r in everything if r.position > middle
+        ]
+        assert (
+            await records(
+                store, stream=sid, after=positions[3], upto=positions[20], page_size=page_size
+            )
+            == everything[4:21]
+        )
+
+
 async def test_read_is_lazy_and_sees_records_committed_while_it_streams(
     store: lionstore.Store,
 ) -> None:
