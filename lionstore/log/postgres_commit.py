@@ -117,10 +117,11 @@ _OFFSET = 1 << 62
 #
 # Its look-ups are written so that the planner can only probe indexes: a LATERAL
 # subquery with LIMIT 1 per stream checked, a scalar subquery per foreign record for
-# its stream id. Written as plain joins, they were planned (with the statistics of a
-# table that was small when last analysed, as it is in a young run) as a hash join
-# over every stream of the run, on every commit: 1 ms per call with 10,000 streams,
-# growing with the run, and 70% of the server's time in the function.
+# its stream id. Written as plain joins, their generic plans (the ones a session
+# settles on after five calls) were hash joins over every stream of the run: the check
+# while the tables were unanalysed, as in a young run; the catch-up once they were
+# analysed. 1 ms per commit with 10,000 streams, growing with the run, and 70% of the
+# server's time in the function (tests/log/test_postgres_one_trip.py reads the plans).
 _FUNCTION = f"""
 CREATE OR REPLACE FUNCTION pg_temp.lionstore_commit(
     p_run integer, p_seen bigint, p_start text,
