@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from lionstore.domain.ids import IDType, is_id, to_id
 from lionstore.domain.records import Recorded, RunStarted, encode_data
@@ -301,6 +301,17 @@ class SQLiteBackend(SQLiteCommits):
                 )
 
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
+        if query.one_stream and not self._readonly:
+            # A stream's page (an aggregate's history, most often a few rows found by
+            # index) is read on the idle writer connection in the caller's thread, as
+            # an idle writer commits: the reader thread's hop cost more than the read
+            # (0.083 against 0.21 ms for a three-record stream). Busy writer: the thread.
+            def read(conn: sqlite3.Connection, *, wait: bool) -> Any:
+                return self._read_rows(conn, query, limit)
+
+            page = self._write_now(read, commits=False)
+            if page is not None:
+                return cast(tuple[list[Any], dict[int, IDType]], page)
         return await self._read(self._read_rows, query, limit)
 
     def decode_row(self, row: Any, run_ids: dict[int, IDType]) -> Recorded:

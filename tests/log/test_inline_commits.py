@@ -85,3 +85,25 @@ async def test_at_normal_durability_a_commit_stays_inline_even_with_others_ready
         asyncio.get_running_loop().call_soon(lambda: None)
         await store.append([(lionstore.IDType.create(), Noted(n=1))])
         assert seen["COMMIT"] == {threading.get_ident()}
+
+
+async def test_a_stream_read_runs_on_the_idle_writer_connection(tmp_path: Path) -> None:
+    """A page of one stream is read on the writer connection in the caller's thread
+    when the writer is idle (no hop to the reader thread, which cost more than the
+    read), and through the reader thread while the writer is busy."""
+    async with lionstore.open(tmp_path / "s.db", run="r") as store:
+        sid, other = lionstore.IDType.create(), lionstore.IDType.create()
+        await store.append([(sid, Noted(n=0)), (other, Noted(n=-1)), (sid, Noted(n=1))])
+        seen = _trace_threads(store)
+
+        async def stream() -> list[int]:
+            return [r.data.n async for r in await store.read(stream=sid)]  # type: ignore[union-attr]
+
+        assert await stream() == [0, 1]
+        assert seen["SELECT"] == {threading.get_ident()}
+        seen.clear()
+        async with store._backend._lock():  # type: ignore[attr-defined]  # a busy writer
+            assert await stream() == [0, 1]
+        assert "SELECT" not in seen  # read by the reader thread's own connection
+        run = [r async for r in await store.read()][1:]  # after run.started
+        assert [r.data.n for r in run] == [0, -1, 1]  # type: ignore[union-attr]
