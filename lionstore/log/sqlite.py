@@ -32,7 +32,7 @@ from lionstore.log.chaincheck import ChainCheck, start_chain_check
 from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.migrate import readonly_uri
 from lionstore.log.sqlite_commit import INSERT_RECORD, INSERT_STREAM, SYNCHRONOUS, SQLiteCommits
-from lionstore.log.sqlite_threads import io_error, translate_sqlite_error
+from lionstore.log.sqlite_threads import BusyError, io_error, translate_sqlite_error
 
 __all__ = [
     "SQLiteBackend",
@@ -307,7 +307,15 @@ class SQLiteBackend(SQLiteCommits):
             # an idle writer commits: the reader thread's hop cost more than the read
             # (0.083 against 0.21 ms for a three-record stream). Busy writer: the thread.
             def read(conn: sqlite3.Connection, *, wait: bool) -> Any:
-                return self._read_rows(conn, query, limit)
+                try:
+                    return self._read_rows(conn, query, limit)
+                except sqlite3.OperationalError as exc:
+                    # The writer connection does not wait for locks (a WAL reader is
+                    # refused only while another connection recovers or resets the
+                    # WAL); the reader thread's connection waits up to lock_timeout.
+                    if "locked" in str(exc) or "busy" in str(exc):
+                        raise BusyError from None
+                    raise
 
             page = self._write_now(read, commits=False)
             if page is not None:
