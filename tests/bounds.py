@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -18,3 +18,14 @@ async def bounded(awaitable: Awaitable[T], what: str, timeout: float = WAIT) -> 
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         raise AssertionError(f"{what} did not return within {timeout:g} s") from None
+
+
+async def cancelled(task: asyncio.Future[Any], what: str, timeout: float = WAIT) -> None:
+    """Cancel ``task`` and wait, bounded, until it has ended cancelled: a task that
+    swallows the cancellation (returns or raises otherwise) fails the test."""
+    task.cancel()
+    try:
+        await bounded(task, what, timeout)
+    except asyncio.CancelledError:
+        return
+    raise AssertionError(f"{what} was not cancelled: it returned")

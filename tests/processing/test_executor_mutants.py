@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,17 +190,24 @@ async def test_a_stale_outcome_is_logged_in_these_words(
     ]
 
 
-async def test_a_failed_append_leaves_no_live_event_behind(tmp_path: Path) -> None:
-    path = tmp_path / "live.db"
+@contextlib.asynccontextmanager
+async def _read_only_executor(path: Path) -> AsyncIterator[lionstore.Executor]:
+    """An executor on a store opened read-only (its file made first): every write it
+    tries fails. Closed after the block."""
     async with lionstore.open(path, run="r") as store:
         make_executor(store).close()
     async with lionstore.open(path, run="r", readonly=True) as store:
         executor = make_executor(store)
+        yield executor
+        executor.close()
+
+
+async def test_a_failed_append_leaves_no_live_event_behind(tmp_path: Path) -> None:
+    async with _read_only_executor(tmp_path / "live.db") as executor:
         repo = executor._repo
         with pytest.raises(lionstore.LionstoreError):
             await bounded(repo.append([Job(n=1)]), "append()")
         assert repo.state.live == {}
-        executor.close()
 
 
 async def test_a_renewal_moves_on_only_the_current_claims_of_its_owner(
@@ -420,11 +429,7 @@ async def test_a_claim_admits_only_events_it_does_not_know(tmp_path: Path) -> No
 async def test_a_failed_claim_leaves_no_admitted_event_behind(tmp_path: Path) -> None:
     """The events a claim admits are held as live objects only while it decides: a
     claim that fails (a read-only store) lets them go, as a failed append does."""
-    path = tmp_path / "live.db"
-    async with lionstore.open(path, run="r") as store:
-        make_executor(store).close()
-    async with lionstore.open(path, run="r", readonly=True) as store:
-        executor = make_executor(store)
+    async with _read_only_executor(tmp_path / "live.db") as executor:
         repo = executor._repo
         job = Job(n=1)
         with pytest.raises(lionstore.LionstoreError):
@@ -441,7 +446,6 @@ async def test_a_failed_claim_leaves_no_admitted_event_behind(tmp_path: Path) ->
                 "claim()",
             )
         assert repo.state.live == {}
-        executor.close()
 
 
 async def test_a_skip_records_the_cycles_owner_time_and_seen_position(
