@@ -268,6 +268,13 @@ async def current_revision(target: str | Path) -> str | None:
         await engine.dispose()
 
 
+#: Older revisions whose files this lionstore reads as they are, without upgrading:
+#: what changed since is only how a writer keeps the file, not what a reader finds
+#: in it. 0002 to 0003: the SQLite head row became a high-water mark, which an
+#: exact 0002 head row is.
+READABLE_AS_IS = frozenset({"0002"})
+
+
 @dataclass(frozen=True)
 class FileState:
     """What is at a path, found without writing anything."""
@@ -277,7 +284,11 @@ class FileState:
     revision: str | None
     status: str  # "new" | "current" | "outdated" | "newer"
 
-    def require_current(self, *, upgrade_allowed: bool) -> None:
+    def require_current(self, *, upgrade_allowed: bool, reading: bool = False) -> None:
+        """Raise unless the file may be opened as it is: current, upgradable when
+        ``upgrade_allowed``, or only ``reading`` a revision in READABLE_AS_IS."""
+        if reading and self.status == "outdated" and self.revision in READABLE_AS_IS:
+            return
         if self.status == "outdated" and not upgrade_allowed:
             raise SchemaOutdatedError(
                 f"{self.path}: written by an older lionstore schema ({self.revision}); "

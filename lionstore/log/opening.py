@@ -53,8 +53,9 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
 
     A new file gets the schema through Alembic. An existing file is checked
     without being changed: an older schema raises :class:`SchemaOutdatedError`
-    unless ``upgrade=True``; a newer schema, a foreign database, or a damaged file
-    raise their own :class:`StoreError` subclasses.
+    unless ``upgrade=True`` (``readonly=True`` opens the revisions in
+    ``migrate.READABLE_AS_IS`` as they are); a newer schema, a foreign database, or
+    a damaged file raise their own :class:`StoreError` subclasses.
     """
 
     def __init__(
@@ -148,8 +149,10 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
             state = await with_reconnect(inspect, self._reconnect_timeout, shown)
         if self._readonly and state.status == "new":
             raise StorePathError(f"{shown}: no lionstore schema in this database")
-        state.require_current(upgrade_allowed=self._upgrade and not self._readonly)
-        if state.status == "outdated":
+        state.require_current(
+            upgrade_allowed=self._upgrade and not self._readonly, reading=self._readonly
+        )
+        if state.status == "outdated" and not self._readonly:
             await migrate.upgrade(migrate.to_url(url))
         backend = PostgresBackend(
             url,
@@ -168,7 +171,7 @@ class open:  # noqa: N801 - used as `async with lionstore.open(...)`
         if self._readonly:
             if state.status == "new":
                 raise StorePathError(f"{path}: no lionstore database here")
-            state.require_current(upgrade_allowed=False)
+            state.require_current(upgrade_allowed=False, reading=True)
         else:
             state.require_current(upgrade_allowed=self._upgrade)
             if not state.exists:

@@ -128,9 +128,7 @@ class SQLiteBackend(SQLiteCommits):
         run_id = run_id or IDType.create()
         self._begin_immediate(conn, wait)
         try:
-            last_position, last_stream_no, last_run_no = conn.execute(
-                "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head"
-            ).fetchone()
+            last_position, last_stream_no, last_run_no = self._read_head(conn)
             run_no = last_run_no + 1
             conn.execute(
                 "INSERT INTO lionstore_runs (run_no, run_id, label, started_at_us,"
@@ -168,6 +166,7 @@ class SQLiteBackend(SQLiteCommits):
                 position, stream_no = self._copy_prefix(
                     conn, parent.run_no, run_no, forked_at, position, stream_no, digest
                 )
+            # The run's number lives nowhere but here (see SELECT_HEAD).
             conn.execute(
                 "UPDATE lionstore_head SET last_position = ?, last_stream_no = ?,"
                 " last_run_no = ? WHERE id = 1",
@@ -254,11 +253,7 @@ class SQLiteBackend(SQLiteCommits):
     # -- reads -----------------------------------------------------------------------
 
     async def head_position(self) -> int:
-        return await self._read(
-            lambda conn: conn.execute(
-                "SELECT last_position FROM lionstore_head WHERE id = 1"
-            ).fetchone()[0]
-        )
+        return await self._read(lambda conn: self._read_head(conn)[0])
 
     async def last_position(
         self, run_no: int, upto: int, until_us: int | None = None
@@ -281,24 +276,22 @@ class SQLiteBackend(SQLiteCommits):
         await self._read(self._check_head)
 
     def _check_head(self, conn: sqlite3.Connection) -> None:
-        # One statement, so one snapshot: another process's commit cannot land between
-        # reading the head and reading the tables. Each max() is a look-up at the end of
-        # a primary key (a rowid), not of an index.
+        # The head row is a high-water mark for positions and stream numbers (records
+        # past it are the normal case: see SELECT_HEAD), so it is exact only for runs,
+        # whose number a run's creation writes there. One statement, so one snapshot;
+        # max(run_no) is a look-up at the end of a rowid.
         row = conn.execute(
-            "SELECT h.last_position, h.last_stream_no, h.last_run_no,"
-            " (SELECT max(position) FROM lionstore_records),"
-            " (SELECT max(stream_no) FROM lionstore_streams),"
-            " (SELECT max(run_no) FROM lionstore_runs)"
+            "SELECT h.last_run_no, (SELECT max(run_no) FROM lionstore_runs)"
             " FROM lionstore_head h WHERE h.id = 1"
         ).fetchone()
         if row is None:
             raise CorruptDatabaseError(f"{self._label}: the head row of the log is missing")
-        for what, head, last in zip(("position", "stream", "run"), row[:3], row[3:], strict=True):
-            if (last or 0) > head:
-                raise CorruptDatabaseError(
-                    f"{self._label}: the head row says the last {what} is {head}, but the"
-                    f" file holds {what} {last}: the file was edited or damaged"
-                )
+        head, last = row
+        if (last or 0) > head:
+            raise CorruptDatabaseError(
+                f"{self._label}: the head row says the last run is {head}, but the"
+                f" file holds run {last}: the file was edited or damaged"
+            )
 
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
         if query.one_stream and not self._readonly:
@@ -437,6 +430,14 @@ class SQLiteBackend(SQLiteCommits):
         self._begin_immediate(conn, wait)
         try:
             if conn.execute("SELECT 1 FROM lionstore_runs WHERE run_no = ?", (run_no,)).fetchone():
+                # The run may hold the log's last positions and streams, which commits
+                # do not write to the head row: raise it to them first, so that none of
+                # their numbers is ever handed out again (see SELECT_HEAD).
+                last_position, last_stream_no, _ = self._read_head(conn)
+                conn.execute(
+                    "UPDATE lionstore_head SET last_position = ?, last_stream_no = ? WHERE id = 1",
+                    (last_position, last_stream_no),
+                )
                 conn.execute(
                     "UPDATE lionstore_runs SET parent_run_no = NULL WHERE parent_run_no = ?",
                     (run_no,),

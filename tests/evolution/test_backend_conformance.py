@@ -106,6 +106,42 @@ async def test_deleting_a_run_leaves_the_others_whole(
         assert position > head
 
 
+async def test_deleting_the_last_run_hands_out_none_of_its_numbers_again(
+    open_store: Callable[..., Any], db_target: str
+) -> None:
+    """The deleted run held the log's last positions and streams, which SQLite's
+    commits do not write to the head row (a high-water mark there): the deletion
+    raises the row first, so the next run goes on after them."""
+    await run_chores(open_store, "kept", 2)
+    await run_chores(open_store, "last", 3)
+    async with open_store(readonly=True) as reader:
+        head = await reader.head()
+        last_streams = {r.stream_id async for r in await reader.read(run="last")}
+    await delete_run(db_target, "last")
+    async with open_store(readonly=True) as reader:
+        assert await reader.head() == head  # not the kept run's last position
+    async with open_store(run="after") as store:
+        assert store.position == head + 1  # its run.started
+        [position] = await store.append([(lionstore.IDType.create(), _Note(text="after"))])
+        assert position == head + 2
+        assert (await verify(store, run="kept")).ok and (await verify(store, run="after")).ok
+    streams = dict(
+        query(
+            db_target,
+            "SELECT r.label, max(s.stream_no) FROM lionstore_streams s"
+            " JOIN lionstore_runs r ON r.run_no = s.run_no GROUP BY r.label",
+        )
+    )
+    [(first_after,)] = query(
+        db_target,
+        "SELECT min(s.stream_no) FROM lionstore_streams s"
+        " JOIN lionstore_runs r ON r.run_no = s.run_no WHERE r.label = 'after'",
+    )
+    # the deleted run's streams were numbered after the kept run's; none is reused
+    assert set(streams) == {"kept", "after"}
+    assert first_after > streams["kept"] + len(last_streams)
+
+
 class _Note(lionstore.RecordData):
     kind = "test.backend_conformance.note"
     text: str

@@ -93,7 +93,7 @@ async def test_a_checkpoint_restores_the_same_state_and_only_the_tail_is_folded(
     full = await open_state(checkpointed, checkpoints=False)
     assert full[2:] == (None, None)
     restored = await open_state(checkpointed)
-    head = rows(checkpointed, "SELECT last_position FROM lionstore_head")[0][0]
+    head = rows(checkpointed, "SELECT max(position) FROM lionstore_records")[0][0]
     assert restored[2:] == (head, head)
     assert restored[:2] == full[:2]
     # the tail after the checkpoint is folded on top of it

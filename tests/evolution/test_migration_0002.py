@@ -45,7 +45,7 @@ async def test_upgrade_keeps_every_record_and_down_and_up_again(v1_copy: Path) -
     before = stored_rows(v1_copy)
     assert len(before) == 59
     await migrate.upgrade(v1_copy)
-    assert await migrate.current_revision(v1_copy) == migrate.head_revision() == "0002"
+    assert await migrate.current_revision(v1_copy) == migrate.head_revision() == "0003"
     assert stored_rows(v1_copy) == before
     first = await verify_all(v1_copy)
     # the data step: the fork knows its parent by id

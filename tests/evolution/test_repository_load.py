@@ -28,7 +28,7 @@ from lionstore.projections import snapshot
 from lionstore.repositories import base
 
 NAME = "executor:worker"
-HEAD_SQL = "SELECT last_position FROM lionstore_head"
+HEAD_SQL = "SELECT max(position) FROM lionstore_records"  # the log's head
 
 # Why each tampered checkpoint of test_checkpoints.BAD is ignored, as the log says it.
 REASONS = {

@@ -79,6 +79,11 @@ class Other(BaseModel):
     x: int
 
 
+class Note(lionstore.RecordData):
+    kind = "test.readback.note"
+    n: int
+
+
 def cli(*args: str | Path) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -342,12 +347,25 @@ def _rows(path: Path, statement: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
-async def test_an_edited_head_row_is_refused_at_open(tmp_path: Path) -> None:
-    """A lowered head showed an old state (every event PENDING, verify OK) and resume
-    then failed on a UNIQUE constraint."""
+async def test_an_edited_head_row_shows_no_old_state(tmp_path: Path) -> None:
+    """A lowered head row once showed an old state (every event PENDING, verify OK) and
+    resume then failed on a UNIQUE constraint. Since schema 0003 the row is only a
+    high-water mark on SQLite: lowered, it changes nothing that is read, and the next
+    append goes after the last record. A lowered run number is refused."""
     path = tmp_path / "head.db"
     await make_file(path)
+    async with lionstore.open(path, run=RUN, readonly=True) as store:
+        expected = {name: await entry(store) for name, entry in _entry_points().items()}
+        head = await store.head()
     sql(path, "UPDATE lionstore_head SET last_position = last_position - 5")
+    async with lionstore.open(path, run=RUN, readonly=True) as store:
+        assert await store.head() == head
+        assert {name: await entry(store) for name, entry in _entry_points().items()} == expected
+        assert (await verify(store)).ok
+    async with lionstore.open(path, run=RUN) as store:
+        [position] = await store.append([(lionstore.IDType.create(), Note(n=1))])
+        assert position == head + 1
+    sql(path, "UPDATE lionstore_head SET last_run_no = 0")
     before = digest(path)
     for readonly in (True, False):
         with pytest.raises(CorruptDatabaseError, match="head row"):
