@@ -59,19 +59,28 @@ def executor(
 
 async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     async with lionstore.open(cfg["db"], run=cfg["run"], lock_timeout=120) as store:
-        waited = [0.0, 0]  # seconds waiting for claim turns, turns taken
+        # seconds waiting for claim turns, turns taken, seconds holding them
+        waited = [0.0, 0, 0.0]
         if store.claim_turns:
-            take = store._backend.take_claim_turn
+            backend = store._backend
+            take, give_back = backend.take_claim_turn, backend.end_claim_turn
+            taken_at = [0.0]
 
             async def timed_take(name: str) -> bool:
                 t = time.perf_counter()
                 try:
                     return bool(await take(name))
                 finally:
-                    waited[0] += time.perf_counter() - t
+                    taken_at[0] = time.perf_counter()
+                    waited[0] += taken_at[0] - t
                     waited[1] += 1
 
-            store._backend.take_claim_turn = timed_take  # type: ignore[method-assign]
+            async def timed_give_back(name: str) -> None:
+                await give_back(name)
+                waited[2] += time.perf_counter() - taken_at[0]
+
+            backend.take_claim_turn = timed_take  # type: ignore[method-assign]
+            backend.end_claim_turn = timed_give_back  # type: ignore[method-assign]
         ex = None
         if mode == "execute":
             ex = executor(store, int(cfg.get("capacity", 100)), float(cfg.get("refresh", 0.005)))
@@ -100,6 +109,7 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
             "cpu": time.process_time() - cpu,
             "turn_wait": waited[0],
             "turns": waited[1],
+            "turn_held": waited[2],
         }
 
 

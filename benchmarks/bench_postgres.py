@@ -76,7 +76,7 @@ LAST_CPU: list[float] = [0.0]  # the workers' CPU seconds in the last run_worker
 # cluster whose server it is (set by main).
 LAST_SERVER_CPU: list[float | None] = [None]
 SERVER: list[Cluster] = []
-LAST_REPORTS: list[dict[str, Any]] = []
+LAST_REPORTS: list[dict[str, Any]] = []  # each worker's report of the last run
 TIMEOUT = float(os.environ.get("BENCH_PG_TIMEOUT", "900"))
 
 
@@ -228,6 +228,15 @@ def scale_round(args: argparse.Namespace, targets: Targets, res: Results, round_
         res.add(f"cpu {name} {workers}", LAST_CPU[0] * 1000 / n)
         if LAST_SERVER_CPU[0] is not None:
             res.add(f"server cpu {name} {workers}", LAST_SERVER_CPU[0] * 1000 / n)
+        # each worker's share of its run spent waiting for the claim turn, the mean
+        turns = [r["turn_wait"] / max(r["end"] - r["start"], 1e-9) for r in LAST_REPORTS]
+        res.add(f"turn wait {name} {workers}", 100 * sum(turns) / len(turns))
+        taken = sum(r["turns"] for r in LAST_REPORTS)
+        if taken:
+            res.add(
+                f"turn held {name} {workers}",
+                1000 * sum(r["turn_held"] for r in LAST_REPORTS) / taken,
+            )
         print(f"  round {round_no + 1}: {name} x{workers} done", file=sys.stderr, flush=True)
 
 
@@ -339,12 +348,17 @@ def print_scale(args: argparse.Namespace, res: Results) -> None:
                     fmt_summary(res.ratio(key, one), lambda v: f"{v:.2f}x"),
                     fmt_summary(res.get(f"cpu {name} {workers}"), lambda v: f"{v:.3f}"),
                     fmt_summary(res.get(f"server cpu {name} {workers}"), lambda v: f"{v:.3f}"),
+                    fmt_summary(res.get(f"turn wait {name} {workers}"), lambda v: f"{v:.0f}%"),
+                    fmt_summary(res.get(f"turn held {name} {workers}"), lambda v: f"{v:.2f}"),
                 ]
             )
     # The workers' CPU time per event, all workers together: each worker folds every
     # record of the run into its own projection, so it grows with the number of workers.
     # The server's: every process of the cluster this script started, from the start
-    # signal to the last worker's report ("-" for a server named by URL).
+    # signal to the last worker's report ("-" for a server named by URL). The claim turn:
+    # the share of its run a worker waited for it (the mean over workers), and how long a
+    # worker held it, from taking it to giving it back after the claim's commit (see
+    # ExecutorRepository.begin_claim_turn).
     print_table(
         [
             "PostgreSQL executor (events/s)",
@@ -352,6 +366,8 @@ def print_scale(args: argparse.Namespace, res: Results) -> None:
             "vs 1 worker",
             "worker CPU ms/event",
             "server CPU ms/event",
+            "waiting for the claim turn",
+            "turn held, ms",
         ],
         rows,
     )
