@@ -260,6 +260,42 @@ class SQLiteCommits(LogBackend):
         *,
         wait: bool,
     ) -> CommitOutcome:
+        # A group that no request needs synced on its own (AppendRequest.sync) commits
+        # at NORMAL under durability "full": the WAL is synced as a whole by the next
+        # FULL commit. The level can only change outside a transaction; it is set back
+        # at once, and a connection that cannot be set back is dropped, never reused at
+        # the weaker level.
+        lazy = self._synchronous == "FULL" and not any(r.sync for r in requests)
+        if lazy:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._commit_in(conn, run, requests, now_us, seen, wait=wait)
+        finally:
+            if lazy:
+                self._restore_synchronous(conn)
+
+    def _restore_synchronous(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._writer.conn = None  # the next write opens a connection at the set level
+            self._forget_streams()
+            self._head = None
+            self._data_version = None
+            self._last_digest.clear()
+
+    def _commit_in(
+        self,
+        conn: sqlite3.Connection,
+        run: RunInfo,
+        requests: Sequence[AppendRequest],
+        now_us: int,
+        seen: int,
+        *,
+        wait: bool,
+    ) -> CommitOutcome:
         with gc_paused(sum(len(r.rows) for r in requests)):
             self._begin_immediate(conn, wait)
             try:

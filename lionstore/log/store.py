@@ -291,12 +291,22 @@ class Store:
         records: Iterable[NewRecord | tuple[Any, RecordData]],
         *,
         expected_versions: Mapping[Any, int] | None = None,
+        sync: bool = True,
     ) -> list[Recorded]:
-        """Like :meth:`append`, returning the committed records."""
+        """Like :meth:`append`, returning the committed records.
+
+        ``sync=False`` lets a SQLite store at durability "full" commit these records
+        without syncing the WAL for them alone: they survive the process being killed
+        at once, as every commit does, and a power loss once the next synced commit
+        has returned (the WAL is synced as a whole). A group commit that holds any
+        ``sync=True`` request is synced. For records that only matter together with a
+        later one, such as an executor's claim before its outcome.
+        """
         with gc_paused(len(records) if isinstance(records, list) else 0):
             request = self._prepare(records, expected_versions)
         if not request.rows:
             return []
+        request.sync = sync
         self.run  # noqa: B018 - raises on a read-only store before queueing
         committed: list[Recorded] = await self._submit(request)
         return committed

@@ -275,9 +275,12 @@ class Repository(abc.ABC):
         await self.load()
         await self.store.sync()
 
-    async def decide_and_append(self, decide: Callable[[], Decision | None]) -> list[Recorded]:
+    async def decide_and_append(
+        self, decide: Callable[[], Decision | None], *, sync: bool = True
+    ) -> list[Recorded]:
         """Run ``decide`` against the projection and append what it returns; on a lost
-        race, sync and decide again. Returns the committed records ([] if nothing to do)."""
+        race, sync and decide again. Returns the committed records ([] if nothing to do).
+        ``sync``: see :meth:`Store.append_records`."""
         await self.load()
         for _ in range(_MAX_RETRIES):
             self.require_healthy()
@@ -286,7 +289,9 @@ class Repository(abc.ABC):
                 return []
             records, expected = decision
             try:
-                return await self.store.append_records(records, expected_versions=expected)
+                return await self.store.append_records(
+                    records, expected_versions=expected, sync=sync
+                )
             except ConcurrencyError:
                 await self.store.sync()
         raise ConcurrencyError(f"gave up after {_MAX_RETRIES} lost races")

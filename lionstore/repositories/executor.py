@@ -272,7 +272,11 @@ class ExecutorRepository(Repository):
             }
 
         try:
-            committed = await self.decide_and_append(decide)
+            # A claim is not synced on its own at durability "full": the outcome's
+            # commit syncs it before forward() returns, and a power loss before then
+            # loses only the claim of a run that was cut short anyway (its event runs
+            # again, as after any crash). Admitted events are appends: synced.
+            committed = await self.decide_and_append(decide, sync=bool(admit))
         finally:
             for event, _ in admit:
                 self.state.live.pop(event.id, None)
