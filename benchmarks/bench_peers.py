@@ -233,7 +233,8 @@ async def _raw_lionstore_appends(batches: int, size: int, mode: str) -> dict[str
 
 async def _raw_lionstore_tasks(n: int, mode: str) -> dict[str, Any]:
     """The floor of one task at a time in lionstore's layout: the three commits a task
-    makes (bench_executor.py's ceiling), nothing else."""
+    makes (bench_executor.py's ceiling; at "full" the claim's without a sync of its own,
+    as lionstore makes it), nothing else."""
     durability = "full" if mode == "full" else "normal"
     with tempfile.TemporaryDirectory(prefix="bench-raw-lionstore-") as work:
         out = await bench_executor.run_ceiling(n, Path(work), durability)
