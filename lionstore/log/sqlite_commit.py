@@ -250,6 +250,20 @@ class SQLiteCommits(LogBackend):
             return None
         return self._write_now(self._commit, run, requests, now_us, seen)
 
+    def _restore_synchronous(self, conn: sqlite3.Connection) -> None:
+        """Set the writer back to the store's level after an unsynced commit; if that
+        fails, drop the connection (the next write opens one at the store's level)."""
+        try:
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            self._writer.conn = None  # the next write opens a connection at the set level
+            self._forget_streams()
+            self._head = None
+            self._data_version = None
+            self._last_digest.clear()
+
     def _commit(
         self,
         conn: sqlite3.Connection,
@@ -269,56 +283,32 @@ class SQLiteCommits(LogBackend):
         if lazy:
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            return self._commit_in(conn, run, requests, now_us, seen, wait=wait)
+            with gc_paused(sum(len(r.rows) for r in requests)):
+                self._begin_immediate(conn, wait)
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                    if version == self._data_version and self._head is not None:
+                        last_position, last_stream_no = self._head  # nobody else wrote since
+                    else:
+                        self._last_digest.clear()
+                        last_position, last_stream_no, _ = self._read_head(conn)
+                    foreign = self._catch_up(conn, run, seen, last_position)
+                    outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
+                    conn.execute("COMMIT")
+                    self._data_version = version
+                    self._head = (outcome.head, outcome.last_stream_no)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    self._forget_streams()  # tentative heads may have leaked in; start afresh
+                    self._head = None
+                    self._last_digest.clear()
+                    raise
+                outcome.foreign = foreign
+                return outcome
         finally:
             if lazy:
                 self._restore_synchronous(conn)
-
-    def _restore_synchronous(self, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-            self._writer.conn = None  # the next write opens a connection at the set level
-            self._forget_streams()
-            self._head = None
-            self._data_version = None
-            self._last_digest.clear()
-
-    def _commit_in(
-        self,
-        conn: sqlite3.Connection,
-        run: RunInfo,
-        requests: Sequence[AppendRequest],
-        now_us: int,
-        seen: int,
-        *,
-        wait: bool,
-    ) -> CommitOutcome:
-        with gc_paused(sum(len(r.rows) for r in requests)):
-            self._begin_immediate(conn, wait)
-            try:
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version == self._data_version and self._head is not None:
-                    last_position, last_stream_no = self._head  # nobody else wrote since
-                else:
-                    self._last_digest.clear()
-                    last_position, last_stream_no, _ = self._read_head(conn)
-                foreign = self._catch_up(conn, run, seen, last_position)
-                outcome = self._plan(conn, run, requests, now_us, last_position, last_stream_no)
-                conn.execute("COMMIT")
-                self._data_version = version
-                self._head = (outcome.head, outcome.last_stream_no)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                self._forget_streams()  # tentative heads may have leaked in; start afresh
-                self._head = None
-                self._last_digest.clear()
-                raise
-            outcome.foreign = foreign
-            return outcome
 
     def _read_head(self, conn: sqlite3.Connection) -> tuple[int, int, int]:
         """(last position, last stream number, last run number) of the log."""
