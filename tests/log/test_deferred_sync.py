@@ -90,6 +90,23 @@ async def test_a_claim_is_synced_by_its_outcome_at_full_durability(tmp_path: Pat
         assert kinds[-4:] == ["event.appended", "event.queued", "event.claimed", "event.finished"]
 
 
+async def test_a_claim_that_also_appends_events_is_synced(tmp_path: Path) -> None:
+    """lionagi's iModel path appends, queues and claims new events in one commit: those
+    are appends, synced before anything is invoked."""
+    async with lionstore.open(tmp_path / "admit.db", run="r", durability="full") as store:
+        processor = lionstore.Processor(4, 0.01)
+        await processor.enqueue(Trivial())  # the processor joins the ambient store
+        statements = _trace(store)
+        ran = await bounded(
+            processor._cycle_with(forward=False, admit=[Trivial()]), "an admitting cycle"
+        )
+        assert ran == 2
+        assert _commits(statements) == [
+            ("FULL", {"event.appended", "event.queued", "event.claimed"}),
+            ("FULL", {"event.finished"}),
+        ]
+
+
 async def test_at_normal_durability_the_level_is_never_touched(tmp_path: Path) -> None:
     async with lionstore.open(tmp_path / "n.db", run="r") as store:
         executor = lionstore.Executor(
