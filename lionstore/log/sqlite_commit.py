@@ -259,10 +259,8 @@ class SQLiteCommits(LogBackend):
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             self._writer.conn = None  # the next write opens a connection at the set level
-            self._forget_streams()
-            self._head = None
-            self._data_version = None
-            self._last_digest.clear()
+            self._forget_written()
+            self._data_version = None  # a new connection counts data_version afresh
 
     def _commit(
         self,
@@ -300,9 +298,7 @@ class SQLiteCommits(LogBackend):
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    self._forget_streams()  # tentative heads may have leaked in; start afresh
-                    self._head = None
-                    self._last_digest.clear()
+                    self._forget_written()  # tentative heads may have leaked in; start afresh
                     raise
                 outcome.foreign = foreign
                 return outcome
@@ -498,6 +494,13 @@ class SQLiteCommits(LogBackend):
     def _forget_streams(self) -> None:
         self._streams = {}
         self._streams_old = {}
+
+    def _forget_written(self) -> None:
+        """Forget what this writer cached of its own writes (stream heads, the log's
+        head, the runs' last digests): the next commit reads them from the file."""
+        self._forget_streams()
+        self._head = None
+        self._last_digest.clear()
 
     @staticmethod
     def _insert_streams(
