@@ -19,7 +19,9 @@ process waits, it does not compute).
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import os
 import sys
 import time
 from typing import Any, ClassVar
@@ -66,10 +68,10 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
             take, give_back = backend.take_claim_turn, backend.end_claim_turn
             taken_at = [0.0]
 
-            async def timed_take(name: str) -> bool:
+            async def timed_take(name: str) -> int | None:
                 t = time.perf_counter()
                 try:
-                    return bool(await take(name))
+                    return await take(name)
                 finally:
                     taken_at[0] = time.perf_counter()
                     waited[0] += taken_at[0] - t
@@ -90,6 +92,12 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
         if sys.stdin.readline().strip() != "go":
             raise SystemExit("no start signal")
         start, cpu = time.time(), time.process_time()
+        # $BENCH_PG_PROFILE=DIR: the worker's share (from the start signal on) is
+        # profiled into DIR/worker-PID.prof; its figures are then not comparable.
+        profile_dir = os.environ.get("BENCH_PG_PROFILE")
+        profile = cProfile.Profile() if profile_dir else None
+        if profile is not None:
+            profile.enable()
         done = 0
         if ex is None:
             worker, batch = int(cfg["worker"]), int(cfg["batch"])
@@ -102,6 +110,9 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
             done = len(ex.completed_events)
             ex.close()
         end = time.time()
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.path.join(str(profile_dir), f"worker-{os.getpid()}.prof"))
         return {
             "start": start,
             "end": end,

@@ -217,9 +217,14 @@ class LogBackend(abc.ABC):
         return None
 
     @abc.abstractmethod
-    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+    async def tail(
+        self, run: RunInfo, seen: int, upto: int | None = None
+    ) -> tuple[list[Recorded], int] | None:
         """This run's records committed after ``seen``, and the log's head position;
-        None when the backend knows nothing was committed elsewhere since it last looked."""
+        None when the backend knows nothing was committed elsewhere since it last looked.
+        ``upto``: a head position the caller read after the commits below it (a claim
+        turn's); a backend may read the records up to it and return it as the head,
+        without reading the head again."""
 
     @abc.abstractmethod
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
@@ -328,10 +333,11 @@ class LogBackend(abc.ABC):
     #: (PostgreSQL; see :meth:`take_claim_turn`).
     claim_turns: bool = False
 
-    async def take_claim_turn(self, name: str) -> bool:
-        """Wait for executor ``name``'s claim turn; True when taken (False: there are
-        none here, or it was not had in time, and the caller claims without)."""
-        return False
+    async def take_claim_turn(self, name: str) -> int | None:
+        """Wait for executor ``name``'s claim turn; when taken, the log's head position
+        read once it was (every record up to it is committed). None: there are none
+        here, or it was not had in time, and the caller claims without."""
+        return None
 
     async def end_claim_turn(self, name: str) -> None:  # noqa: B027 - none to give back here
         """Give back executor ``name``'s claim turn."""

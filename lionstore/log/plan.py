@@ -4,22 +4,21 @@ A backend finds the streams' heads in its own way (a cache, a look-up under its 
 from there the rules are shared: the expected-version check (compare-and-set, one rule
 for SQLite and PostgreSQL), the numbering of new streams and of each stream's versions,
 and the records or positions each request gets back. The backend then writes the
-columns (:class:`Plan`) and the digests in its own way. :func:`decode_row` is the other
-shared shape: a stored record row as a :class:`Recorded`.
+columns (:class:`Plan`) and the digests in its own way. Records other writers committed
+are read back through :class:`~lionstore.log.rows.RowDecoder`, as any read is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from lionstore.domain.ids import IDType
-from lionstore.domain.records import Recorded, decode_data
+from lionstore.domain.records import Recorded
 from lionstore.errors import ConcurrencyError
 from lionstore.log.backend import AppendRequest, CommitOutcome
 from lionstore.log.digest import chain_digests
 
-__all__ = ["Head", "Plan", "decode_row", "version_conflict"]
+__all__ = ["Head", "Plan", "version_conflict"]
 
 #: A stream's ``(stream_no, version)``; version 0 is a stream never written.
 Head = tuple[int, int]
@@ -174,21 +173,3 @@ class Plan:
         return CommitOutcome(
             foreign=[], results=self.results, head=self.position, last_stream_no=self.stream_no
         )
-
-
-def decode_row(row: tuple[Any, ...], run_id: IDType) -> Recorded:
-    """A record row (position, stream id, version, kind, kind version, data, time,
-    run number, digest) as a :class:`Recorded`, its data decoded."""
-    position, stream_id, version, kind, kind_version, data, at_us, _run_no, digest = row
-    return Recorded(
-        position,
-        run_id,
-        str.__new__(IDType, stream_id),
-        version,
-        kind,
-        kind_version,
-        decode_data(kind, kind_version, data),
-        at_us,
-        data,
-        digest,
-    )

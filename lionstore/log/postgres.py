@@ -95,6 +95,17 @@ _SELECT_RUNS = (
     " FROM lionstore_runs r LEFT JOIN lionstore_runs p ON p.run_no = r.parent_run_no"
 )
 _LOCK_CLASS = 0x4C494F4E  # "LION": the first key of lionstore's advisory locks
+# Made on each claim-turn session (take_claim_turn): wait for the turn, then read the
+# head with a snapshot taken after the wait.
+_TAKE_TURN_FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.lionstore_take_turn(lock_class int, lock_key int)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_lock(lock_class, lock_key);
+    RETURN (SELECT last_position FROM lionstore_head WHERE id = 1);
+END
+$$
+"""
 _TURN_CLASS = 0x4C495455  # "LITU": the first key of executors' claim turns
 _TURN_WAIT = 2.0  # seconds a claim turn is waited for before claiming without it
 _LOCK_WATCH_INTERVAL = 0.25  # how often a lost owner-lock connection is looked for
@@ -477,13 +488,20 @@ class PostgresBackend(PostgresCommits):
 
     # -- claim turns -------------------------------------------------------------------
 
-    async def take_claim_turn(self, name: str) -> bool:
+    async def take_claim_turn(self, name: str) -> int | None:
         """Wait (up to 2 s) for executor ``name``'s claim turn: a session advisory lock
         that processors of that executor in every process take one at a time from the
         sync before a cycle's claim to the claim's commit, so each decides on a log that
-        holds the claims made before it and none races for the same queue head. True
-        when taken; False (not waited for longer, nothing held) lets the caller claim
-        without it, as compare-and-set keeps claims correct either way."""
+        holds the claims made before it and none races for the same queue head.
+
+        Returns the log's head position read once the lock is granted, in the same
+        round trip (``pg_temp.lionstore_take_turn``: a plpgsql function takes a fresh
+        snapshot for each statement, so its read sees every commit made before the
+        turn came, which a single SELECT, whose snapshot predates its wait, would
+        not). The caller then reads the tail up to it without asking for the head
+        again: two round trips fewer while every other worker waits. None: not taken
+        (not waited for longer, nothing held); the caller claims without, as
+        compare-and-set keeps claims correct either way."""
         if self._turn_guard is None:
             self._turn_guard = asyncio.Lock()
         async with self._turn_guard:
@@ -496,16 +514,19 @@ class PostgresBackend(PostgresCommits):
                     self._turn_conn = conn = await asyncpg.connect(
                         self._dsn, server_settings=settings
                     )
-                await conn.execute(
-                    "SELECT pg_advisory_lock($1, $2)", _TURN_CLASS, owner_lock_key(name)
+                    await conn.execute(_TAKE_TURN_FUNCTION)
+                head = await conn.fetchval(
+                    "SELECT pg_temp.lionstore_take_turn($1, $2)",
+                    _TURN_CLASS,
+                    owner_lock_key(name),
                 )
-                return True
+                return int(head)
             except Exception as exc:
                 if self._turn_conn is not None and is_disconnect(exc):
                     self._turn_conn.terminate()
                     self._turn_conn = None
                 log.debug("%s: claim turn of %s not taken: %s", self._label, name, exc)
-                return False
+                return None
             except BaseException:  # cancelled while waiting: it may have been granted
                 if self._turn_conn is not None:
                     self._turn_conn.terminate()  # the session ends, and the lock with it

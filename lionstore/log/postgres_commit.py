@@ -40,7 +40,7 @@ from lionstore.domain.records import Recorded
 from lionstore.errors import CorruptDatabaseError, StoreError
 from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, RunInfo
 from lionstore.log.digest import chain_start
-from lionstore.log.plan import Plan, decode_row
+from lionstore.log.plan import Plan
 from lionstore.log.postgres_conn import (
     Backoff,
     asyncpg_dsn,
@@ -587,12 +587,13 @@ class PostgresCommits(LogBackend):
         if not positions:
             return []
         streams = self._streams
-        found: list[Recorded] = []
-        columns = (positions, sids, versions, kinds, kvs, texts, ats, digests, nos)
-        for row in zip(*columns, strict=True):
-            streams[row[1]] = (row[8], row[2])
-            found.append(decode_row((*row[:7], run.run_no, row[7]), run.run_id))
-        return found
+        for sid, version, stream_no in zip(sids, versions, nos, strict=True):
+            streams[sid] = (stream_no, version)
+        rows = zip(
+            positions, sids, versions, kinds, kvs, texts, ats, [run.run_no] * len(positions),
+            digests, strict=True,
+        )  # fmt: skip
+        return list(self._rows.records(rows, {run.run_no: run.run_id}))
 
     async def _cut_off_outcome(
         self,
@@ -644,7 +645,7 @@ class PostgresCommits(LogBackend):
             seen,
             first,
         )
-        outcome.foreign = [decode_row(r, run.run_id) for r in foreign]
+        outcome.foreign = list(self._rows.records(foreign, {run.run_no: run.run_id}))
         return outcome
 
     async def _commit_locked(
@@ -712,7 +713,7 @@ class PostgresCommits(LogBackend):
             streams = self._streams
             for row in rows:
                 streams[row[1]] = (row[9], row[2])
-                foreign.append(decode_row(row[:9], run.run_id))
+            foreign = list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
             if rows:
                 self._tip = rows[-1][8]
         self._known = last_position
@@ -783,12 +784,19 @@ class PostgresCommits(LogBackend):
         cache.update(plan.heads)
         return outcome, rows
 
-    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+    async def tail(
+        self, run: RunInfo, seen: int, upto: int | None = None
+    ) -> tuple[list[Recorded], int] | None:
         async def body() -> tuple[list[Recorded], int] | None:
             conn = await self._writer()
-            last_position: int = await conn.fetchval(
-                "SELECT last_position FROM lionstore_head WHERE id = 1"
-            )
+            if upto is not None and upto >= seen:
+                # Read from the head row after the commits below it (a claim turn's
+                # read): no record up to it can still appear.
+                last_position: int = upto
+            else:
+                last_position = await conn.fetchval(
+                    "SELECT last_position FROM lionstore_head WHERE id = 1"
+                )
             if last_position == seen:
                 return None
             # The head moves in the transaction that commits the records below it, and

@@ -56,7 +56,7 @@ from lionstore.errors import CorruptDatabaseError, StoreError
 from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, RunInfo
 from lionstore.log.digest import chain_start
 from lionstore.log.migrate import file_state, readonly_uri
-from lionstore.log.plan import Head, Plan, decode_row
+from lionstore.log.plan import Head, Plan
 from lionstore.log.rows import RowDecoder
 from lionstore.log.sqlite_threads import BusyError, ConnectionThread, translate_sqlite_error
 
@@ -330,14 +330,14 @@ class SQLiteCommits(LogBackend):
             " WHERE r.run_no = ? AND r.position > ? ORDER BY r.position",
             (run.run_no, seen),
         ).fetchall()
-        foreign: list[Recorded] = []
         cache, old = self._streams, self._streams_old
-        cached = self._streams_run == run.run_no
-        for row in rows:
-            if cached and (row[1] in cache or row[1] in old):
-                cache[row[1]] = (row[9], row[2])
-            foreign.append(decode_row(row[:9], run.run_id))
-        return foreign
+        if self._streams_run == run.run_no:
+            for row in rows:
+                if row[1] in cache or row[1] in old:
+                    cache[row[1]] = (row[9], row[2])
+        # Checked as any read is: another process wrote these rows into a file
+        # that is untrusted input, so each column's type is checked here too.
+        return list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
 
     def _run_digest(self, conn: sqlite3.Connection, run: RunInfo) -> str:
         """Digest of the run's last record (the chain's tip)."""
@@ -534,7 +534,10 @@ class SQLiteCommits(LogBackend):
                 )
             raise _StreamExistsError from None
 
-    async def tail(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:
+    async def tail(
+        self, run: RunInfo, seen: int, upto: int | None = None
+    ) -> tuple[list[Recorded], int] | None:
+        # ``upto`` is not needed: the head is one PRAGMA away on the writer connection
         return await self._write(self._tail, run, seen, inline=True)
 
     def tail_now(self, run: RunInfo, seen: int) -> tuple[list[Recorded], int] | None:

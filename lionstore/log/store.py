@@ -158,6 +158,7 @@ class _Pending:
     request: AppendRequest | None
     future: asyncio.Future[list[Recorded]] | asyncio.Future[int]
     records: int = 0
+    upto: int | None = None  # a sync's known head (Store.sync)
 
 
 @dataclass
@@ -316,11 +317,18 @@ class Store:
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
         return await self._hand_over(_Pending(request, future, len(request.rows)))
 
-    async def sync(self) -> int:
-        """Deliver this run's records committed by other processes; return the head."""
+    async def sync(self, *, upto: int | None = None) -> int:
+        """Deliver this run's records committed by other processes; return the head.
+
+        ``upto``: a head position read after the commits below it (what
+        :meth:`take_claim_turn` returns). The records up to it are delivered and the
+        backend need not read the head again; records committed after it may or may
+        not be."""
         self._ensure_open()
         if self._run is None:
             return await self._backend.head_position()
+        if upto is not None and upto <= self._seen:
+            return self._seen  # delivered already
         writer = self._writer
         if not writer.busy and writer.queue.empty():
             # Nothing is being committed: look at the tail at once (one PRAGMA when
@@ -337,7 +345,7 @@ class Store:
                 self._seen = max(self._seen, head)
                 return head
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        return int(await self._hand_over(_Pending(None, future)))
+        return int(await self._hand_over(_Pending(None, future, upto=upto)))
 
     async def _hand_over(self, pending: _Pending) -> Any:
         """Commit (or, for a sync, read the tail for) ``pending`` and return its result."""
@@ -431,7 +439,10 @@ class Store:
                     )
                 foreign, head = outcome.foreign, outcome.head
             else:
-                tail = await self._backend.tail(run, self._seen)
+                # A known head serves the group only if every sync in it has one.
+                hints = [p.upto for p in group]
+                upto = None if None in hints else max(h for h in hints if h is not None)
+                tail = await self._backend.tail(run, self._seen, upto)
                 foreign, head = tail if tail is not None else ([], self._seen)
         except BaseException as exc:  # every waiter hears about the failure
             for pending in group:
@@ -742,8 +753,9 @@ class Store:
         (PostgreSQL; ``ExecutorRepository.begin_claim_turn``)."""
         return self._backend.claim_turns
 
-    async def take_claim_turn(self, name: str) -> bool:
-        """Wait for executor ``name``'s claim turn; True when taken."""
+    async def take_claim_turn(self, name: str) -> int | None:
+        """Wait for executor ``name``'s claim turn; when taken, the log's head position
+        read once it was (for :meth:`sync`'s ``upto``), else None."""
         self._ensure_open()
         return await self._backend.take_claim_turn(name)
 

@@ -470,8 +470,9 @@ class Processor(Stoppable):
         await repo.reclaim_expired(
             max_attempts=self.max_attempts, in_flight=self._in_flight, by=self.owner
         )
-        if await repo.begin_claim_turn():  # disjoint claims across processes (PostgreSQL)
-            await repo.sync()  # the claims committed before the turn came
+        # Disjoint claims across processes (PostgreSQL): a turn taken brings in the
+        # claims committed before it came.
+        await repo.begin_claim_turn()
         self._available_capacity = self.queue_capacity
         state = repo.state
         admitted = (

@@ -270,10 +270,10 @@ class Repository(abc.ABC):
             self._checkpointed_at = position
         return written
 
-    async def sync(self) -> None:
-        """Bring in records other processes committed."""
+    async def sync(self, *, upto: int | None = None) -> None:
+        """Bring in records other processes committed (``upto``: see :meth:`Store.sync`)."""
         await self.load()
-        await self.store.sync()
+        await self.store.sync(upto=upto)
 
     async def decide_and_append(
         self, decide: Callable[[], Decision | None], *, sync: bool = True

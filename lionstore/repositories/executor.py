@@ -292,17 +292,24 @@ class ExecutorRepository(Repository):
     async def begin_claim_turn(self) -> bool:
         """After a cycle's sync: wait for this executor's claim turn when the backend
         has them (PostgreSQL) and other processors of the executor were started in the
-        run. True when taken: the caller syncs again, then decides. The turn is given
-        back after the cycle's claim commits (``claim``) or by :meth:`end_claim_turn`;
-        processors in other processes then decide on a log that holds this cycle's
-        claims, so they take the events after them (disjoint work) instead of racing
-        for the same queue head. Only an optimisation: claims stay compare-and-set, and
-        a turn not had within a wait is claimed without."""
+        run. True when taken, and then the projection holds every record committed
+        before the turn came: decide on it. The turn is given back after the cycle's
+        claim commits (``claim``) or by :meth:`end_claim_turn`; processors in other
+        processes then decide on a log that holds this cycle's claims, so they take
+        the events after them (disjoint work) instead of racing for the same queue
+        head. Only an optimisation: claims stay compare-and-set, and a turn not had
+        within a wait is claimed without.
+
+        While the turn is held every other worker waits, so what is done in it is
+        kept to two round trips before the claim's commit: taking the turn reads the
+        head in the same call, and the catch-up reads the records up to that head
+        without asking for it again."""
         state = self.state
         if not self.store.claim_turns or self._turn or len(state.processors) < 2:
             return False
         if not state.queue and not state.pending:
             return False  # nothing to claim: an idle cycle must not hold up the others
+        head: int | None = None
         for attempt in range(_TURN_TRIES):
             waiting = asyncio.ensure_future(self.store.take_claim_turn(state.name))
             try:
@@ -313,19 +320,22 @@ class ExecutorRepository(Repository):
             except BaseException:
                 waiting.cancel()  # (a turn granted meanwhile is given back by the caller)
                 if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
-                    self._turn = bool(waiting.result())
+                    self._turn = waiting.result() is not None
                 raise
-            self._turn = bool(waiting.result())
+            head = waiting.result()
+            self._turn = head is not None
             if (
-                not self._turn
+                head is None
                 or attempt == _TURN_TRIES - 1
-                or await self.store.head() - self.store.position < _TURN_BEHIND
+                or head - self.store.position < _TURN_BEHIND
             ):
                 break
             # Far behind (a large commit landed just now): folding it while holding the
             # turn would hold up every other worker. Give it back, catch up, ask again.
             await self.end_claim_turn()
             await self.sync()
+        if head is not None:
+            await self.sync(upto=head)  # the claims committed before the turn came
         return self._turn
 
     async def end_claim_turn(self) -> None:

@@ -226,3 +226,25 @@ async def test_the_chained_read_decodes_what_it_checked(tmp_path: Path) -> None:
             async for record in await store.read_chained(page_size=1000):
                 seen.append(record)
         assert [r.position for r in seen] == [1, written[0].position, written[1].position]
+
+
+@pytest.mark.parametrize("catch_up", ["sync", "append"])
+async def test_a_malformed_row_another_writer_committed_is_refused_by_the_catch_up(
+    tmp_path: Path, catch_up: str
+) -> None:
+    """Records another writer of the file committed reach a store through its catch-up
+    (``sync``, or the next commit), not a read: they are checked the same way. Before,
+    a blob in ``data`` came through as a record whose text was bytes."""
+    path, _ = await _file(tmp_path)
+    async with lionstore.open(path, run=RUN) as mine, lionstore.open(path, run=RUN) as other:
+        await mine.sync()
+        [theirs] = await other.append_records([(new_id(), Note(text="theirs"))])
+        sql, says = MALFORMED["data stored as a blob"]
+        _rewrite(path, sql, theirs.position)
+        with pytest.raises(CorruptDatabaseError) as caught:
+            if catch_up == "sync":
+                await mine.sync()
+            else:
+                await mine.append([(new_id(), Ping(n=4))])
+        assert f"position {theirs.position}" in str(caught.value)
+        assert says in str(caught.value)

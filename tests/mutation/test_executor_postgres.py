@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from bounds import bounded, cancelled
@@ -56,9 +57,9 @@ async def test_a_wait_for_the_turn_cancelled_before_it_comes_ends_cancelled(
         sync = repo.sync
         parked = asyncio.Event()
 
-        async def parks() -> None:
+        async def parks(**kw: Any) -> None:
             # B's catch-up while it waits: it parks here until cancelled
-            await sync()
+            await sync(**kw)
             parked.set()
             await asyncio.Event().wait()
 

@@ -32,10 +32,10 @@ async def run(args: dict[str, Any]) -> dict[str, Any]:
         backend: Any = store._backend
         take = backend.take_claim_turn
 
-        async def counted_take(name: str) -> bool:
-            taken = bool(await take(name))
-            counts["turns" if taken else "missed"] += 1
-            return taken
+        async def counted_take(name: str) -> int | None:
+            head: int | None = await take(name)
+            counts["turns" if head is not None else "missed"] += 1
+            return head
 
         backend.take_claim_turn = counted_take
         append_records = store.append_records

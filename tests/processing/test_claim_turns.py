@@ -22,6 +22,7 @@ from proc_helpers import make_executor, wait_until
 from processing_events import Job
 
 import lionstore
+from lionstore.log.postgres import asyncpg_dsn
 from lionstore.processing.executor import Executor
 from lionstore.repositories.executor import _TURN_BEHIND, ExecutorRepository
 
@@ -46,33 +47,34 @@ async def _turn(repo: ExecutorRepository) -> bool:
 
 
 def _granted_at_once(
-    repo: ExecutorRepository, after_take: Callable[[], Awaitable[Any]] | None = None
+    repo: ExecutorRepository, before_take: Callable[[], Awaitable[Any]] | None = None
 ) -> list[bool]:
-    """Count the claim turns ``repo`` asks its store for (the real call, then
-    ``after_take``), and hold back the catch-up ``repo`` runs while a take is under
-    way: as when the turn comes before the first catch-up of the wait, so that the
-    check after it sees the worker as far behind as it was (with a real wait, whether
-    it caught up first depends on timing)."""
+    """Count the claim turns ``repo`` asks its store for (``before_take``, then the
+    real call: what it commits lands before the turn comes), and hold back the
+    catch-up ``repo`` runs while a take is under way: as when the turn comes before
+    the first catch-up of the wait, so that the check after it sees the worker as far
+    behind as it was (with a real wait, whether it caught up first depends on
+    timing)."""
     taken: list[bool] = []
     take = repo.store.take_claim_turn
     sync = repo.sync
     taking = False
 
-    async def counted(name: str) -> bool:
+    async def counted(name: str) -> int | None:
         nonlocal taking
         taking = True
         try:
+            if before_take is not None:
+                await before_take()
             got = await take(name)
-            if after_take is not None:
-                await after_take()
-            taken.append(got)
+            taken.append(got is not None)
             return got
         finally:
             taking = False
 
-    async def catch_up() -> None:
+    async def catch_up(**kw: Any) -> None:
         if not taking:
-            await sync()
+            await sync(**kw)
 
     repo.store.take_claim_turn = counted  # type: ignore[method-assign]
     repo.sync = catch_up  # type: ignore[method-assign]
@@ -133,6 +135,69 @@ async def test_a_worker_waiting_for_the_turn_catches_up_on_what_the_holder_commi
         await b._repo.end_claim_turn()
 
 
+async def test_the_head_a_turn_comes_with_is_read_after_the_wait(pg_database: str) -> None:
+    """B asks for the turn while A holds it; A commits, then gives it back. The head B's
+    turn comes with includes A's commit: it is read once the lock is granted, not with
+    a snapshot from before the wait (a plain SELECT of lock and head would give that)."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=-1)])
+        store_a, store_b = a._repo.store, b._repo.store
+        assert await bounded(store_a.take_claim_turn("ex"), "A's turn") is not None
+        waiting = asyncio.ensure_future(store_b.take_claim_turn("ex"))
+        try:
+            await wait_until(
+                lambda: _advisory_waiters(pg_database), timeout=30, what="B to wait for the lock"
+            )
+            await a.extend([Job(n=i) for i in range(3)])  # committed while B waits
+            head = await store_a.head()
+            await store_a.end_claim_turn("ex")
+            assert await bounded(waiting, "B's turn") == head
+        finally:
+            waiting.cancel()
+        await store_b.end_claim_turn("ex")
+
+
+async def test_the_catch_up_in_a_turn_reads_up_to_its_head_without_asking_again(
+    pg_database: str,
+) -> None:
+    """What A committed before B's turn came is in B's projection when B's
+    begin_claim_turn returns, read in one statement (no second read of the head)."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        jobs = [Job(n=i) for i in range(3)]
+        await a.extend(jobs)
+        await a._repo.sync()
+        repo = b._repo
+        await repo.sync()
+        await a._repo.queue([jobs[0].id])  # B has not read it
+        head = await a._repo.store.head()
+        statements: list[str] = []
+        backend: Any = repo.store._backend
+        conn = await backend._writer()  # the connection syncs and commits go through
+        conn.add_query_logger(lambda q: statements.append(q.query))
+        taken = _granted_at_once(repo)  # (no catch-up while the take is under way)
+        assert await _turn(repo) is True
+        assert taken == [True]
+        assert repo.store.position == head
+        assert list(repo.state.queue) == [jobs[0].id]
+        assert [q for q in statements if "lionstore_head" in q] == []
+        assert len([q for q in statements if "lionstore_records" in q]) == 1
+        await repo.end_claim_turn()
+
+
+async def _advisory_waiters(url: str) -> bool:
+    """Whether a session waits for an advisory lock (asked from a session of its own)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+    finally:
+        await conn.close()
+    return bool(waiting)
+
+
 async def test_a_worker_far_behind_gives_its_turn_back_once_and_catches_up(
     pg_database: str,
 ) -> None:
@@ -154,7 +219,8 @@ async def test_a_worker_far_behind_gives_its_turn_back_once_and_catches_up(
         taken.clear()
         await a.extend([Job(n=i) for i in range(_TURN_BEHIND - 1)])
         assert await _turn(repo) is True
-        assert taken == [True]  # near enough: kept, it catches up after (as the cycle does)
+        assert taken == [True]  # near enough: kept, and caught up in it
+        assert repo.store.position == await a._repo.store.head()
         await repo.end_claim_turn()
 
 
@@ -202,7 +268,7 @@ async def test_a_turn_granted_while_its_caller_is_cancelled_is_given_back(
         take = repo.store.take_claim_turn
         granted = asyncio.Event()
 
-        async def noted(name: str) -> bool:
+        async def noted(name: str) -> int | None:
             got = await take(name)
             granted.set()
             return got
@@ -212,10 +278,10 @@ async def test_a_turn_granted_while_its_caller_is_cancelled_is_given_back(
         hold = False
         parked = asyncio.Event()
 
-        async def held_up() -> None:
+        async def held_up(**kw: Any) -> None:
             # the catch-up B runs while waiting; once ``hold`` is set it parks there
             # until B's store has been granted the turn (and then until cancelled)
-            await sync()
+            await sync(**kw)
             if hold:
                 parked.set()
                 await granted.wait()
