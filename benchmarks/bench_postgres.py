@@ -3,14 +3,16 @@ and PostgreSQL executors scaled out to 1, 4 and 8 worker processes.
 
     python benchmarks/bench_postgres.py [--rounds N] [--quick] [--events N]
         [--appends N] [--batch N] [--invoke-ms MS] [--scale-events N]
-        [--capacity N] [--only scale|compare] [--dir DIR]
+        [--capacity N] [--only scale|compare] [--durable-server] [--dir DIR]
 
 Every worker is a separate OS process (benchmarks/_pg_worker.py) on one database and
 one run. Each variant gets a fresh database: a SQLite file in a temporary directory,
 or a PostgreSQL database copied from a template holding the schema, on the server
 named by $LIONSTORE_TEST_PG_URL or else a throwaway cluster started here (the tests'
 tests/pg_cluster.py: fsync off, so neither backend fsyncs a commit; SQLite runs at
-durability "normal").
+durability "normal"). ``--durable-server`` starts a throwaway server as one ships
+instead, fsync and synchronous_commit on: every commit waits for its WAL on disk,
+except an executor's claim, which its outcome's flush covers.
 
 * ``append``: together the workers make ``--appends`` appends (default 4,000) of
   ``--batch`` records (default 1), each to a new stream; the total is split evenly.
@@ -280,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-events", type=int, default=2_000)
     parser.add_argument("--capacity", type=int, default=100, help="queue capacity (scale)")
     parser.add_argument("--only", choices=("scale", "compare"), default=None)
+    parser.add_argument(
+        "--durable-server",
+        action="store_true",
+        help="start a server that fsyncs and waits for its WAL, as one ships"
+        " (default: neither, to measure lionstore rather than the disk)",
+    )
     parser.add_argument("--dir", default=None)
     add_smoke_argument(parser)
     args = parser.parse_args(argv)
@@ -290,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workers = (1, 2) if args.smoke else WORKERS
     args.scale_workers = (1, 2) if args.smoke else SCALE_WORKERS
     try:
-        cluster = Cluster.start()
+        cluster = Cluster.start(durable=args.durable_server)
     except UnavailableError as exc:
         print(f"no PostgreSQL server: {exc}", file=sys.stderr)
         return 1
@@ -305,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         f" awaiting {args.invoke_ms:g} ms and {args.events} trivial ones, capacity"
         f" {args.capacity}"
     )
+    if args.durable_server:
+        print("server: fsync and synchronous_commit on (--durable-server)")
     print(f"load average before: {_loadavg()}\n")
     try:
         for round_no in range(args.rounds):

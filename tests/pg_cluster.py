@@ -78,11 +78,14 @@ class Cluster:
         self.restarts = 0
 
     @classmethod
-    def start(cls, *, own: bool = False) -> Cluster:
+    def start(cls, *, own: bool = False, durable: bool = False) -> Cluster:
         """The server named by $LIONSTORE_TEST_PG_URL, or a new throwaway one (always a
-        new one with ``own``: a test that restarts its server needs one of its own)."""
+        new one with ``own``: a test that restarts its server needs one of its own).
+        A throwaway server neither fsyncs nor waits for its WAL, unless ``durable``
+        (always a new one then): it runs as a server ships, fsync and
+        synchronous_commit on."""
         url = os.environ.get(ENV_URL)
-        if url and not own:
+        if url and not own and not durable:
             return cls(url)
         try:
             import asyncpg  # noqa: F401
@@ -96,11 +99,9 @@ class Cluster:
         if as_postgres:
             shutil.chown(root, "postgres", "postgres")
         port = _free_port()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            " -c max_connections=200"
-        )
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c max_connections=200"
+        if not durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         data = f"{root}/data"
         initdb = [str(bin_dir / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-N"]
         pg_ctl = [str(bin_dir / "pg_ctl"), "-D", data, "-l", f"{root}/log", "-w", "-o", options]

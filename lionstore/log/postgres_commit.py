@@ -26,6 +26,16 @@ One round trip per commit
     transaction (``_commit_locked``) remains for a server without PL/pgSQL and for
     streams that keep moving. docs/design.md, PostgreSQL, says why this is safe.
 
+A claim waits for no WAL flush of its own
+    A group none of whose requests needs a sync (``AppendRequest.sync``: an executor's
+    claim) is committed with ``synchronous_commit`` off for its transaction alone
+    (``p_sync``). The cycle's outcome commits with it on, and a flush reaches every WAL
+    record before the outcome's, the claim's included: the claim is durable before
+    ``forward()`` returns, and a server crash during ``invoke()`` can lose only the
+    claim (the event runs again, as after any crash then), as on SQLite at "full".
+    Anything another session committed after seeing the claim is flushed only with it.
+    The locking transaction syncs every commit.
+
 """
 
 from __future__ import annotations
@@ -127,7 +137,7 @@ CREATE OR REPLACE FUNCTION pg_temp.lionstore_commit(
     p_run integer, p_seen bigint, p_start text,
     p_check_sids text[], p_check_nos bigint[], p_check_versions integer[],
     p_new_sids text[], p_nos bigint[], p_sids text[], p_versions integer[],
-    p_kinds text[], p_kvs smallint[], p_texts text[], p_at bigint,
+    p_kinds text[], p_kvs smallint[], p_texts text[], p_at bigint, p_sync boolean,
     OUT o_stale boolean, OUT o_position bigint, OUT o_stream_no bigint,
     OUT o_digests text[], OUT h_sids text[], OUT h_nos bigint[], OUT h_versions integer[],
     OUT f_positions bigint[], OUT f_sids text[], OUT f_versions integer[],
@@ -138,6 +148,10 @@ DECLARE
     v_prev text;
     r record;
 BEGIN
+    IF NOT p_sync THEN
+        -- for this transaction only: its commit does not wait for the WAL flush
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     SELECT last_position, last_stream_no INTO o_position, o_stream_no
     FROM lionstore_head WHERE id = 1 FOR UPDATE;
     SELECT coalesce(bool_or(coalesce(s.stream_no, 0) <> b.no
@@ -204,7 +218,7 @@ $body$
 """
 _CALL = (
     "SELECT * FROM pg_temp.lionstore_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " $11, $12, $13, $14)"
+    " $11, $12, $13, $14, $15)"
 )
 # A belief found stale this many times in a row (streams another writer keeps moving):
 # the commit is made the locking way, which cannot be stale.
@@ -540,6 +554,7 @@ class PostgresCommits(LogBackend):
                         draft.kind_versions,
                         draft.texts,
                         now_us,
+                        any(req.sync for req in requests),
                     )
                 except Exception as exc:
                     self._forget()

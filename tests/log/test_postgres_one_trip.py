@@ -75,6 +75,46 @@ async def test_a_single_record_append_is_one_round_trip(pg_database: str) -> Non
         assert versions[1:] == [(first, 1), (second, 1), (first, 2)]
 
 
+async def test_a_group_no_request_syncs_commits_without_waiting_for_the_flush(
+    pg_database: str,
+) -> None:
+    """At durability "full" an append commits with ``synchronous_commit`` on (the
+    session's setting) and one made with ``sync=False`` (an executor's claim) with it
+    off for its own transaction: the client says which, and the function sets it."""
+    from lionstore.log.postgres_commit import _CALL
+
+    async with lionstore.open(pg_database, run="sync", durability="full") as store:
+        sid = IDType.create()
+        await store.append([(sid, Note(text="warm-up"))])
+        conn: Any = _backend(store)._conn
+        calls: list[Any] = []
+
+        def log(record: Any) -> None:
+            if "lionstore_commit" in record.query:
+                calls.append(record.args[-1])
+
+        conn.add_query_logger(log)
+        try:
+            await store.append_records([(sid, Note(text="synced"))])
+            await store.append_records([(sid, Note(text="a claim")), (sid, Note(text="2"))],
+                                       sync=False)  # fmt: skip
+            for _ in range(1000):  # the logger is called soon after each statement
+                if len(calls) == 2:
+                    break
+                await asyncio.sleep(0)
+        finally:
+            conn.remove_query_logger(log)
+        assert calls == [True, False]
+        texts = [getattr(r.data, "text", None) async for r in await store.read(stream=sid)]
+        assert texts == ["warm-up", "synced", "a claim", "2"]
+        for sync, level in ((True, "on"), (False, "off")):
+            async with conn.transaction():  # see the setting before the commit ends
+                await conn.fetchrow(_CALL, store.run.run_no, store.position, "x",
+                                    *([[]] * 10), 0, sync)  # fmt: skip
+                assert await conn.fetchval("SHOW synchronous_commit") == level
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"  # the session's
+
+
 async def test_the_locking_commit_took_four(pg_database: str) -> None:
     """The figure the one-trip commit is measured against: the same append made the
     locking way (the path kept for a server without PL/pgSQL) sends BEGIN, the lock,
