@@ -20,7 +20,9 @@ does but without its Python wrapper; older versions and unknown kinds go through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -45,8 +47,39 @@ _COLUMNS = (
 )
 _MODEL_VALIDATE_JSON = BaseModel.model_validate_json.__func__  # type: ignore[attr-defined]
 
-#: A kind's current ``kind_version`` and the validator of its JSON text.
-_Fast = tuple[int, Callable[[Any], Any]]
+#: A kind's current ``kind_version``, the validator of its JSON text, whether its values
+#: may be shared, and the last text decoded in this page with its value. A one-entry
+#: memo: the records that share a text are written together (a cycle's claims), so
+#: they are next to each other in the log; a dict would hash every text for nothing
+#: when none repeat.
+_Fast = list[Any]
+
+# Whether a record class's values may be shared by records of the same text, by class.
+_SHAREABLE: dict[type, bool] = {}
+
+
+def _immutable(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, (int, float, str, type(None)))
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return True
+    if origin is typing.Union or origin is types.UnionType:
+        return all(_immutable(arg) for arg in typing.get_args(annotation))
+    return False
+
+
+def _shareable(cls: type[BaseModel]) -> bool:
+    """Whether one decoded value of ``cls`` may serve every record of the same text: a
+    frozen model whose fields all hold immutable scalars (an executor's queued and
+    claimed records: every event of a cycle gets the same text). A field that may hold
+    a list or a dict rules it out: changing it in one record would change the others."""
+    found = _SHAREABLE.get(cls)
+    if found is None:
+        found = _SHAREABLE[cls] = bool(cls.model_config.get("frozen")) and all(
+            _immutable(field.annotation) for field in cls.model_fields.values()
+        )
+    return found
 
 
 def _fast_validator(kind: str) -> _Fast | None:
@@ -58,7 +91,8 @@ def _fast_validator(kind: str) -> _Fast | None:
         return None
     if getattr(cls.model_validate_json, "__func__", None) is not _MODEL_VALIDATE_JSON:
         return None
-    return cls.kind_version, cls.__pydantic_validator__.validate_json
+    validate = cls.__pydantic_validator__.validate_json
+    return [cls.kind_version, validate, _shareable(cls), None, None]
 
 
 class RowDecoder:
@@ -120,10 +154,16 @@ class RowDecoder:
                         continue
                     ids.add(sid)
                 stream_id = page_ids[sid] = new_id(IDType, sid)
-            try:
-                value = entry[1](data)
-            except ValidationError:
-                value = decode_data(kind, kv, data)  # its UnknownRecord
+            if entry[2] and data == entry[3]:
+                value = entry[4]  # the same text as the last record of the kind
+            else:
+                try:
+                    value = entry[1](data)
+                except ValidationError:
+                    value = decode_data(kind, kv, data)  # its UnknownRecord (not shared)
+                else:
+                    if entry[2]:
+                        entry[3], entry[4] = data, value
             yield new(
                 Recorded,
                 (position, run_id, stream_id, version, kind, kv, value, at_us, data, digest),
@@ -166,13 +206,23 @@ class RowDecoder:
             if entry is not None:
                 fast[kind] = entry
         if entry is not None and kv == entry[0]:
-            try:
-                value = entry[1](data)
-            except ValidationError:
-                value = decode_data(kind, kv, data)
+            value = entry[4] if entry[2] and data == entry[3] else _validate(entry, kind, kv, data)
         else:
             value = decode_data(kind, kv, data)
         return Recorded(position, run_id, stream_id, version, kind, kv, value, at_us, data, digest)
+
+
+def _validate(entry: _Fast, kind: str, kv: int, data: str) -> Any:
+    """``data`` decoded by the kind's validator (kept as the page's last of its kind when
+    the kind's values may be shared), or by ``decode_data`` when it does not fit: an
+    UnknownRecord, never shared (its raw JSON is a dict)."""
+    try:
+        value = entry[1](data)
+    except ValidationError:
+        return decode_data(kind, kv, data)
+    if entry[2]:
+        entry[3], entry[4] = data, value
+    return value
 
 
 def _short(value: Any) -> str:

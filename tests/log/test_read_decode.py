@@ -248,3 +248,31 @@ async def test_a_malformed_row_another_writer_committed_is_refused_by_the_catch_
                 await mine.append([(new_id(), Ping(n=4))])
         assert f"position {theirs.position}" in str(caught.value)
         assert says in str(caught.value)
+
+
+async def test_records_of_one_text_share_a_value_only_when_nothing_in_it_can_change(
+    tmp_path: Path,
+) -> None:
+    """Pings (one int field, frozen) of the same text in one page read back as one value:
+    a cycle's claimed records all carry one text, and validating it once per page is the
+    saving. Notes (a dict field) of the same text stay separate values, so changing one's
+    dict changes no other record; so do misfit data (an UnknownRecord holds a dict).
+    Every record still equals what was written."""
+    path = tmp_path / "s.db"
+    async with lionstore.open(path, run=RUN) as store:
+        written = await store.append_records(
+            [(new_id(), Ping(n=7)) for _ in range(5)]
+            + [(new_id(), Note(text="same")) for _ in range(2)]
+        )
+    for record in written[3:5]:  # two pings that no longer fit their kind, alike
+        _rewrite(path, "UPDATE lionstore_records SET data = '{\"n\": \"x\"}' WHERE position = ?",
+                 record.position)  # fmt: skip
+    async with lionstore.open(path, run=RUN, readonly=True) as store:
+        one_page = [r.data for r in (await _all(store, page_size=1000))[1:]]
+        by_record = [r.data for r in (await _all(store, page_size=1))[1:]]
+    pings, misfits, notes = one_page[:3], one_page[3:5], one_page[5:]
+    assert pings[0] is pings[1] is pings[2] and pings[0] == Ping(n=7)
+    assert isinstance(misfits[0], UnknownRecord) and misfits[0] is not misfits[1]
+    assert notes[0] == notes[1] == Note(text="same") and notes[0] is not notes[1]
+    assert by_record[0] is not by_record[1]  # shared within a page only
+    assert by_record[:3] == pings and by_record[5:] == notes
