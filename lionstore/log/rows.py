@@ -15,7 +15,11 @@ Once SQLite has stepped the rows, this loop is most of what a read costs. Per ro
 checks the column types, looks the run and stream ids up (one id object per stream)
 and hands the JSON text to the kind's pydantic validator, as ``model_validate_json``
 does but without its Python wrapper; older versions and unknown kinds go through
-``decode_data``.
+``decode_data``. A record whose text is the last one of its kind in the page gets that
+record's value, when the kind's fields hold only immutable scalars (a frozen model, so
+nothing in the shared value can change): an executor writes a cycle's claimed records
+side by side with one text, and they are then validated once. The same loop decodes the
+records other writers committed that a store's catch-up brings in.
 """
 
 from __future__ import annotations
