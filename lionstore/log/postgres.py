@@ -514,15 +514,28 @@ class PostgresBackend(PostgresCommits):
                     self._turn_conn = conn = await asyncpg.connect(
                         self._dsn, server_settings=settings
                     )
-                    await conn.execute(_TAKE_TURN_FUNCTION)
-                head = await conn.fetchval(
-                    "SELECT pg_temp.lionstore_take_turn($1, $2)",
-                    _TURN_CLASS,
-                    owner_lock_key(name),
-                )
+                    try:
+                        await conn.execute(_TAKE_TURN_FUNCTION)
+                        self._turn_one_trip = True
+                    except asyncpg.PostgresError as exc:  # e.g. no PL/pgSQL: two trips
+                        log.info("%s: claim turns in two round trips: %s", self._label, exc)
+                        self._turn_one_trip = False
+                key = owner_lock_key(name)
+                if self._turn_one_trip:
+                    head = await conn.fetchval(
+                        "SELECT pg_temp.lionstore_take_turn($1, $2)", _TURN_CLASS, key
+                    )
+                else:  # the head read by a statement of its own, after the lock came
+                    await conn.execute("SELECT pg_advisory_lock($1, $2)", _TURN_CLASS, key)
+                    head = await conn.fetchval(
+                        "SELECT last_position FROM lionstore_head WHERE id = 1"
+                    )
                 return int(head)
             except Exception as exc:
-                if self._turn_conn is not None and is_disconnect(exc):
+                if self._turn_conn is not None and getattr(exc, "sqlstate", None) != "55P03":
+                    # Not a wait that ran out (lock_timeout: nothing held): a lost
+                    # connection, or a failure once the lock came. A session lock
+                    # outlives a failed statement; ending the session frees it.
                     self._turn_conn.terminate()
                     self._turn_conn = None
                 log.debug("%s: claim turn of %s not taken: %s", self._label, name, exc)

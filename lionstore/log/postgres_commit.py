@@ -334,6 +334,7 @@ class PostgresCommits(LogBackend):
         self._lock_guard: asyncio.Lock | None = None
         # Claim turns: a connection of their own (a wait for a turn blocks it).
         self._turn_conn: Any = None
+        self._turn_one_trip = True  # whether the turn session has pg_temp.lionstore_take_turn
         self._turn_guard: asyncio.Lock | None = None
 
     # -- connections -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from proc_helpers import make_executor, wait_until
 from processing_events import Job
 
 import lionstore
+import lionstore.log.postgres
 from lionstore.log.postgres import asyncpg_dsn
 from lionstore.processing.executor import Executor
 from lionstore.repositories.executor import _TURN_BEHIND, ExecutorRepository
@@ -182,6 +183,49 @@ async def test_the_catch_up_in_a_turn_reads_up_to_its_head_without_asking_again(
         assert [q for q in statements if "lionstore_head" in q] == []
         assert len([q for q in statements if "lionstore_records" in q]) == 1
         await repo.end_claim_turn()
+
+
+async def test_without_plpgsql_a_turn_takes_two_trips_and_still_brings_the_head(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server where the turn's function cannot be made (no PL/pgSQL): the lock and the
+    head are asked for one after the other, and the turn works as before."""
+    monkeypatch.setattr(
+        lionstore.log.postgres,
+        "_TAKE_TURN_FUNCTION",
+        "CREATE FUNCTION pg_temp.lionstore_take_turn() RETURNS int LANGUAGE no_such_language"
+        " AS 'x'",
+    )
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=i) for i in range(2)])
+        store_a, store_b = a._repo.store, b._repo.store
+        assert await bounded(store_a.take_claim_turn("ex"), "A's turn") == await store_a.head()
+        assert store_a._backend._turn_one_trip is False  # type: ignore[attr-defined]
+        await store_a.end_claim_turn("ex")
+        assert await bounded(store_b.take_claim_turn("ex"), "B's turn") == await store_b.head()
+        await store_b.end_claim_turn("ex")
+
+
+async def test_a_turn_whose_call_fails_once_the_lock_came_leaves_nothing_held(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session advisory lock outlives a failed statement: a take that fails after the
+    lock was granted ends its session, so the other workers are not kept waiting."""
+    monkeypatch.setattr(
+        lionstore.log.postgres,
+        "_TAKE_TURN_FUNCTION",
+        "CREATE FUNCTION pg_temp.lionstore_take_turn(a int, b int) RETURNS bigint"
+        " LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_lock(a, b);"
+        " RAISE EXCEPTION 'after the lock'; END $$",
+    )
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=1)])
+        assert await bounded(a._repo.store.take_claim_turn("ex"), "A's take") is None
+        monkeypatch.undo()  # B's turn session makes the real function
+        # A's store is still open: B takes the turn at once, not after the 2 s a lock
+        # left held by A's session would cost (then None).
+        assert await bounded(b._repo.store.take_claim_turn("ex"), "B's turn", 1.0) is not None
+        await b._repo.store.end_claim_turn("ex")
 
 
 async def _advisory_waiters(url: str) -> bool:
