@@ -197,6 +197,7 @@ class Store:
         self.max_record_bytes = max_record_bytes
         self.durability = durability
         self._seen = seen
+        self._turn_head = 0  # the highest head take_claim_turn returned (sync's upto)
         self._subscribers: list[Subscription] = []
         self._writer = _Writer()
         self._closed = False
@@ -320,11 +321,19 @@ class Store:
     async def sync(self, *, upto: int | None = None) -> int:
         """Deliver this run's records committed by other processes; return the head.
 
-        ``upto``: a head position read after the commits below it (what
-        :meth:`take_claim_turn` returns). The records up to it are delivered and the
-        backend need not read the head again; records committed after it may or may
-        not be."""
+        ``upto``: a head :meth:`take_claim_turn` returned (read after the commits
+        below it). The records up to it are delivered and the backend need not read the
+        head again; records committed after it may or may not be. Any other value is a
+        ValueError: a position not known to be committed below could skip records
+        committed later."""
         self._ensure_open()
+        if upto is not None and (
+            isinstance(upto, bool) or not isinstance(upto, int) or upto > self._turn_head
+        ):
+            raise ValueError(
+                f"sync(upto=...) takes a head take_claim_turn returned (at most"
+                f" {self._turn_head}), not {upto!r}"
+            )
         if self._run is None:
             return await self._backend.head_position()
         if upto is not None and upto <= self._seen:
@@ -757,7 +766,10 @@ class Store:
         """Wait for executor ``name``'s claim turn; when taken, the log's head position
         read once it was (for :meth:`sync`'s ``upto``), else None."""
         self._ensure_open()
-        return await self._backend.take_claim_turn(name)
+        head = await self._backend.take_claim_turn(name)
+        if head is not None:
+            self._turn_head = max(self._turn_head, head)
+        return head
 
     async def end_claim_turn(self, name: str) -> None:
         """Give back executor ``name``'s claim turn."""

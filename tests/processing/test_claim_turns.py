@@ -358,3 +358,23 @@ async def test_sqlite_has_no_claim_turns(tmp_path: Any) -> None:
         await a._repo.sync()
         assert len(a._repo.state.processors) == 2
         assert await _turn(a._repo) is False
+
+
+async def test_sync_up_to_a_head_takes_only_a_head_a_turn_came_with(pg_database: str) -> None:
+    """``Store.sync(upto=...)`` trusts its head not to need reading again, so a value no
+    turn returned (one past the log's end would skip records committed later) is a
+    ValueError, before anything is read."""
+    async with _worker(pg_database) as a:
+        store = a._repo.store
+        await a.extend([Job(n=1)])
+        head = await store.head()
+        for bad in (head, True, "1", 1.0):
+            with pytest.raises(ValueError, match="take_claim_turn"):
+                await store.sync(upto=bad)  # type: ignore[arg-type]
+        assert store.position == head  # (its own appends are delivered already)
+        got = await bounded(store.take_claim_turn("ex"), "the turn")
+        assert got == head
+        assert await store.sync(upto=head) == head
+        with pytest.raises(ValueError, match="take_claim_turn"):
+            await store.sync(upto=head + 1)
+        await store.end_claim_turn("ex")
