@@ -222,9 +222,9 @@ async def test_a_turn_whose_call_fails_once_the_lock_came_leaves_nothing_held(
         await a.extend([Job(n=1)])
         assert await bounded(a._repo.store.take_claim_turn("ex"), "A's take") is None
         monkeypatch.undo()  # B's turn session makes the real function
-        # A's store is still open: B takes the turn at once, not after the 2 s a lock
-        # left held by A's session would cost (then None).
-        assert await bounded(b._repo.store.take_claim_turn("ex"), "B's turn", 1.0) is not None
+        # A's store is still open: B takes the turn. A lock left held by A's session
+        # would make B's take give up after its 2 s lock_timeout, with None.
+        assert await bounded(b._repo.store.take_claim_turn("ex"), "B's turn") is not None
         await b._repo.store.end_claim_turn("ex")
 
 
