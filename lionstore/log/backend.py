@@ -56,8 +56,9 @@ class AppendRequest:
     # False when nobody needs the committed records (no subscriber, only positions
     # asked for): the backend then returns the positions alone.
     want_records: bool = True
-    # False: at durability "full" this commit need not be synced on its own; the next
-    # synced commit makes it durable (see Store.append_records' ``sync``).
+    # False: this commit need not wait for a sync of its own (SQLite at durability
+    # "full", PostgreSQL); the next synced commit makes it durable (see
+    # Store.append_records' ``sync``).
     sync: bool = True
 
 

@@ -61,6 +61,7 @@ from lionstore.log.digest import chain_start, record_digest
 from lionstore.log.postgres_commit import (
     COLUMNS,
     FROM_RECORDS,
+    HEAD_POSITION,
     LOCK_HEAD,
     PostgresCommits,
     WriteRows,
@@ -97,12 +98,12 @@ _SELECT_RUNS = (
 _LOCK_CLASS = 0x4C494F4E  # "LION": the first key of lionstore's advisory locks
 # Made on each claim-turn session (take_claim_turn): wait for the turn, then read the
 # head with a snapshot taken after the wait.
-_TAKE_TURN_FUNCTION = """
+_TAKE_TURN_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION pg_temp.lionstore_take_turn(lock_class int, lock_key int)
 RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_advisory_lock(lock_class, lock_key);
-    RETURN (SELECT last_position FROM lionstore_head WHERE id = 1);
+    RETURN ({HEAD_POSITION});
 END
 $$
 """
@@ -286,9 +287,7 @@ class PostgresBackend(PostgresCommits):
     # -- reads -----------------------------------------------------------------------
 
     async def head_position(self) -> int:
-        position: int = await self._read(
-            lambda pool: pool.fetchval("SELECT last_position FROM lionstore_head WHERE id = 1")
-        )
+        position: int = await self._read(lambda pool: pool.fetchval(HEAD_POSITION))
         return position
 
     async def read_rows(self, query: ReadQuery, limit: int) -> tuple[list[Any], dict[int, IDType]]:
@@ -527,9 +526,7 @@ class PostgresBackend(PostgresCommits):
                     )
                 else:  # the head read by a statement of its own, after the lock came
                     await conn.execute("SELECT pg_advisory_lock($1, $2)", _TURN_CLASS, key)
-                    head = await conn.fetchval(
-                        "SELECT last_position FROM lionstore_head WHERE id = 1"
-                    )
+                    head = await conn.fetchval(HEAD_POSITION)
                 return int(head)
             except Exception as exc:
                 if self._turn_conn is not None and getattr(exc, "sqlstate", None) != "55P03":

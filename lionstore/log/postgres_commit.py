@@ -61,7 +61,7 @@ from lionstore.log.postgres_conn import (
 )
 from lionstore.log.rows import RowDecoder
 
-__all__ = ["COLUMNS", "FROM_RECORDS", "LOCK_HEAD", "PostgresCommits", "WriteRows"]
+__all__ = ["COLUMNS", "FROM_RECORDS", "HEAD_POSITION", "LOCK_HEAD", "PostgresCommits", "WriteRows"]
 
 T = TypeVar("T")
 log = logging.getLogger("lionstore.postgres")
@@ -79,6 +79,8 @@ _CATCH_UP_COLUMNS = (
     " r.stream_version, r.kind, r.kind_version, r.data, r.recorded_at_us, r.run_no, r.digest,"
     " r.stream_no"
 )
+#: The log's last position: exact here (every commit moves the head row it locks).
+HEAD_POSITION = "SELECT last_position FROM lionstore_head WHERE id = 1"
 LOCK_HEAD = (
     "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1 FOR UPDATE"
 )
@@ -810,9 +812,7 @@ class PostgresCommits(LogBackend):
                 # read): no record up to it can still appear.
                 last_position: int = upto
             else:
-                last_position = await conn.fetchval(
-                    "SELECT last_position FROM lionstore_head WHERE id = 1"
-                )
+                last_position = await conn.fetchval(HEAD_POSITION)
             if last_position == seen:
                 return None
             # The head moves in the transaction that commits the records below it, and

@@ -297,12 +297,14 @@ class Store:
     ) -> list[Recorded]:
         """Like :meth:`append`, returning the committed records.
 
-        ``sync=False`` lets a SQLite store at durability "full" commit these records
-        without syncing the WAL for them alone: they survive the process being killed
-        at once, as every commit does, and a power loss once the next synced commit
-        has returned (the WAL is synced as a whole). A group commit that holds any
-        ``sync=True`` request is synced. For records that only matter together with a
-        later one, such as an executor's claim before its outcome.
+        ``sync=False`` lets these records be committed without waiting for their own
+        sync (SQLite at durability "full": no fsync of the WAL for them alone;
+        PostgreSQL: ``synchronous_commit`` off for their transaction): they survive
+        the process being killed at once, as every commit does, and a power loss or
+        server crash once the next synced commit has returned (the WAL is synced in
+        order). A group commit that holds any ``sync=True`` request is synced. For
+        records that only matter together with a later one, such as an executor's
+        claim before its outcome.
         """
         with gc_paused(len(records) if isinstance(records, list) else 0):
             request = self._prepare(records, expected_versions)

@@ -272,10 +272,11 @@ class ExecutorRepository(Repository):
             }
 
         try:
-            # A claim is not synced on its own at durability "full": the outcome's
-            # commit syncs it before forward() returns, and a power loss before then
-            # loses only the claim of a run that was cut short anyway (its event runs
-            # again, as after any crash). Admitted events are appends: synced.
+            # A claim is not synced on its own (SQLite at "full", PostgreSQL): the
+            # outcome's commit syncs it before forward() returns, and a power loss or a
+            # server crash before then loses only the claim of a run that was cut short
+            # anyway (its event runs again, as after any crash). Admitted events are
+            # appends: synced.
             committed = await self.decide_and_append(decide, sync=bool(admit))
         finally:
             for event, _ in admit:
