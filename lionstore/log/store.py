@@ -773,9 +773,14 @@ class Store:
             self._turn_head = max(self._turn_head, head)
         return head
 
-    async def end_claim_turn(self, name: str) -> None:
-        """Give back executor ``name``'s claim turn."""
-        await self._backend.end_claim_turn(name)
+    async def end_claim_turn(self, name: str, *, wait: bool = True) -> None:
+        """Give back executor ``name``'s claim turn. ``wait=False``: the unlock is sent
+        at the event loop's next turn and not waited for (the next take of this
+        store's waits behind it, and :meth:`close` waits for it)."""
+        if wait:
+            await self._backend.end_claim_turn(name)
+        else:
+            self.track(asyncio.ensure_future(self._backend.end_claim_turn(name)))
 
     # -- checkpoints -----------------------------------------------------------------
 

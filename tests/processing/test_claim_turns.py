@@ -378,3 +378,37 @@ async def test_sync_up_to_a_head_takes_only_a_head_a_turn_came_with(pg_database:
         with pytest.raises(ValueError, match="take_claim_turn"):
             await store.sync(upto=head + 1)
         await store.end_claim_turn("ex")
+
+
+async def test_a_processor_holds_its_owner_lock_from_its_start(pg_database: str) -> None:
+    """The owner lock is taken when the processor starts, before any claim, so a
+    first claim does not open the lock's session while the other workers wait for its
+    turn; and another store sees the owner alive from then on."""
+    async with _worker(pg_database) as a, lionstore.open(pg_database, run="turns") as probe:
+        assert a.processor is not None
+        assert a.processor._repo is not None and not a.processor._repo.state.queue
+        assert await probe.owner_lock_free(a.processor.owner) is False
+
+
+async def test_giving_back_a_turn_does_not_wait_for_the_unlock_and_close_waits_for_it(
+    pg_database: str,
+) -> None:
+    """end_claim_turn returns before the unlock is answered (the cycle's events start
+    meanwhile); the unlock still reaches the server (the other worker gets the turn),
+    and a store closed at once waits for it rather than leaving it pending."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        await a.extend([Job(n=1)])
+        await a._repo.sync()
+        await b._repo.sync()
+        store = a._repo.store
+        assert await _turn(a._repo) is True
+        await a._repo.end_claim_turn()
+        unlocks = list(store._in_flight)
+        assert len(unlocks) == 1 and not unlocks[0].done()  # sent, not yet answered
+        assert await _turn(b._repo) is True
+        assert unlocks[0].done()
+        await b._repo.end_claim_turn()
+        await store.end_claim_turn("ex", wait=False)  # nothing held: a no-op unlock
+        pending = list(store._in_flight)
+        await store.close()
+        assert all(t.done() and not t.cancelled() for t in pending)
