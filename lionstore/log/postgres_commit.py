@@ -81,6 +81,16 @@ _CATCH_UP_COLUMNS = (
 )
 #: The log's last position: exact here (every commit moves the head row it locks).
 HEAD_POSITION = "SELECT last_position FROM lionstore_head WHERE id = 1"
+# A catch-up in one round trip: the head, and the run's records after $2 up to it, read
+# by one statement (one snapshot; the head moves in the transaction that commits the
+# records below it, so none of them can be missing). A row per record with the head
+# last; a single row of NULLs and the head when there is none.
+_TAIL = (
+    f"SELECT {_CATCH_UP_COLUMNS}, h.last_position FROM lionstore_head h"
+    " LEFT JOIN lionstore_records r"
+    " ON r.run_no = $1 AND r.position > $2 AND r.position <= h.last_position"
+    " WHERE h.id = 1 ORDER BY r.position"
+)
 LOCK_HEAD = (
     "SELECT last_position, last_stream_no, last_run_no FROM lionstore_head WHERE id = 1 FOR UPDATE"
 )
@@ -716,10 +726,7 @@ class PostgresCommits(LogBackend):
     ) -> list[Recorded]:
         """This run's records other writers committed after ``seen`` (the lock is held,
         so nothing below ``last_position`` can still appear)."""
-        if self._known_run != run.run_no or self._known != seen:
-            self._forget()  # the caches may miss records up to seen: start afresh
-            self._known_run = run.run_no
-        foreign: list[Recorded] = []
+        rows: list[Any] = []
         if last_position != seen:
             rows = await conn.fetch(
                 f"SELECT {_CATCH_UP_COLUMNS} FROM lionstore_records r WHERE r.run_no = $1"
@@ -728,12 +735,22 @@ class PostgresCommits(LogBackend):
                 seen,
                 last_position,
             )
-            streams = self._streams
-            for row in rows:
-                streams[row[1]] = (row[9], row[2])
-            foreign = list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
-            if rows:
-                self._tip = rows[-1][8]
+        return self._caught_up(run, seen, last_position, rows)
+
+    def _caught_up(
+        self, run: RunInfo, seen: int, last_position: int, rows: Sequence[Any]
+    ) -> list[Recorded]:
+        """The records of ``rows`` (``_CATCH_UP_COLUMNS`` first: every record of the run
+        in positions ``(seen, last_position]``), the caches brought up to them."""
+        if self._known_run != run.run_no or self._known != seen:
+            self._forget()  # the caches may miss records up to seen: start afresh
+            self._known_run = run.run_no
+        streams = self._streams
+        for row in rows:
+            streams[row[1]] = (row[9], row[2])
+        foreign = list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
+        if rows:
+            self._tip = rows[-1][8]
         self._known = last_position
         return foreign
 
@@ -810,14 +827,15 @@ class PostgresCommits(LogBackend):
             if upto is not None and upto >= seen:
                 # Read from the head row after the commits below it (a claim turn's
                 # read): no record up to it can still appear.
-                last_position: int = upto
-            else:
-                last_position = await conn.fetchval(HEAD_POSITION)
+                if upto == seen:
+                    return None
+                return await self._catch_up(conn, run, seen, upto), upto
+            rows = await conn.fetch(_TAIL, run.run_no, seen)
+            last_position: int = rows[0][-1]
             if last_position == seen:
                 return None
-            # The head moves in the transaction that commits the records below it, and
-            # writers commit one at a time: every record up to it is committed now.
-            return await self._catch_up(conn, run, seen, last_position), last_position
+            found = [row for row in rows if row[0] is not None]
+            return self._caught_up(run, seen, last_position, found), last_position
 
         backoff = Backoff(self._reconnect_timeout, self._label)
         while True:

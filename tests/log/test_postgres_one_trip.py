@@ -75,6 +75,27 @@ async def test_a_single_record_append_is_one_round_trip(pg_database: str) -> Non
         assert versions[1:] == [(first, 1), (second, 1), (first, 2)]
 
 
+async def test_a_catch_up_is_one_round_trip(pg_database: str) -> None:
+    """``sync`` reads the head and the records another writer committed in one
+    statement, whether it finds records or none."""
+    async with (
+        lionstore.open(pg_database, run="tail") as store,
+        lionstore.open(pg_database, run="tail") as other,
+    ):
+        await store.append([(IDType.create(), Note(text="warm-up"))])  # opens the writer
+        await store.sync()
+        await other.append([(IDType.create(), Note(text=str(i))) for i in range(3)])
+        head = await other.head()
+        seen: list[int] = []
+        store.subscribe(lambda records: seen.extend(r.position for r in records))
+        with Statements(store) as counted:
+            assert await store.sync() == head
+            assert len(await counted.settled()) == 1
+            assert await store.sync() == head  # nothing new: still one statement
+            assert len(await counted.settled()) == 2
+        assert seen == [head - 2, head - 1, head]
+
+
 async def test_a_group_no_request_syncs_commits_without_waiting_for_the_flush(
     pg_database: str,
 ) -> None:
@@ -270,7 +291,7 @@ async def test_look_ups_probe_indexes_however_large_the_run(pg_database: str) ->
             await conn.execute("RESET ALL")
         check = [p for p in plans if "bool_or" in p]
         catch_up = [p for p in plans if "array_agg(q.position" in p]
-        synced = [p for p in plans if "r.position > $2 AND r.position <= $3" in p]
+        synced = [p for p in plans if "r.position <= h.last_position" in p]
         assert check and catch_up and synced, plans  # each statement ran and was logged
         for plan in check + catch_up + synced:
             assert "Seq Scan on lionstore_streams" not in plan, plan
@@ -279,5 +300,7 @@ async def test_look_ups_probe_indexes_however_large_the_run(pg_database: str) ->
         assert "Index Scan using uq_lionstore_streams_run_no_stream_id" in check[0], check[0]
         assert "Index Scan using pk_lionstore_streams" in catch_up[0], catch_up[0]
         assert "Index Scan using pk_lionstore_streams" in synced[0], synced[0]
+        # the catch-up's head and records in one statement, the records by a range probe
+        assert "Seq Scan on lionstore_records" not in synced[0], synced[0]
         positions = [r.position async for r in await store.read()]
         assert positions == list(range(1, len(positions) + 1))
