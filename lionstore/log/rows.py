@@ -158,6 +158,7 @@ class RowDecoder:
                         continue
                     ids.add(sid)
                 stream_id = page_ids[sid] = new_id(IDType, sid)
+            # _validate, written out in the loop that runs once per record read
             if entry[2] and data == entry[3]:
                 value = entry[4]  # the same text as the last record of the kind
             else:

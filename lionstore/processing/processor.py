@@ -448,7 +448,8 @@ class Processor(Stoppable):
         if repo.store.owner_locks:
             # Held from the start rather than from the first claim: on PostgreSQL that
             # opens the lock's session, which a first claim would otherwise do while
-            # the other workers wait for its claim turn.
+            # the other workers wait for its claim turn. (A session lost later is
+            # opened again by the backend's lock watcher, in the background.)
             await repo.store.hold_owner_lock(self.owner)
 
     def _seconds_until_next(self, state: ExecutorState) -> float:
@@ -477,7 +478,7 @@ class Processor(Stoppable):
         )
         # Disjoint claims across processes (PostgreSQL): a turn taken brings in the
         # claims committed before it came.
-        await repo.begin_claim_turn(self.owner)
+        await repo.begin_claim_turn()
         self._available_capacity = self.queue_capacity
         state = repo.state
         admitted = (

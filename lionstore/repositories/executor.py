@@ -290,7 +290,7 @@ class ExecutorRepository(Repository):
             if r.kind == claimed
         ]
 
-    async def begin_claim_turn(self, owner: str | None = None) -> bool:
+    async def begin_claim_turn(self) -> bool:
         """After a cycle's sync: wait for this executor's claim turn when the backend
         has them (PostgreSQL) and other processors of the executor were started in the
         run. True when taken, and then the projection holds every record committed
@@ -304,16 +304,13 @@ class ExecutorRepository(Repository):
         While the turn is held every other worker waits, so what is done in it is
         kept to two round trips before the claim's commit: taking the turn reads the
         head in the same call, and the catch-up reads the records up to that head
-        without asking for it again. ``owner``: the processor's owner, whose lock a
-        claim holds (:meth:`claim`); taken here before the wait, so that a first claim
-        does not open the lock's session while the others wait."""
+        without asking for it again. (The processor holds its owner lock from its
+        start, so a first claim does not open the lock's session in the turn.)"""
         state = self.state
         if not self.store.claim_turns or self._turn or len(state.processors) < 2:
             return False
         if not state.queue and not state.pending:
             return False  # nothing to claim: an idle cycle must not hold up the others
-        if owner is not None and self.store.owner_locks:
-            await self.store.hold_owner_lock(owner)
         head: int | None = None
         for attempt in range(_TURN_TRIES):
             waiting = asyncio.ensure_future(self.store.take_claim_turn(state.name))
