@@ -10,7 +10,8 @@ these machines a hop costs about as much as a durable commit
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -28,9 +29,11 @@ __all__ = [
     "RunScan",
     "read_order",
     "Durability",
+    "announce_committed",
 ]
 
 Durability = str  # "normal" | "full"
+log = logging.getLogger("lionstore.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,29 @@ class AppendRequest:
     # "full", PostgreSQL); the next synced commit makes it durable (see
     # Store.append_records' ``sync``).
     sync: bool = True
+    # Called once the records are committed, before they are decoded back and handed
+    # to subscribers (Store.append_records' ``on_committed``): see announce_committed.
+    on_committed: Callable[[], None] | None = None
+
+
+def announce_committed(requests: Sequence[AppendRequest], results: Sequence[object]) -> bool:
+    """Call the ``on_committed`` of each request whose result is not a refusal, once
+    (it is cleared); True if any was called. A backend calls it on the event loop's
+    thread as soon as it knows the transaction committed; the Store calls it after the
+    backend returns for those the backend did not (SQLite commits on a thread of its
+    own). A callback that raises is logged: the records are committed regardless."""
+    called = False
+    for request, result in zip(requests, results, strict=True):
+        callback = request.on_committed
+        if callback is None or isinstance(result, BaseException):
+            continue
+        request.on_committed = None
+        called = True
+        try:
+            callback()
+        except Exception:
+            log.exception("an on_committed callback failed")
+    return called
 
 
 @dataclass(slots=True)

@@ -551,8 +551,14 @@ class PostgresBackend(PostgresCommits):
             if conn is None or conn.is_closed():
                 return  # the session ended, and its locks with it
             try:
+                # Two ints of this module's own, written into the text: a statement
+                # without parameters goes as a simple query, sent in this task's first
+                # step. With parameters, the first unlock on a connection would first
+                # prepare the statement and send the unlock only once its caller next
+                # yields, which after a claim's commit is when the claim's records are
+                # folded: 170 ms late for a forward queueing 2,000 events.
                 await conn.execute(
-                    "SELECT pg_advisory_unlock($1, $2)", _TURN_CLASS, owner_lock_key(name)
+                    f"SELECT pg_advisory_unlock({int(_TURN_CLASS)}, {int(owner_lock_key(name))})"
                 )
             except BaseException as exc:  # failed or cancelled: the session ends, the lock with it
                 conn.terminate()

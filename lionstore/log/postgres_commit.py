@@ -48,7 +48,13 @@ from typing import Any, TypeVar
 from lionstore.domain.ids import IDType
 from lionstore.domain.records import Recorded
 from lionstore.errors import CorruptDatabaseError, StoreError
-from lionstore.log.backend import AppendRequest, CommitOutcome, LogBackend, RunInfo
+from lionstore.log.backend import (
+    AppendRequest,
+    CommitOutcome,
+    LogBackend,
+    RunInfo,
+    announce_committed,
+)
 from lionstore.log.digest import chain_start
 from lionstore.log.plan import Plan
 from lionstore.log.postgres_conn import (
@@ -71,13 +77,16 @@ COLUMNS = (
     " r.recorded_at_us, r.run_no, r.digest"
 )
 FROM_RECORDS = " FROM lionstore_records r JOIN lionstore_streams s ON s.stream_no = r.stream_no"
-# A catch-up reads a few records at the end of a run that may hold millions of streams:
-# each record's stream id by an index probe, never a join the planner may make a scan
-# of every stream (a generic plan with a range on positions is one; see _FUNCTION).
+# A catch-up reads a few records at the end of a run that may hold millions of streams.
+# The stream id comes with a stream's first record only (version 1, by an index probe,
+# never a join the planner may make a scan of every stream: a generic plan with a range
+# on positions is one; see _FUNCTION); for the others the client knows it by the
+# stream's number (PostgresCommits._ids) or asks for it. Every worker of a run reads
+# every record, and the id was a third of what a catch-up cost on both sides.
 _CATCH_UP_COLUMNS = (
-    "r.position, (SELECT s.stream_id FROM lionstore_streams s WHERE s.stream_no = r.stream_no),"
-    " r.stream_version, r.kind, r.kind_version, r.data, r.recorded_at_us, r.run_no, r.digest,"
-    " r.stream_no"
+    "r.position, CASE WHEN r.stream_version = 1 THEN (SELECT s.stream_id FROM lionstore_streams"
+    " s WHERE s.stream_no = r.stream_no) END, r.stream_version, r.kind, r.kind_version, r.data,"
+    " r.recorded_at_us, r.run_no, r.digest, r.stream_no"
 )
 #: The log's last position: exact here (every commit moves the head row it locks).
 HEAD_POSITION = "SELECT last_position FROM lionstore_head WHERE id = 1"
@@ -188,8 +197,9 @@ BEGIN
                array_agg(q.stream_no ORDER BY q.position)
         INTO f_positions, f_sids, f_versions, f_kinds, f_kvs, f_texts, f_ats, f_digests, f_nos
         FROM (SELECT x.position,
-                     (SELECT s.stream_id FROM lionstore_streams s
-                      WHERE s.stream_no = x.stream_no) AS stream_id,
+                     CASE WHEN x.stream_version = 1 THEN
+                         (SELECT s.stream_id FROM lionstore_streams s
+                          WHERE s.stream_no = x.stream_no) END AS stream_id,
                      x.stream_version, x.kind, x.kind_version,
                      x.data, x.recorded_at_us, x.digest, x.stream_no
               FROM lionstore_records x
@@ -237,6 +247,21 @@ _CALL = (
 _MAX_STALE = 3
 _MAX_CACHED_STREAMS = 100_000
 _POOL_SIZE = 4
+
+
+async def _one_loop_turn() -> None:
+    """Let the event loop run the tasks that are ready, once, without becoming a point
+    where the caller can be cancelled: a commit has been made and its outcome must reach
+    the caller. A cancellation that comes meanwhile is handed on at the caller's next
+    await instead."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - a coroutine awaiting runs in a task
+            raise
+        task.uncancel()
+        task.cancel()  # thrown in at the next await, as if it had come just after
 
 
 class WriteRows:
@@ -334,6 +359,9 @@ class PostgresCommits(LogBackend):
         self._known: int | None = None
         self._known_run: int | None = None
         self._streams: dict[str, tuple[int, int]] = {}
+        # stream_no -> stream_id of the streams met (numbers are never given out twice,
+        # so an entry never goes stale; kept with _streams all the same)
+        self._ids: dict[int, str] = {}
         self._tip: str | None = None
         self._run_ids: dict[int, IDType] = {}
         self._rows = RowDecoder(label)
@@ -413,6 +441,7 @@ class PostgresCommits(LogBackend):
     def _forget(self) -> None:
         self._known = None
         self._streams = {}
+        self._ids = {}
         self._tip = None
 
     def _drop_writer(self) -> None:
@@ -542,6 +571,21 @@ class PostgresCommits(LogBackend):
                     if len(self._streams) > _MAX_CACHED_STREAMS:
                         self._streams = {}
                     cache = self._streams
+                    if not stale:
+                        # Streams the commit expects to exist that the cache lacks (this
+                        # process read them from the log's history, not through a
+                        # commit or a catch-up): asked for first, ids only. Sent as
+                        # absent they would make the call stale, and the retry send
+                        # every record a second time (a forward queueing 2,000 loaded
+                        # events sent 2,000 texts twice).
+                        missing = {
+                            sid: None
+                            for req in requests
+                            for sid, version in req.expected.items()
+                            if version and sid not in cache
+                        }
+                        if missing:
+                            await self._look_up(conn, run.run_no, list(missing))
                     draft = Plan(0, _OFFSET, cache.get)
                     draft.add_all(requests)
                     for req in requests:
@@ -569,6 +613,7 @@ class PostgresCommits(LogBackend):
                         now_us,
                         any(req.sync for req in requests),
                     )
+                    foreign_sids = await self._stream_ids(conn, row[8], row[15])
                 except Exception as exc:
                     self._forget()
                     if not is_disconnect(exc):
@@ -584,7 +629,12 @@ class PostgresCommits(LogBackend):
                     raise
                 backoff.recovered()
                 is_stale, last_position, last_stream_no, digests = row[0], row[1], row[2], row[3]
-                foreign += self._take_foreign(run, row[7:])
+                if not is_stale and announce_committed(requests, draft.results):
+                    # Committed: a task a callback started (an executor giving back its
+                    # claim turn) runs its first step now, before the records, the
+                    # other writers' and these, are decoded and handed to subscribers.
+                    await _one_loop_turn()
+                foreign += self._take_foreign(run, row[7:], foreign_sids)
                 self._known = seen = last_position
                 self._tip = None
                 if is_stale:
@@ -603,15 +653,53 @@ class PostgresCommits(LogBackend):
                         f" records where {len(plan.numbers)} were planned"
                     )
                 outcome = plan.outcome(run.run_id, now_us, digests or [])
-                cache.update(plan.heads)
+                self._learn(plan.heads)
                 outcome.foreign = foreign
                 self._known = outcome.head
                 return outcome
 
-    def _take_foreign(self, run: RunInfo, columns: Sequence[Any]) -> list[Recorded]:
-        """The foreign records the function returned, as Recorded; the stream cache
-        learns their heads."""
-        positions, sids, versions, kinds, kvs, texts, ats, digests, nos = columns
+    def _learn(self, heads: dict[str, tuple[int, int]]) -> None:
+        """Put the heads a commit left (stream_id -> (stream_no, version)) in the caches."""
+        self._streams.update(heads)
+        ids, text = self._ids, str.__str__  # (an exact str, as a read gives it)
+        for sid, (no, _) in heads.items():
+            ids[no] = text(sid)
+
+    async def _stream_ids(
+        self, conn: Any, sids: Sequence[str | None] | None, nos: Sequence[int] | None
+    ) -> list[Any]:
+        """The stream ids of the records a catch-up read: ``sids`` as read (None but for
+        a stream's first record, see _CATCH_UP_COLUMNS) filled in from ``_ids`` by the
+        streams' numbers ``nos``, the ones it lacks asked for in one statement (a
+        stream first written before this process followed the run). An id still
+        unknown stays None, which the row decoder reports as a damaged record."""
+        if not sids or nos is None:
+            return []
+        ids = self._ids
+        if len(ids) > _MAX_CACHED_STREAMS:
+            ids.clear()
+        missing: list[int] = []
+        for sid, no in zip(sids, nos, strict=True):
+            if sid is not None:
+                ids[no] = sid
+            elif no not in ids:
+                missing.append(no)
+        if missing:
+            for no, sid in await conn.fetch(
+                "SELECT stream_no, stream_id FROM lionstore_streams"
+                " WHERE stream_no = ANY($1::bigint[])",
+                missing,
+            ):
+                ids[no] = sid
+        get = ids.get
+        return [get(no) if sid is None else sid for sid, no in zip(sids, nos, strict=True)]
+
+    def _take_foreign(
+        self, run: RunInfo, columns: Sequence[Any], sids: list[Any]
+    ) -> list[Recorded]:
+        """The foreign records the function returned (``sids``: their stream ids, see
+        _stream_ids), as Recorded; the stream cache learns their heads."""
+        positions, _, versions, kinds, kvs, texts, ats, digests, nos = columns
         if not positions:
             return []
         streams = self._streams
@@ -735,20 +823,23 @@ class PostgresCommits(LogBackend):
                 seen,
                 last_position,
             )
-        return self._caught_up(run, seen, last_position, rows)
+        return await self._caught_up(conn, run, seen, last_position, rows)
 
-    def _caught_up(
-        self, run: RunInfo, seen: int, last_position: int, rows: Sequence[Any]
+    async def _caught_up(
+        self, conn: Any, run: RunInfo, seen: int, last_position: int, rows: Sequence[Any]
     ) -> list[Recorded]:
         """The records of ``rows`` (``_CATCH_UP_COLUMNS`` first: every record of the run
         in positions ``(seen, last_position]``), the caches brought up to them."""
         if self._known_run != run.run_no or self._known != seen:
             self._forget()  # the caches may miss records up to seen: start afresh
             self._known_run = run.run_no
+        sids = await self._stream_ids(conn, [r[1] for r in rows], [r[9] for r in rows])
         streams = self._streams
-        for row in rows:
-            streams[row[1]] = (row[9], row[2])
-        foreign = list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
+        decoded = []
+        for row, sid in zip(rows, sids, strict=True):
+            streams[sid] = (row[9], row[2])
+            decoded.append((row[0], sid, row[2], row[3], row[4], row[5], row[6], row[7], row[8]))
+        foreign = list(self._rows.records(decoded, {run.run_no: run.run_id}))
         if rows:
             self._tip = rows[-1][8]
         self._known = last_position
@@ -765,6 +856,7 @@ class PostgresCommits(LogBackend):
             stream_ids,
         ):
             self._streams[sid] = (stream_no, version or 0)
+            self._ids[stream_no] = sid
 
     async def _run_tip(self, conn: Any, run: RunInfo) -> str:
         if self._tip is None:
@@ -835,7 +927,7 @@ class PostgresCommits(LogBackend):
             if last_position == seen:
                 return None
             found = [row for row in rows if row[0] is not None]
-            return self._caught_up(run, seen, last_position, found), last_position
+            return await self._caught_up(conn, run, seen, last_position, found), last_position
 
         backoff = Backoff(self._reconnect_timeout, self._label)
         while True:

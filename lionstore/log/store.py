@@ -60,7 +60,14 @@ from lionstore.errors import (
     StoreClosedError,
     StoreError,
 )
-from lionstore.log.backend import AppendRequest, Checkpoint, LogBackend, ReadQuery, RunInfo
+from lionstore.log.backend import (
+    AppendRequest,
+    Checkpoint,
+    LogBackend,
+    ReadQuery,
+    RunInfo,
+    announce_committed,
+)
 from lionstore.log.digest import chain_start
 
 __all__ = [
@@ -294,6 +301,7 @@ class Store:
         *,
         expected_versions: Mapping[Any, int] | None = None,
         sync: bool = True,
+        on_committed: Callable[[], None] | None = None,
     ) -> list[Recorded]:
         """Like :meth:`append`, returning the committed records.
 
@@ -305,12 +313,21 @@ class Store:
         order). A group commit that holds any ``sync=True`` request is synced. For
         records that only matter together with a later one, such as an executor's
         claim before its outcome.
+
+        ``on_committed`` is called (with no arguments, on the event loop, once) as soon
+        as the records are known to be committed, before they are decoded back and
+        handed to subscribers, and so before this returns; never if they are refused
+        or the commit fails. It must be quick and must not raise (an error is logged).
+        On PostgreSQL the event loop then runs one turn before the records are
+        decoded, so that a task the callback started (an executor giving back its
+        claim turn) gets going first; on SQLite it is called once the commit returns.
         """
         with gc_paused(len(records) if isinstance(records, list) else 0):
             request = self._prepare(records, expected_versions)
         if not request.rows:
             return []
         request.sync = sync
+        request.on_committed = on_committed
         self.run  # noqa: B018 - raises on a read-only store before queueing
         committed: list[Recorded] = await self._submit(request)
         return committed
@@ -448,6 +465,7 @@ class Store:
                     _hooks.notify_commit(
                         time.perf_counter() - timed, sum(p.records for p in appends)
                     )
+                announce_committed(requests, outcome.results)  # those the backend did not
                 foreign, head = outcome.foreign, outcome.head
             else:
                 # A known head serves the group only if every sync in it has one.
@@ -780,7 +798,13 @@ class Store:
         if wait:
             await self._backend.end_claim_turn(name)
         else:
-            self.track(asyncio.ensure_future(self._backend.end_claim_turn(name)))
+            self.end_claim_turn_soon(name)
+
+    def end_claim_turn_soon(self, name: str) -> None:
+        """Give back executor ``name``'s claim turn from synchronous code (an
+        ``on_committed`` callback of :meth:`append_records`): as
+        ``end_claim_turn(name, wait=False)``."""
+        self.track(asyncio.ensure_future(self._backend.end_claim_turn(name)))
 
     # -- checkpoints -----------------------------------------------------------------
 

@@ -276,11 +276,15 @@ class Repository(abc.ABC):
         await self.store.sync(upto=upto)
 
     async def decide_and_append(
-        self, decide: Callable[[], Decision | None], *, sync: bool = True
+        self,
+        decide: Callable[[], Decision | None],
+        *,
+        sync: bool = True,
+        on_committed: Callable[[], None] | None = None,
     ) -> list[Recorded]:
         """Run ``decide`` against the projection and append what it returns; on a lost
         race, sync and decide again. Returns the committed records ([] if nothing to do).
-        ``sync``: see :meth:`Store.append_records`."""
+        ``sync`` and ``on_committed``: see :meth:`Store.append_records`."""
         await self.load()
         for _ in range(_MAX_RETRIES):
             self.require_healthy()
@@ -290,7 +294,7 @@ class Repository(abc.ABC):
             records, expected = decision
             try:
                 return await self.store.append_records(
-                    records, expected_versions=expected, sync=sync
+                    records, expected_versions=expected, sync=sync, on_committed=on_committed
                 )
             except ConcurrencyError:
                 await self.store.sync()

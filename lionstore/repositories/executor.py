@@ -277,7 +277,16 @@ class ExecutorRepository(Repository):
             # server crash before then loses only the claim of a run that was cut short
             # anyway (its event runs again, as after any crash). Admitted events are
             # appends: synced.
-            committed = await self.decide_and_append(decide, sync=bool(admit))
+            # The turn is given back as soon as the claim has committed, before its
+            # records are decoded back and folded here: the next worker needs only the
+            # claim in the log, and on two cores shared by eight workers that folding
+            # took 0.35 ms of a turn (median; 80 ms for a forward queueing 2,000
+            # events, while every other worker waited).
+            committed = await self.decide_and_append(
+                decide,
+                sync=bool(admit),
+                on_committed=self._end_claim_turn_soon if self._turn else None,
+            )
         finally:
             for event, _ in admit:
                 self.state.live.pop(event.id, None)
@@ -345,9 +354,12 @@ class ExecutorRepository(Repository):
         unlock is not waited for: the claim has committed, and the cycle's events
         start while the unlock is on its way (the next turn of this store's waits
         behind it)."""
+        self._end_claim_turn_soon()
+
+    def _end_claim_turn_soon(self) -> None:
         if self._turn:
             self._turn = False
-            await self.store.end_claim_turn(self.state.name, wait=False)
+            self.store.end_claim_turn_soon(self.state.name)
 
     async def finish(self, outcomes: Sequence[Outcome]) -> list[IDType]:
         """Record outcomes in one transaction. An outcome whose claim is no longer

@@ -96,6 +96,58 @@ async def test_a_catch_up_is_one_round_trip(pg_database: str) -> None:
         assert seen == [head - 2, head - 1, head]
 
 
+async def test_a_catch_up_reads_a_stream_id_once_and_asks_for_those_it_never_met(
+    pg_database: str,
+) -> None:
+    """Catch-ups (a sync, the records a commit brings back) read a stream's id with its
+    first record only and know the others by the stream's number; a stream whose first
+    record came before this store followed the run is asked for once, in one more
+    statement. Every record still reaches subscribers with its own stream id."""
+    async with lionstore.open(pg_database, run="ids") as writer:
+        old = IDType.create()
+        await writer.append([(old, Note(text="before the reader came"))])
+        async with lionstore.open(pg_database, run="ids") as reader:
+            await reader.append([(IDType.create(), Note(text="warm-up"))])  # its session
+            seen: list[tuple[str, int]] = []
+            reader.subscribe(lambda rs: seen.extend((r.stream_id, r.stream_version) for r in rs))
+            fresh = IDType.create()
+            await writer.append([(fresh, Note(text="1")), (old, Note(text="2"))])
+            await writer.append([(fresh, Note(text="3"))])
+            with Statements(reader) as counted:
+                await reader.sync()
+                sent = await counted.settled()
+            # the tail, then the id of ``old`` (its first record is not in the tail)
+            assert len(sent) == 2, sent
+            assert "stream_no = ANY" in sent[1]
+            assert seen == [(fresh, 1), (old, 2), (fresh, 2)]
+            await writer.append([(old, Note(text="4")), (fresh, Note(text="5"))])
+            with Statements(reader) as counted:
+                await reader.sync()
+                assert len(await counted.settled()) == 1  # both met: the tail alone
+            await writer.append([(old, Note(text="6"))])
+            with Statements(reader) as counted:
+                # the commit brings back the writer's record, its stream known by number
+                await reader.append([(IDType.create(), Note(text="mine"))])
+                assert len(await counted.settled()) == 1
+            assert seen[3:6] == [(old, 3), (fresh, 3), (old, 4)]
+        async with lionstore.open(pg_database, run="ids") as late:
+            await late.append([(IDType.create(), Note(text="warm-up"))])
+            await writer.append([(old, Note(text="7")), (fresh, Note(text="8"))])
+            got: list[tuple[str, int]] = []
+            late.subscribe(lambda rs: got.extend((r.stream_id, r.stream_version) for r in rs))
+            with Statements(late) as counted:
+                await late.append([(IDType.create(), Note(text="late's"))])
+                sent = await counted.settled()
+            assert len(sent) == 2, sent  # the commit, then the ids it brought back numbers of
+            assert "lionstore_commit" in sent[0] and "stream_no = ANY" in sent[1]
+            assert got[:2] == [(old, 5), (fresh, 4)]
+            assert all(type(r.stream_id) is IDType for r in await _read_all(late))
+
+
+async def _read_all(store: lionstore.Store) -> list[Any]:
+    return [r async for r in await store.read()]
+
+
 async def test_a_group_no_request_syncs_commits_without_waiting_for_the_flush(
     pg_database: str,
 ) -> None:
@@ -153,6 +205,31 @@ async def test_the_locking_commit_took_four(pg_database: str) -> None:
         assert sent[0].startswith("BEGIN") and sent[-1].startswith("COMMIT")
 
 
+async def test_a_stream_the_cache_lacks_is_looked_up_not_sent_twice(pg_database: str) -> None:
+    """A commit expecting a stream this writer has never cached (another process wrote
+    it; this one read it from the log's history) asks for the stream's head first, ids
+    only, and then commits in one call. Sent as absent, the call would be stale and
+    the retry would send every record again."""
+    async with (
+        lionstore.open(pg_database, run="lacks") as a,
+        lionstore.open(pg_database, run="lacks") as b,
+    ):
+        shared = [IDType.create() for _ in range(3)]
+        await a.append([(IDType.create(), Note(text="a's warm-up"))])
+        await b.append([(sid, Note(text="b writes first")) for sid in shared])
+        with Statements(a) as counted:
+            await a.append(
+                [(sid, Note(text="then a")) for sid in shared],
+                expected_versions={sid: 1 for sid in shared},
+            )
+            sent = await counted.settled()
+        assert len(sent) == 2, sent
+        assert "lionstore_streams" in sent[0] and "lionstore_commit" not in sent[0]
+        assert "pg_temp.lionstore_commit" in sent[1]
+        versions = [(r.stream_id, r.stream_version) async for r in await a.read(after=2)]
+        assert sorted(versions[-3:]) == sorted((sid, 2) for sid in shared)
+
+
 async def test_a_stale_cache_costs_one_more_trip_and_decides_on_the_log(
     pg_database: str,
 ) -> None:
@@ -160,24 +237,26 @@ async def test_a_stale_cache_costs_one_more_trip_and_decides_on_the_log(
         lionstore.open(pg_database, run="stale") as a,
         lionstore.open(pg_database, run="stale") as b,
     ):
-        shared, mine = IDType.create(), IDType.create()
-        await b.append([(mine, Note(text="b's warm-up"))])
-        await a.append([(shared, Note(text="a writes first"))])
+        shared = IDType.create()
+        await b.append([(shared, Note(text="b writes first"))])  # b caches it at 1
+        await a.append([(shared, Note(text="then a"))], expected_versions={shared: 1})
         with Statements(b) as counted:
-            # b's cache has never seen ``shared``: it plans it as new, the function
-            # finds it at version 1 and writes nothing; b plans again and commits.
+            # b's cache has ``shared`` at version 1: the function finds it at 2 and
+            # writes nothing; b plans again from the head it returned and commits.
             position = await b.append(
-                [(shared, Note(text="then b"))], expected_versions={shared: 1}
+                [(shared, Note(text="then b"))], expected_versions={shared: 2}
             )
             sent = await counted.settled()
         assert len(sent) == 2, sent
+        assert all("pg_temp.lionstore_commit" in s for s in sent)
         assert position == [b.position]
-        with pytest.raises(ConcurrencyError, match="is at version 2, expected 1"):
-            await a.append([(shared, Note(text="a is behind"))], expected_versions={shared: 1})
+        with pytest.raises(ConcurrencyError, match="is at version 3, expected 2"):
+            await a.append([(shared, Note(text="a is behind"))], expected_versions={shared: 2})
         records = [r async for r in await a.read(stream=shared)]
         assert [(r.stream_version, r.data.text) for r in records] == [  # type: ignore[union-attr]
-            (1, "a writes first"),
-            (2, "then b"),
+            (1, "b writes first"),
+            (2, "then a"),
+            (3, "then b"),
         ]
 
 

@@ -775,6 +775,45 @@ async def test_subscribers_get_every_committed_record_once_in_order(store: lions
     assert [r for b in batches for r in b] == delivered
 
 
+async def test_on_committed_is_called_once_before_the_records_are_delivered(
+    store: lionstore.Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """append_records(on_committed=...) calls it once the records are committed,
+    before subscribers see them and before the call returns; never for a refused
+    append; a callback that raises is logged and the records stay committed."""
+    events: list[str] = []
+    store.subscribe(lambda recs: events.append(f"delivered {len(recs)}"))
+    sid = new_id()
+
+    committed = await store.append_records(
+        [(sid, Ping(n=1)), (sid, Ping(n=2))], on_committed=lambda: events.append("committed")
+    )
+    events.append("returned")
+    assert events == ["committed", "delivered 2", "returned"]
+    assert [r.stream_version for r in committed] == [1, 2]
+
+    events.clear()
+    with pytest.raises(ConcurrencyError):
+        await store.append_records(
+            [(sid, Ping(n=3))],
+            expected_versions={sid: 1},
+            on_committed=lambda: events.append("committed"),
+        )
+    assert events == []  # refused: nothing committed, nothing called
+
+    def broken() -> None:
+        raise RuntimeError("callback bug")
+
+    [record] = await store.append_records([(sid, Ping(n=4))], on_committed=broken)
+    assert "an on_committed callback failed" in caplog.text
+    assert [r.data for r in await records(store, stream=sid)] == [
+        Ping(n=1),
+        Ping(n=2),
+        Ping(n=4),
+    ]
+    assert record.stream_version == 3
+
+
 async def test_a_failing_subscriber_is_dropped_and_appends_go_on(store: lionstore.Store) -> None:
     calls = []
 

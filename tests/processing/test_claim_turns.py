@@ -412,3 +412,114 @@ async def test_giving_back_a_turn_does_not_wait_for_the_unlock_and_close_waits_f
         pending = list(store._in_flight)
         await store.close()
         assert all(t.done() and not t.cancelled() for t in pending)
+
+
+async def test_a_turn_is_given_back_once_the_claim_commits_before_it_is_folded(
+    pg_database: str,
+) -> None:
+    """The claim's commit gives the turn back (the unlock is under way) before the
+    claimed records are decoded and handed to the worker's own projection: the next
+    worker needs only the claim in the log."""
+    async with _worker(pg_database) as a, _worker(pg_database) as b:
+        job = Job(n=1)
+        await a.extend([job])
+        await a._repo.sync()
+        await b._repo.sync()
+        store = a._repo.store
+        backend: Any = store._backend
+        order: list[str] = []
+        give_back = backend.end_claim_turn
+
+        async def unlock(name: str) -> None:
+            order.append("unlock")
+            await give_back(name)
+
+        backend.end_claim_turn = unlock
+        store.subscribe(
+            lambda records: order.extend(
+                "claim folded" for r in records if r.kind == "event.claimed"
+            )
+        )
+        await a._repo.queue([job.id])
+        assert await _turn(a._repo) is True
+        assert a.processor is not None
+        won = await a._repo.claim(
+            [job.id], [], owner=a.processor.owner, lease_seconds=60, cycle=1, backoff=None
+        )
+        assert [event.id for event, _, _ in won] == [job.id]
+        assert order == ["unlock", "claim folded"]
+        # B has not read the claim: it still sees the job queued and asks for the turn,
+        # which A gave back (else it would give up after 2 s and return False)
+        assert await _turn(b._repo) is True
+        assert not b._repo.state.queue  # the turn's catch-up brought A's claim
+        await b._repo.end_claim_turn()
+
+
+async def test_the_loop_turn_after_a_commit_defers_a_cancellation() -> None:
+    """Once a commit is made, the event loop is let run once without the caller
+    becoming cancellable there: a cancel that comes meanwhile is raised at the next
+    await, after the code that hands the outcome on has run."""
+    from lionstore.log.postgres_commit import _one_loop_turn
+
+    steps: list[str] = []
+    entered = asyncio.Event()
+
+    async def committing() -> None:
+        entered.set()
+        await _one_loop_turn()
+        steps.append("outcome handed on")
+        await asyncio.sleep(3600)  # the deferred cancellation lands here
+        steps.append("not reached")
+
+    task = asyncio.ensure_future(committing())
+    await asyncio.sleep(0)  # the task runs until the yield inside _one_loop_turn
+    assert entered.is_set() and steps == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(task, "the committing task")
+    assert steps == ["outcome handed on"]
+    assert task.cancelled()
+
+
+async def _turn_locks_held(url: str) -> int:
+    """How many claim-turn locks some session holds (asked from a session of its own)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        held: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = $1",
+            lionstore.log.postgres._TURN_CLASS,
+        )
+    finally:
+        await conn.close()
+    return held
+
+
+async def test_an_unlock_is_sent_in_its_first_step_even_on_a_new_session(
+    pg_database: str,
+) -> None:
+    """The unlock goes out as soon as its task first runs, even the first on a turn
+    session (nothing to prepare first, whose answer would have to be read before the
+    unlock itself is sent): with this event loop blocked right after that step, the
+    server still sees the turn given back."""
+    import concurrent.futures
+
+    from proc_helpers import wait_until as wait_until_async
+
+    async with lionstore.open(pg_database, run="turns") as store:
+        assert await bounded(store.take_claim_turn("ex"), "the turn") is not None
+        assert await _turn_locks_held(pg_database) == 1
+        await store.end_claim_turn("ex", wait=False)  # the unlock as a task
+        await asyncio.sleep(0)  # the task's first step
+
+        async def watched() -> None:
+            async def free() -> bool:
+                return await _turn_locks_held(pg_database) == 0
+
+            await wait_until_async(free, timeout=10, what="the turn to be given back")
+
+        # This loop does not run until the watcher is done: it cannot finish sending.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, watched()).result()
