@@ -77,16 +77,13 @@ COLUMNS = (
     " r.recorded_at_us, r.run_no, r.digest"
 )
 FROM_RECORDS = " FROM lionstore_records r JOIN lionstore_streams s ON s.stream_no = r.stream_no"
-# A catch-up reads a few records at the end of a run that may hold millions of streams.
-# The stream id comes with a stream's first record only (version 1, by an index probe,
-# never a join the planner may make a scan of every stream: a generic plan with a range
-# on positions is one; see _FUNCTION); for the others the client knows it by the
-# stream's number (PostgresCommits._ids) or asks for it. Every worker of a run reads
-# every record, and the id was a third of what a catch-up cost on both sides.
+# A catch-up reads a few records at the end of a run that may hold millions of streams:
+# each record's stream id by an index probe, never a join the planner may make a scan
+# of every stream (a generic plan with a range on positions is one; see _FUNCTION).
 _CATCH_UP_COLUMNS = (
-    "r.position, CASE WHEN r.stream_version = 1 THEN (SELECT s.stream_id FROM lionstore_streams"
-    " s WHERE s.stream_no = r.stream_no) END, r.stream_version, r.kind, r.kind_version, r.data,"
-    " r.recorded_at_us, r.run_no, r.digest, r.stream_no"
+    "r.position, (SELECT s.stream_id FROM lionstore_streams s WHERE s.stream_no = r.stream_no),"
+    " r.stream_version, r.kind, r.kind_version, r.data, r.recorded_at_us, r.run_no, r.digest,"
+    " r.stream_no"
 )
 #: The log's last position: exact here (every commit moves the head row it locks).
 HEAD_POSITION = "SELECT last_position FROM lionstore_head WHERE id = 1"
@@ -197,9 +194,8 @@ BEGIN
                array_agg(q.stream_no ORDER BY q.position)
         INTO f_positions, f_sids, f_versions, f_kinds, f_kvs, f_texts, f_ats, f_digests, f_nos
         FROM (SELECT x.position,
-                     CASE WHEN x.stream_version = 1 THEN
-                         (SELECT s.stream_id FROM lionstore_streams s
-                          WHERE s.stream_no = x.stream_no) END AS stream_id,
+                     (SELECT s.stream_id FROM lionstore_streams s
+                      WHERE s.stream_no = x.stream_no) AS stream_id,
                      x.stream_version, x.kind, x.kind_version,
                      x.data, x.recorded_at_us, x.digest, x.stream_no
               FROM lionstore_records x
@@ -359,9 +355,6 @@ class PostgresCommits(LogBackend):
         self._known: int | None = None
         self._known_run: int | None = None
         self._streams: dict[str, tuple[int, int]] = {}
-        # stream_no -> stream_id of the streams met (numbers are never given out twice,
-        # so an entry never goes stale; kept with _streams all the same)
-        self._ids: dict[int, str] = {}
         self._tip: str | None = None
         self._run_ids: dict[int, IDType] = {}
         self._rows = RowDecoder(label)
@@ -441,7 +434,6 @@ class PostgresCommits(LogBackend):
     def _forget(self) -> None:
         self._known = None
         self._streams = {}
-        self._ids = {}
         self._tip = None
 
     def _drop_writer(self) -> None:
@@ -613,7 +605,6 @@ class PostgresCommits(LogBackend):
                         now_us,
                         any(req.sync for req in requests),
                     )
-                    foreign_sids = await self._stream_ids(conn, row[8], row[15])
                 except Exception as exc:
                     self._forget()
                     if not is_disconnect(exc):
@@ -634,7 +625,7 @@ class PostgresCommits(LogBackend):
                     # claim turn) runs its first step now, before the records, the
                     # other writers' and these, are decoded and handed to subscribers.
                     await _one_loop_turn()
-                foreign += self._take_foreign(run, row[7:], foreign_sids)
+                foreign += self._take_foreign(run, row[7:])
                 self._known = seen = last_position
                 self._tip = None
                 if is_stale:
@@ -653,53 +644,15 @@ class PostgresCommits(LogBackend):
                         f" records where {len(plan.numbers)} were planned"
                     )
                 outcome = plan.outcome(run.run_id, now_us, digests or [])
-                self._learn(plan.heads)
+                cache.update(plan.heads)
                 outcome.foreign = foreign
                 self._known = outcome.head
                 return outcome
 
-    def _learn(self, heads: dict[str, tuple[int, int]]) -> None:
-        """Put the heads a commit left (stream_id -> (stream_no, version)) in the caches."""
-        self._streams.update(heads)
-        ids, text = self._ids, str.__str__  # (an exact str, as a read gives it)
-        for sid, (no, _) in heads.items():
-            ids[no] = text(sid)
-
-    async def _stream_ids(
-        self, conn: Any, sids: Sequence[str | None] | None, nos: Sequence[int] | None
-    ) -> list[Any]:
-        """The stream ids of the records a catch-up read: ``sids`` as read (None but for
-        a stream's first record, see _CATCH_UP_COLUMNS) filled in from ``_ids`` by the
-        streams' numbers ``nos``, the ones it lacks asked for in one statement (a
-        stream first written before this process followed the run). An id still
-        unknown stays None, which the row decoder reports as a damaged record."""
-        if not sids or nos is None:
-            return []
-        ids = self._ids
-        if len(ids) > _MAX_CACHED_STREAMS:
-            ids.clear()
-        missing: list[int] = []
-        for sid, no in zip(sids, nos, strict=True):
-            if sid is not None:
-                ids[no] = sid
-            elif no not in ids:
-                missing.append(no)
-        if missing:
-            for no, sid in await conn.fetch(
-                "SELECT stream_no, stream_id FROM lionstore_streams"
-                " WHERE stream_no = ANY($1::bigint[])",
-                missing,
-            ):
-                ids[no] = sid
-        get = ids.get
-        return [get(no) if sid is None else sid for sid, no in zip(sids, nos, strict=True)]
-
-    def _take_foreign(
-        self, run: RunInfo, columns: Sequence[Any], sids: list[Any]
-    ) -> list[Recorded]:
-        """The foreign records the function returned (``sids``: their stream ids, see
-        _stream_ids), as Recorded; the stream cache learns their heads."""
-        positions, _, versions, kinds, kvs, texts, ats, digests, nos = columns
+    def _take_foreign(self, run: RunInfo, columns: Sequence[Any]) -> list[Recorded]:
+        """The foreign records the function returned, as Recorded; the stream cache
+        learns their heads."""
+        positions, sids, versions, kinds, kvs, texts, ats, digests, nos = columns
         if not positions:
             return []
         streams = self._streams
@@ -823,23 +776,20 @@ class PostgresCommits(LogBackend):
                 seen,
                 last_position,
             )
-        return await self._caught_up(conn, run, seen, last_position, rows)
+        return self._caught_up(run, seen, last_position, rows)
 
-    async def _caught_up(
-        self, conn: Any, run: RunInfo, seen: int, last_position: int, rows: Sequence[Any]
+    def _caught_up(
+        self, run: RunInfo, seen: int, last_position: int, rows: Sequence[Any]
     ) -> list[Recorded]:
         """The records of ``rows`` (``_CATCH_UP_COLUMNS`` first: every record of the run
         in positions ``(seen, last_position]``), the caches brought up to them."""
         if self._known_run != run.run_no or self._known != seen:
             self._forget()  # the caches may miss records up to seen: start afresh
             self._known_run = run.run_no
-        sids = await self._stream_ids(conn, [r[1] for r in rows], [r[9] for r in rows])
         streams = self._streams
-        decoded = []
-        for row, sid in zip(rows, sids, strict=True):
-            streams[sid] = (row[9], row[2])
-            decoded.append((row[0], sid, row[2], row[3], row[4], row[5], row[6], row[7], row[8]))
-        foreign = list(self._rows.records(decoded, {run.run_no: run.run_id}))
+        for row in rows:
+            streams[row[1]] = (row[9], row[2])
+        foreign = list(self._rows.records([r[:9] for r in rows], {run.run_no: run.run_id}))
         if rows:
             self._tip = rows[-1][8]
         self._known = last_position
@@ -856,7 +806,6 @@ class PostgresCommits(LogBackend):
             stream_ids,
         ):
             self._streams[sid] = (stream_no, version or 0)
-            self._ids[stream_no] = sid
 
     async def _run_tip(self, conn: Any, run: RunInfo) -> str:
         if self._tip is None:
@@ -927,7 +876,7 @@ class PostgresCommits(LogBackend):
             if last_position == seen:
                 return None
             found = [row for row in rows if row[0] is not None]
-            return await self._caught_up(conn, run, seen, last_position, found), last_position
+            return self._caught_up(run, seen, last_position, found), last_position
 
         backoff = Backoff(self._reconnect_timeout, self._label)
         while True:

@@ -96,58 +96,6 @@ async def test_a_catch_up_is_one_round_trip(pg_database: str) -> None:
         assert seen == [head - 2, head - 1, head]
 
 
-async def test_a_catch_up_reads_a_stream_id_once_and_asks_for_those_it_never_met(
-    pg_database: str,
-) -> None:
-    """Catch-ups (a sync, the records a commit brings back) read a stream's id with its
-    first record only and know the others by the stream's number; a stream whose first
-    record came before this store followed the run is asked for once, in one more
-    statement. Every record still reaches subscribers with its own stream id."""
-    async with lionstore.open(pg_database, run="ids") as writer:
-        old = IDType.create()
-        await writer.append([(old, Note(text="before the reader came"))])
-        async with lionstore.open(pg_database, run="ids") as reader:
-            await reader.append([(IDType.create(), Note(text="warm-up"))])  # its session
-            seen: list[tuple[str, int]] = []
-            reader.subscribe(lambda rs: seen.extend((r.stream_id, r.stream_version) for r in rs))
-            fresh = IDType.create()
-            await writer.append([(fresh, Note(text="1")), (old, Note(text="2"))])
-            await writer.append([(fresh, Note(text="3"))])
-            with Statements(reader) as counted:
-                await reader.sync()
-                sent = await counted.settled()
-            # the tail, then the id of ``old`` (its first record is not in the tail)
-            assert len(sent) == 2, sent
-            assert "stream_no = ANY" in sent[1]
-            assert seen == [(fresh, 1), (old, 2), (fresh, 2)]
-            await writer.append([(old, Note(text="4")), (fresh, Note(text="5"))])
-            with Statements(reader) as counted:
-                await reader.sync()
-                assert len(await counted.settled()) == 1  # both met: the tail alone
-            await writer.append([(old, Note(text="6"))])
-            with Statements(reader) as counted:
-                # the commit brings back the writer's record, its stream known by number
-                await reader.append([(IDType.create(), Note(text="mine"))])
-                assert len(await counted.settled()) == 1
-            assert seen[3:6] == [(old, 3), (fresh, 3), (old, 4)]
-        async with lionstore.open(pg_database, run="ids") as late:
-            await late.append([(IDType.create(), Note(text="warm-up"))])
-            await writer.append([(old, Note(text="7")), (fresh, Note(text="8"))])
-            got: list[tuple[str, int]] = []
-            late.subscribe(lambda rs: got.extend((r.stream_id, r.stream_version) for r in rs))
-            with Statements(late) as counted:
-                await late.append([(IDType.create(), Note(text="late's"))])
-                sent = await counted.settled()
-            assert len(sent) == 2, sent  # the commit, then the ids it brought back numbers of
-            assert "lionstore_commit" in sent[0] and "stream_no = ANY" in sent[1]
-            assert got[:2] == [(old, 5), (fresh, 4)]
-            assert all(type(r.stream_id) is IDType for r in await _read_all(late))
-
-
-async def _read_all(store: lionstore.Store) -> list[Any]:
-    return [r async for r in await store.read()]
-
-
 async def test_a_group_no_request_syncs_commits_without_waiting_for_the_flush(
     pg_database: str,
 ) -> None:
