@@ -489,7 +489,8 @@ async def _turn_locks_held(url: str) -> int:
     try:
         held: int = await conn.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = $1",
+            " AND classid = $1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             lionstore.log.postgres._TURN_CLASS,
         )
     finally:
@@ -506,8 +507,6 @@ async def test_an_unlock_is_sent_in_its_first_step_even_on_a_new_session(
     server still sees the turn given back."""
     import concurrent.futures
 
-    from proc_helpers import wait_until as wait_until_async
-
     async with lionstore.open(pg_database, run="turns") as store:
         assert await bounded(store.take_claim_turn("ex"), "the turn") is not None
         assert await _turn_locks_held(pg_database) == 1
@@ -518,7 +517,7 @@ async def test_an_unlock_is_sent_in_its_first_step_even_on_a_new_session(
             async def free() -> bool:
                 return await _turn_locks_held(pg_database) == 0
 
-            await wait_until_async(free, timeout=10, what="the turn to be given back")
+            await wait_until(free, timeout=10, what="the turn to be given back")
 
         # This loop does not run until the watcher is done: it cannot finish sending.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
