@@ -228,18 +228,24 @@ async def test_a_turn_whose_call_fails_once_the_lock_came_leaves_nothing_held(
         await b._repo.store.end_claim_turn("ex")
 
 
-async def _advisory_waiters(url: str) -> bool:
-    """Whether a session waits for an advisory lock (asked from a session of its own)."""
+async def _advisory_locks(url: str, where: str, *args: Any) -> int:
+    """How many advisory locks in ``pg_locks`` match ``where`` (asked from a session of
+    its own)."""
     import asyncpg
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        found: int = await conn.fetchval(
+            f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND {where}", *args
         )
     finally:
         await conn.close()
-    return bool(waiting)
+    return found
+
+
+async def _advisory_waiters(url: str) -> bool:
+    """Whether a session waits for an advisory lock."""
+    return bool(await _advisory_locks(url, "NOT granted"))
 
 
 async def test_a_worker_far_behind_gives_its_turn_back_once_and_catches_up(
@@ -482,20 +488,13 @@ async def test_the_loop_turn_after_a_commit_defers_a_cancellation() -> None:
 
 
 async def _turn_locks_held(url: str) -> int:
-    """How many claim-turn locks some session holds (asked from a session of its own)."""
-    import asyncpg
-
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        held: int = await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = $1"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-            lionstore.log.postgres._TURN_CLASS,
-        )
-    finally:
-        await conn.close()
-    return held
+    """How many claim-turn locks sessions on this database hold."""
+    return await _advisory_locks(
+        url,
+        "granted AND classid = $1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        lionstore.log.postgres._TURN_CLASS,
+    )
 
 
 async def test_an_unlock_is_sent_in_its_first_step_even_on_a_new_session(
