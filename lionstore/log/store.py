@@ -63,6 +63,7 @@ from lionstore.errors import (
 from lionstore.log.backend import (
     AppendRequest,
     Checkpoint,
+    CommitOutcome,
     LogBackend,
     ReadQuery,
     RunInfo,
@@ -334,7 +335,21 @@ class Store:
 
     async def _submit(self, request: AppendRequest) -> Any:
         self._ensure_open()
-        future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        if not writer.busy and writer.queue.empty() and not others_ready(loop):
+            # Alone (the one-at-a-time caller's case): no other task could join a group
+            # commit, so commit in this task at once, with no future to hand the result
+            # through. What _hand_over does, minus its yield and its group.
+            writer.busy = True
+            try:
+                return await self._commit_alone(request)
+            finally:
+                writer.busy = False
+                if not writer.queue.empty():
+                    self._start_writer()
+                    writer.wake.set()
+        future: asyncio.Future[list[Recorded]] = loop.create_future()
         return await self._hand_over(_Pending(request, future, len(request.rows)))
 
     async def sync(self, *, upto: int | None = None) -> int:
@@ -443,35 +458,54 @@ class Store:
             if stop_after:
                 return
 
+    async def _commit_requests(self, requests: list[AppendRequest]) -> CommitOutcome:
+        """Commit ``requests`` in one transaction (inline when the backend can)."""
+        run = self.run
+        if self._subscribers:  # the feed needs the records
+            for request in requests:
+                request.want_records = True
+        timed = time.perf_counter() if _hooks.commit_observers else 0.0
+        now_us = self.now_us()
+        outcome = self._backend.commit_now(run, requests, now_us, self._seen)
+        if outcome is None:
+            outcome = await self._backend.commit(run, requests, now_us, self._seen)
+        if timed:
+            _hooks.notify_commit(time.perf_counter() - timed, sum(len(r.rows) for r in requests))
+        if any(r.on_committed is not None for r in requests):
+            announce_committed(requests, outcome.results)  # those the backend did not
+        return outcome
+
+    async def _commit_alone(self, request: AppendRequest) -> Any:
+        """:meth:`_commit_group` for one append and nothing else: its result returned
+        (or raised) rather than set on a future."""
+        try:
+            outcome = await self._commit_requests([request])
+        except Exception as exc:
+            error = _as_store_error(exc)
+            if error is exc:
+                raise
+            raise error from exc
+        foreign, result = outcome.foreign, outcome.results[0]
+        with gc_paused(len(request.rows) + len(foreign)):
+            self._publish(foreign)
+            if isinstance(result, list):
+                self._publish(result)
+        self._seen = max(self._seen, outcome.head)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     async def _commit_group(self, group: list[_Pending]) -> None:
         appends = [p for p in group if p.request is not None]
-        run = self.run
         try:
             if appends:
-                if self._subscribers:  # the feed needs the records
-                    for pending in appends:
-                        if pending.request is not None:
-                            pending.request.want_records = True
-                timed = time.perf_counter() if _hooks.commit_observers else 0.0
-                requests = [p.request for p in appends if p.request]
-                now_us = self.now_us()
-                now = self._backend.commit_now(run, requests, now_us, self._seen)
-                outcome = (
-                    now
-                    if now is not None
-                    else await self._backend.commit(run, requests, now_us, self._seen)
-                )
-                if timed:
-                    _hooks.notify_commit(
-                        time.perf_counter() - timed, sum(p.records for p in appends)
-                    )
-                announce_committed(requests, outcome.results)  # those the backend did not
+                outcome = await self._commit_requests([p.request for p in appends if p.request])
                 foreign, head = outcome.foreign, outcome.head
             else:
                 # A known head serves the group only if every sync in it has one.
                 hints = [p.upto for p in group]
                 upto = None if None in hints else max(h for h in hints if h is not None)
-                tail = await self._backend.tail(run, self._seen, upto)
+                tail = await self._backend.tail(self.run, self._seen, upto)
                 foreign, head = tail if tail is not None else ([], self._seen)
         except BaseException as exc:  # every waiter hears about the failure
             for pending in group:
