@@ -76,6 +76,7 @@ import lionstore
 from lionstore import Event, EventStatus, Executor, Processor
 from lionstore.domain.event_records import EventAppended, EventClaimed, EventFinished, EventQueued
 from lionstore.log.sqlite import SYNCHRONOUS
+from lionstore.log.sqlite_checkpoint import RESTART_FRAMES, SAFETY_FRAMES
 
 TARGET = 10.0
 RUN_LABEL = "bench"
@@ -211,6 +212,7 @@ async def run_lionstore(
 # -- the per_event ceiling ---------------------------------------------------------------
 
 CEILING = "raw sqlite3 ceiling per_event (normal)"
+CEILING_BG = "raw sqlite3 ceiling per_event (normal), checkpoints on a thread"
 _INSERT_STREAM = "INSERT INTO lionstore_streams (stream_no, run_no, stream_id) VALUES (?, ?, ?)"
 _INSERT_RECORD = (
     "INSERT INTO lionstore_records (position, run_no, stream_no, stream_version, kind,"
@@ -252,8 +254,55 @@ def raw_connection(path: Path, durability: str) -> sqlite3.Connection:
     return conn
 
 
-async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict[str, float]:
-    """The per_event floor: raw sqlite3, three durable commits per event, nothing else."""
+class _RawCheckpointer:
+    """lionstore's checkpoint scheme at "normal" (lionstore.log.sqlite_checkpoint), done
+    by hand for the raw floor: PASSIVE checkpoints on a thread every 100 commits, and one
+    on the writer's connection before a commit once the WAL reaches RESTART_FRAMES."""
+
+    def __init__(self, path: Path, writer: sqlite3.Connection) -> None:
+        writer.execute(f"PRAGMA wal_autocheckpoint={SAFETY_FRAMES}")
+        self.writer = writer
+        self.commits = 0
+        self.due = False
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self.thread.start()
+
+    def _run(self, path: Path) -> None:
+        conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            while True:
+                self.wake.wait()
+                self.wake.clear()
+                if self.stopping:
+                    return
+                frames = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][1]
+                if frames >= RESTART_FRAMES:
+                    self.due = True
+        finally:
+            conn.close()
+
+    def committed(self) -> None:
+        self.commits += 1
+        if self.commits % 100 == 0:
+            self.wake.set()
+
+    def before_commit(self) -> None:
+        if self.due and not self.writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0][0]:
+            self.due = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
+
+
+async def run_ceiling(
+    n: int, workdir: Path, durability: str = "normal", *, background_checkpoints: bool = False
+) -> dict[str, float]:
+    """The per_event floor: raw sqlite3, three durable commits per event, nothing else
+    (with ``background_checkpoints``, checkpointing as lionstore does at "normal")."""
     tmp = Path(tempfile.mkdtemp(prefix="ceiling-", dir=workdir))
     path = tmp / "ceiling.db"
     try:
@@ -273,10 +322,13 @@ async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict
             # At "full", lionstore commits the claim without a sync of its own (the
             # outcome's commit syncs it): the floor does the same.
             lazy = durability == "full"
+            ckpt = _RawCheckpointer(path, conn) if background_checkpoints else None
             gc.collect()
             t0 = time.perf_counter()
             for sid in ids:
                 stream_no += 1
+                if ckpt:
+                    ckpt.before_commit()
                 execute("BEGIN IMMEDIATE")  # append: durable when append() returns
                 execute(_INSERT_STREAM, (stream_no, run_no, sid))
                 execute(
@@ -286,6 +338,9 @@ async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict
                 execute("COMMIT")
                 if lazy:
                     execute("PRAGMA synchronous=NORMAL")
+                if ckpt:
+                    ckpt.committed()
+                    ckpt.before_commit()
                 execute("BEGIN IMMEDIATE")  # forward's claim: before invoke()
                 executemany(
                     _INSERT_RECORD,
@@ -297,14 +352,21 @@ async def run_ceiling(n: int, workdir: Path, durability: str = "normal") -> dict
                 execute("COMMIT")
                 if lazy:
                     execute("PRAGMA synchronous=FULL")
+                if ckpt:
+                    ckpt.committed()
+                    ckpt.before_commit()
                 execute("BEGIN IMMEDIATE")  # the outcome: durable before forward() returns
                 execute(
                     _INSERT_RECORD,
                     (position + 4, run_no, stream_no, 4, finished, 1, f_text, at_us, digest),
                 )
                 execute("COMMIT")
+                if ckpt:
+                    ckpt.committed()
                 position += 4
             total = time.perf_counter() - t0
+            if ckpt:
+                ckpt.stop()
             (count,) = conn.execute(
                 "SELECT count(*) FROM lionstore_records WHERE run_no = ?", (run_no,)
             ).fetchone()
@@ -591,6 +653,13 @@ def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) 
     # the ceiling runs right after the per_event variant (round_order keeps neighbours)
     at = next(i for i, (name, _) in enumerate(jobs) if name == PER_EVENT.name) + 1
     jobs.insert(at, (CEILING, lambda: asyncio.run(run_ceiling(n, workdir))))
+    jobs.insert(
+        at + 1,
+        (
+            CEILING_BG,
+            lambda: asyncio.run(run_ceiling(n, workdir, background_checkpoints=True)),
+        ),
+    )
     if env is not None:
         for shape, spec in SHAPES.items():
             run = functools.partial(
@@ -611,7 +680,7 @@ def run_benchmark(args: argparse.Namespace, n: int, rounds: int, workdir: Path) 
         f"\n({rounds} rounds in {time.perf_counter() - started:.0f} s; every lionstore run "
         "verified: all events COMPLETED, live and after reopening the file)\n"
     )
-    names = [lionagi_name(s) for s in SHAPES] + [v.name for v in variants] + [CEILING]
+    names = [lionagi_name(s) for s in SHAPES] + [v.name for v in variants] + [CEILING, CEILING_BG]
     print_times(res, names, n)
     opens = [x for v in variants for x in res.get(f"{v.name}|open")]
     if opens:
@@ -646,7 +715,11 @@ def print_ceiling(res: Results, have_lionagi: bool) -> None:
         [
             f"{PER_EVENT.name} / ceiling (time)",
             fmt_summary(res.ratio(f"{PER_EVENT.name}|total", f"{CEILING}|total"), _times),
-        ]
+        ],
+        [
+            f"{PER_EVENT.name} / ceiling with lionstore's checkpoints on a thread (time)",
+            fmt_summary(res.ratio(f"{PER_EVENT.name}|total", f"{CEILING_BG}|total"), _times),
+        ],
     ]
     base = lionagi_name("per_event")
     if have_lionagi and base in res:

@@ -461,8 +461,10 @@ class SQLiteBackend(SQLiteCommits):
         return removed
 
     async def close(self) -> None:
-        # The reader first: the last connection to close folds the WAL back into the
+        # The writer last: the last connection to close folds the WAL back into the
         # database file and removes the -wal and -shm files.
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         await self._reader.close()
         await self._writer.close()
 

@@ -58,6 +58,7 @@ from lionstore.log.digest import chain_start
 from lionstore.log.migrate import file_state, readonly_uri
 from lionstore.log.plan import Head, Plan
 from lionstore.log.rows import RowDecoder
+from lionstore.log.sqlite_checkpoint import SAFETY_FRAMES, Checkpointer
 from lionstore.log.sqlite_threads import BusyError, ConnectionThread, translate_sqlite_error
 
 __all__ = ["INSERT_RECORD", "INSERT_STREAM", "SELECT_HEAD", "SYNCHRONOUS", "SQLiteCommits"]
@@ -109,6 +110,12 @@ class SQLiteCommits(LogBackend):
         self._file_state: tuple[bool, int, int, int] | None = None
         self._writer = ConnectionThread("lionstore-writer", self._connect_writer)
         self._inline = durability == "normal"
+        # At "normal", WAL checkpoints run on a thread of their own (sqlite_checkpoint)
+        self._checkpointer = (
+            Checkpointer(self._connect_checkpointer, self._label)
+            if durability == "normal" and not readonly
+            else None
+        )
         # PRAGMA data_version changes only when *another* connection commits; while it
         # stays put, nothing foreign can have been written and a tail read is skipped.
         self._data_version: int | None = None
@@ -146,6 +153,14 @@ class SQLiteCommits(LogBackend):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
+        if self._checkpointer is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_FRAMES}")
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        # Zero busy timeout: a PASSIVE checkpoint never waits, and nothing else runs here.
+        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")  # what a checkpoint syncs
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -202,7 +217,7 @@ class SQLiteCommits(LogBackend):
 
     def _begin_immediate(self, conn: sqlite3.Connection, wait: bool) -> None:
         """Take the write lock; in the writer thread, wait up to lock_timeout for it."""
-        deadline = time.monotonic() + self._timeout
+        deadline: float | None = None  # set at the first refusal: the lock is usually free
         delay = 0.0005
         while True:
             try:
@@ -214,7 +229,9 @@ class SQLiteCommits(LogBackend):
                     raise
                 if not wait:
                     raise BusyError from None
-                if time.monotonic() >= deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + self._timeout
+                elif time.monotonic() >= deadline:
                     raise
             time.sleep(delay)  # back-off while another process holds the lock
             delay = min(delay * 2, 0.05)
@@ -238,9 +255,12 @@ class SQLiteCommits(LogBackend):
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
         rows = sum(len(r.rows) for r in requests)
-        return await self._write(
+        outcome = await self._write(
             self._commit, run, requests, now_us, seen, inline=rows <= _INLINE_MAX_ROWS
         )
+        if self._checkpointer is not None:
+            self._checkpointer.committed(rows)
+        return outcome
 
     def commit_now(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
@@ -248,7 +268,10 @@ class SQLiteCommits(LogBackend):
         rows = sum(len(r.rows) for r in requests) if len(requests) > 1 else len(requests[0].rows)
         if rows > _INLINE_MAX_ROWS:
             return None
-        return self._write_now(self._commit, run, requests, now_us, seen)
+        outcome = self._write_now(self._commit, run, requests, now_us, seen)
+        if outcome is not None and self._checkpointer is not None:
+            self._checkpointer.committed(rows)
+        return outcome
 
     def _restore_synchronous(self, conn: sqlite3.Connection) -> None:
         """Set the writer back to the store's level after an unsynced commit; if that
@@ -278,10 +301,15 @@ class SQLiteCommits(LogBackend):
         # at once, and a connection that cannot be set back is dropped, never reused at
         # the weaker level.
         lazy = self._synchronous == "FULL" and not any(r.sync for r in requests)
+        if self._checkpointer is not None and self._checkpointer.restart_due:
+            self._checkpointer.before_commit(conn)  # outside the transaction, as it must be
         if lazy:
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            with gc_paused(sum(len(r.rows) for r in requests)):
+            rows = (
+                len(requests[0].rows) if len(requests) == 1 else sum(len(r.rows) for r in requests)
+            )
+            with gc_paused(rows):
                 self._begin_immediate(conn, wait)
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]

@@ -155,6 +155,11 @@ class ConnectionThread:
         return self.conn
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(connection, *args)`` and return the future of its result (on the
+        running loop), without waiting for it."""
         if self._shut:
             raise RuntimeError("cannot schedule new futures after shutdown")
         loop = asyncio.get_running_loop()
@@ -169,7 +174,7 @@ class ConnectionThread:
             # A ConnectionThread dropped without close() stops its thread.
             weakref.finalize(self, self._calls.put, None)
         self._calls.put((loop, future, self, fn, args))
-        return await future
+        return future
 
     async def close(self) -> None:
         def _close(conn: sqlite3.Connection) -> None:
