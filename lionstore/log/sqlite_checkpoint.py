@@ -61,6 +61,7 @@ SAFETY_FRAMES = 4 * RESTART_FRAMES
 _WEIGHT_PER_CHECKPOINT = 100
 
 _PASSIVE = "PRAGMA wal_checkpoint(PASSIVE)"
+_SQLITE_DEFAULT = 1000  # wal_autocheckpoint
 
 
 def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
@@ -82,15 +83,20 @@ class Checkpointer:
         self._label = label
         self._weight = 0
         self._running: asyncio.Future[tuple[int, int, int]] | None = None
-        self._failed = False
+        self._failed = False  # for good: the writer checkpoints as SQLite does by default
         #: The WAL reached RESTART_FRAMES: the next commit checkpoints first.
         self.restart_due = False
+
+    @property
+    def active(self) -> bool:
+        """False once a background checkpoint failed (the writer checkpoints itself)."""
+        return not self._failed
 
     def committed(self, rows: int) -> None:
         """Count a commit of ``rows`` rows; every so often, start a checkpoint (unless
         the last one is still copying: it is then asked again at the next count)."""
         self._weight += 1 + (rows >> 3)
-        if self._weight < _WEIGHT_PER_CHECKPOINT:
+        if self._weight < _WEIGHT_PER_CHECKPOINT or self._failed:
             return
         if self._running is not None and not self._running.done():
             return
@@ -106,13 +112,16 @@ class Checkpointer:
             return
         exc = future.exception()
         if exc is not None:
-            # The writer's own checkpoint (before_commit) keeps the WAL bounded.
-            if not self._failed:
-                log.warning("%s: a background WAL checkpoint failed: %s", self._label, exc)
+            # Back to SQLite's own checkpoints, in the writer (see before_commit).
+            log.warning(
+                "%s: a background WAL checkpoint failed (%s); checkpoints go back to the"
+                " committing thread",
+                self._label,
+                exc,
+            )
             self._failed = True
             self.restart_due = True
             return
-        self._failed = False
         _busy, frames, _copied = future.result()
         if frames >= RESTART_FRAMES:
             self.restart_due = True
@@ -122,8 +131,11 @@ class Checkpointer:
         copy what the background checkpoints left, so that the commit that follows
         starts the WAL over. Busy (the background one is copying): tried again at the
         next commit. A failure is left to SQLite's own checkpoint, as an automatic
-        checkpoint's is: the commit itself does not depend on it."""
+        checkpoint's is: the commit itself does not depend on it. After a background
+        checkpoint failed, the writer is given SQLite's default checkpoints back."""
         try:
+            if self._failed:
+                conn.execute(f"PRAGMA wal_autocheckpoint={_SQLITE_DEFAULT}")
             busy, _frames, _copied = _checkpoint(conn)
         except sqlite3.Error as exc:
             log.debug("%s: WAL checkpoint before a commit failed: %s", self._label, exc)

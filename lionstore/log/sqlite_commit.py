@@ -153,7 +153,7 @@ class SQLiteCommits(LogBackend):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
-        if self._checkpointer is not None:
+        if self._checkpointer is not None and self._checkpointer.active:
             conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_FRAMES}")
         return conn
 
