@@ -25,8 +25,8 @@ events, measured). So once a background checkpoint finds the WAL at
 connection, just before its ``BEGIN IMMEDIATE`` (:meth:`Checkpointer.before_commit`):
 only what the background one left is copied, nothing of this process can commit in
 between, and the write that follows starts the WAL over. That costs the loop the two
-syncs (about 1 ms) once every RESTART_FRAMES frames instead of a whole checkpoint
-every 1,000, and bounds the WAL at about RESTART_FRAMES pages plus what one
+syncs and the last pages (about 2 ms here) once every RESTART_FRAMES frames instead
+of a whole checkpoint every 1,000, and bounds the WAL at about RESTART_FRAMES pages plus what one
 background checkpoint lets in (16-19 MB with 4 KiB pages, against SQLite's usual 4).
 
 At "full" every commit syncs the WAL anyway; measured, a background checkpoint's
