@@ -345,10 +345,7 @@ class Store:
             try:
                 return await self._commit_alone(request)
             finally:
-                writer.busy = False
-                if not writer.queue.empty():
-                    self._start_writer()
-                    writer.wake.set()
+                self._release_writer()
         future: asyncio.Future[list[Recorded]] = loop.create_future()
         return await self._hand_over(_Pending(request, future, len(request.rows)))
 
@@ -414,15 +411,21 @@ class Store:
                         size += item.records
                 await self._commit_group(group)
             finally:
-                writer.busy = False
-                if not writer.queue.empty():
-                    self._start_writer()
-                    writer.wake.set()
+                self._release_writer()
             return pending.future.result()
         self._start_writer()
         writer.queue.put_nowait(pending)
         writer.wake.set()
         return await pending.future
+
+    def _release_writer(self) -> None:
+        """End a commit made in a caller's task: what queued up meanwhile goes to the
+        writer task."""
+        writer = self._writer
+        writer.busy = False
+        if not writer.queue.empty():
+            self._start_writer()
+            writer.wake.set()
 
     def _start_writer(self) -> None:
         if self._writer.task is None:
