@@ -50,12 +50,15 @@ async def _grown(path: Path, size: int) -> None:
         await asyncio.sleep(0.01)
 
 
-def _checkpointer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "lionstore-checkpointer"]
+def _checkpointer_threads() -> set[threading.Thread]:
+    """The checkpointer threads alive now (compare with those alive before a test's
+    store: a store another test left open would have one of its own)."""
+    return {t for t in threading.enumerate() if t.name == "lionstore-checkpointer"}
 
 
 async def test_checkpoints_copy_pages_off_the_event_loop_at_normal(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
+    others = _checkpointer_threads()
     async with lionstore.open(path, run="r", durability="normal") as store:
         # SQLite's own checkpoint is pushed far out: it would run inside a COMMIT
         assert _writer_pragma(store, "wal_autocheckpoint") == SAFETY_FRAMES
@@ -67,17 +70,18 @@ async def test_checkpoints_copy_pages_off_the_event_loop_at_normal(tmp_path: Pat
         await bounded(
             _grown(path, before), "a background checkpoint to copy pages into the file", 20
         )
-        assert _checkpointer_threads()
-    assert not _checkpointer_threads()  # stopped at close
+        assert _checkpointer_threads() - others
+    assert not _checkpointer_threads() - others  # stopped at close
 
 
 async def test_no_background_checkpoints_at_full(tmp_path: Path) -> None:
+    others = _checkpointer_threads()
     async with lionstore.open(tmp_path / "log.db", run="r", durability="full") as store:
         assert store._backend._checkpointer is None  # type: ignore[attr-defined]
         assert _writer_pragma(store, "wal_autocheckpoint") == 1000  # SQLite's default
         for i in range(150):
             await store.append([(new_id(), Ping(n=i))])
-        assert not _checkpointer_threads()
+        assert not _checkpointer_threads() - others
 
 
 async def test_the_wal_starts_over_while_commits_go_on(
