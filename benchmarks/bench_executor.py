@@ -40,14 +40,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import cProfile
 import functools
 import gc
 import io
+import os
 import pstats
+import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -146,8 +150,10 @@ async def run_lionstore(
     *,
     verify: bool = True,
     profiles: Profiles | None = None,
+    meter: contextlib.AbstractContextManager[None] | None = None,
 ) -> dict[str, float]:
-    """One timed lionstore run on a fresh SQLite file; checks the outcome after."""
+    """One timed lionstore run on a fresh SQLite file; checks the outcome after.
+    ``meter``, if given, is entered around the timed region (see :class:`Callgrind`)."""
     tmp = Path(tempfile.mkdtemp(prefix="exec-", dir=workdir))
     path = tmp / "executor.db"
     try:
@@ -185,7 +191,7 @@ async def run_lionstore(
                 return t0, t1, time.perf_counter()
 
             gc.collect()
-            with profiles.active() if profiles else contextlib.nullcontext():
+            with profiles.active() if profiles else (meter or contextlib.nullcontext()):
                 t0, t1, t2 = await timed()
             assert ex is not None
             if verify:
@@ -299,10 +305,16 @@ class _RawCheckpointer:
 
 
 async def run_ceiling(
-    n: int, workdir: Path, durability: str = "normal", *, background_checkpoints: bool = False
+    n: int,
+    workdir: Path,
+    durability: str = "normal",
+    *,
+    background_checkpoints: bool = False,
+    meter: contextlib.AbstractContextManager[None] | None = None,
 ) -> dict[str, float]:
     """The per_event floor: raw sqlite3, three durable commits per event, nothing else
-    (with ``background_checkpoints``, checkpointing as lionstore does at "normal")."""
+    (with ``background_checkpoints``, checkpointing as lionstore does at "normal";
+    ``meter``, if given, is entered around the loop)."""
     tmp = Path(tempfile.mkdtemp(prefix="ceiling-", dir=workdir))
     path = tmp / "ceiling.db"
     try:
@@ -325,45 +337,46 @@ async def run_ceiling(
             ckpt = _RawCheckpointer(path, conn) if background_checkpoints else None
             gc.collect()
             t0 = time.perf_counter()
-            for sid in ids:
-                stream_no += 1
-                if ckpt:
-                    ckpt.before_commit()
-                execute("BEGIN IMMEDIATE")  # append: durable when append() returns
-                execute(_INSERT_STREAM, (stream_no, run_no, sid))
-                execute(
-                    _INSERT_RECORD,
-                    (position + 1, run_no, stream_no, 1, appended, 1, a_text, at_us, digest),
-                )
-                execute("COMMIT")
-                if lazy:
-                    execute("PRAGMA synchronous=NORMAL")
-                if ckpt:
-                    ckpt.committed()
-                    ckpt.before_commit()
-                execute("BEGIN IMMEDIATE")  # forward's claim: before invoke()
-                executemany(
-                    _INSERT_RECORD,
-                    [
-                        (position + 2, run_no, stream_no, 2, queued, 1, q_text, at_us, digest),
-                        (position + 3, run_no, stream_no, 3, claimed, 1, c_text, at_us, digest),
-                    ],
-                )
-                execute("COMMIT")
-                if lazy:
-                    execute("PRAGMA synchronous=FULL")
-                if ckpt:
-                    ckpt.committed()
-                    ckpt.before_commit()
-                execute("BEGIN IMMEDIATE")  # the outcome: durable before forward() returns
-                execute(
-                    _INSERT_RECORD,
-                    (position + 4, run_no, stream_no, 4, finished, 1, f_text, at_us, digest),
-                )
-                execute("COMMIT")
-                if ckpt:
-                    ckpt.committed()
-                position += 4
+            with meter or contextlib.nullcontext():
+                for sid in ids:
+                    stream_no += 1
+                    if ckpt:
+                        ckpt.before_commit()
+                    execute("BEGIN IMMEDIATE")  # append: durable when append() returns
+                    execute(_INSERT_STREAM, (stream_no, run_no, sid))
+                    execute(
+                        _INSERT_RECORD,
+                        (position + 1, run_no, stream_no, 1, appended, 1, a_text, at_us, digest),
+                    )
+                    execute("COMMIT")
+                    if lazy:
+                        execute("PRAGMA synchronous=NORMAL")
+                    if ckpt:
+                        ckpt.committed()
+                        ckpt.before_commit()
+                    execute("BEGIN IMMEDIATE")  # forward's claim: before invoke()
+                    executemany(
+                        _INSERT_RECORD,
+                        [
+                            (position + 2, run_no, stream_no, 2, queued, 1, q_text, at_us, digest),
+                            (position + 3, run_no, stream_no, 3, claimed, 1, c_text, at_us, digest),
+                        ],
+                    )
+                    execute("COMMIT")
+                    if lazy:
+                        execute("PRAGMA synchronous=FULL")
+                    if ckpt:
+                        ckpt.committed()
+                        ckpt.before_commit()
+                    execute("BEGIN IMMEDIATE")  # the outcome: durable before forward() returns
+                    execute(
+                        _INSERT_RECORD,
+                        (position + 4, run_no, stream_no, 4, finished, 1, f_text, at_us, digest),
+                    )
+                    execute("COMMIT")
+                    if ckpt:
+                        ckpt.committed()
+                    position += 4
             total = time.perf_counter() - t0
             if ckpt:
                 ckpt.stop()
@@ -599,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         "per_event (durability normal)",
     )
     parser.add_argument("--top", type=int, default=30, help="rows per profile listing")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead of timing, count per_event's instructions per event against the"
+        " raw sqlite3 ceiling's under valgrind's callgrind (same on a busy machine)",
+    )
+    parser.add_argument("--count-run", choices=tuple(COUNTED), help=argparse.SUPPRESS)
     _lionagi.add_venv_argument(parser)
     add_smoke_argument(parser)
     args = parser.parse_args(argv)
@@ -606,6 +626,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick or args.smoke else 3)
     workdir = Path(tempfile.mkdtemp(prefix="lionstore-bench-exec-", dir=args.dir))
     try:
+        if args.count_run:  # the process --instructions runs under valgrind
+            asyncio.run(_counted_run(args.count_run, n, workdir))
+            return 0
+        if args.instructions:
+            return run_instructions(args.n or (100 if args.smoke else 2_000), workdir)
         if args.profile:
             shape, _, how = args.profile.partition("-")
             if shape not in SHAPES:
@@ -613,7 +638,12 @@ def main(argv: list[str] | None = None) -> int:
             how = "per_event" if shape == "per_event" else (how or "extend")
             profile_variant(LionstoreVariant(shape, how, "normal"), n, workdir, args.top)
             return 0
-        return run_benchmark(args, n, rounds, workdir)
+        status = run_benchmark(args, n, rounds, workdir)
+        if args.smoke:  # the counting mode too, so that it cannot rot; CI has valgrind
+            print()
+            counted = run_instructions(100, workdir, required=os.environ.get("CI") == "true")
+            status = status or counted
+        return status
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -740,6 +770,91 @@ def print_ceiling(res: Results, have_lionagi: bool) -> None:
 
 def _times(x: float) -> str:
     return f"{x:.2f}x"
+
+
+# -- instructions per event (valgrind's callgrind) ---------------------------------------
+
+COUNTED = {"lionstore": PER_EVENT.name, "ceiling": CEILING}
+WARM_UP = 200  # events run before the counted ones (first-use caches, lazy imports)
+
+
+class Callgrind:
+    """Counts the instructions of the block only: the process runs under ``valgrind
+    --tool=callgrind --instr-atstart=no`` and the block switches instrumentation on and
+    off (``callgrind_control``, which waits for callgrind to take the command). What is
+    counted is the user-space work of every thread of the process (the checkpointer
+    thread's included), not the kernel's (the writes and syncs themselves): the CPU
+    work, the same from run to run whatever else the machine is doing."""
+
+    @staticmethod
+    def _switch(state: str) -> None:
+        subprocess.run(
+            ["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True
+        )
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        self._switch("on")
+        try:
+            yield
+        finally:
+            self._switch("off")
+
+
+async def _counted_run(what: str, n: int, workdir: Path) -> None:
+    """The run ``--instructions`` counts: ``what`` with N events after WARM_UP uncounted
+    ones (in the same process, on a file of their own)."""
+    if what == "lionstore":
+        await run_lionstore(PER_EVENT, WARM_UP, workdir, verify=False)
+        await run_lionstore(PER_EVENT, n, workdir, verify=False, meter=Callgrind().active())
+    else:
+        await run_ceiling(WARM_UP, workdir)
+        await run_ceiling(n, workdir, meter=Callgrind().active())
+
+
+def count_instructions(what: str, n: int, workdir: Path) -> float:
+    """Instructions per event of ``what`` ("lionstore" or "ceiling"), N events."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={workdir / f'callgrind-{what}.out'}",
+        sys.executable,
+        __file__,
+        "--count-run",
+        what,
+        "--n",
+        str(n),
+        "--dir",
+        str(workdir),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts every run
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode or found is None:
+        raise RuntimeError(f"{what} under callgrind failed:\n{done.stdout}{done.stderr[-3000:]}")
+    return int(found.group(1)) / n
+
+
+def run_instructions(n: int, workdir: Path, *, required: bool = True) -> int:
+    """The ``--instructions`` table; without valgrind, 1 if ``required`` else 0."""
+    print("# Executor benchmark: instructions per event, per_event (durability normal)\n")
+    print(f"- {machine_line()}")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("- valgrind is not installed (Debian: apt-get install valgrind): nothing counted")
+        return 1 if required else 0
+    print(
+        f"- lionstore {lionstore.__version__}; N = {n:,} events counted after {WARM_UP} "
+        "uncounted ones; user-space instructions of every thread, from callgrind"
+    )
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        found = pool.map(lambda what: count_instructions(what, n, workdir), COUNTED)
+        counts = dict(zip(COUNTED, found, strict=True))
+    rows = [[COUNTED[w], f"{counts[w]:,.0f}"] for w in COUNTED]
+    rows.append(["lionstore / ceiling", f"{counts['lionstore'] / counts['ceiling']:.2f}x"])
+    print()
+    print_table(["variant", "instructions per event"], rows)
+    return 0
 
 
 if __name__ == "__main__":

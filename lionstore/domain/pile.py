@@ -97,10 +97,13 @@ class Pile(ReadOnlyGuard, Element, Generic[T]):
     def _check_type(self, item: Any) -> None:
         if not isinstance(item, Element):
             raise InvalidItemError(f"Invalid pile item {type(item).__name__}: piles hold Elements")
-        allowed = self._item_type
+        # (the private attributes read from their dict: each read by name is a failed
+        # look-up first, then Element.__getattr__; this runs for every event appended)
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        allowed = private["_item_type"]
         if allowed is None:
             return
-        if self._strict:
+        if private["_strict"]:
             if type(item) not in allowed:
                 raise InvalidItemError(
                     f"Invalid item type in pile: {type(item).__name__} is not exactly one of "

@@ -490,25 +490,32 @@ class Processor(Stoppable):
         to_queue = list(state.pending) if forward else []
         now_us, seen = repo.store.now_us(), state.position
         candidates = cycle_candidates(state, self.queue_capacity, now_us, forward)
-        room = self.queue_capacity - len(candidates)
-        candidates += [e.id for e, _ in admitted[: max(room, 0)]]
+        if admitted:
+            room = self.queue_capacity - len(candidates)
+            candidates += [e.id for e, _ in admitted[: max(room, 0)]]
         if not candidates:
             return 0
-        new_events = {e.id: e for e, _ in admitted}
         grants: list[IDType] = []
         denials: list[IDType] = []
         skips: list[IDType] = []
-        items = state.pile._items
-        overridden = type(self).handle_denied is not Processor.handle_denied
-        for event_id in candidates:
-            self._available_capacity -= 1
-            event = items[event_id] if event_id not in new_events else new_events[event_id]
-            if await self.request_permission(**event.request):
-                grants.append(event_id)
-            elif await self.handle_denied(event):
-                skips.append(event_id)
-            else:
-                denials.append(event_id)
+        cls = type(self)
+        if cls.request_permission is Processor.request_permission:
+            # Permission is always granted: nothing to ask (nor an event to look up).
+            grants += candidates
+            self._available_capacity -= len(candidates)
+        else:
+            new_events = {e.id: e for e, _ in admitted}
+            items = state.pile.__pydantic_private__["_items"]  # type: ignore[index]
+            for event_id in candidates:
+                self._available_capacity -= 1
+                event = items[event_id] if event_id not in new_events else new_events[event_id]
+                if await self.request_permission(**event.request):
+                    grants.append(event_id)
+                elif await self.handle_denied(event):
+                    skips.append(event_id)
+                else:
+                    denials.append(event_id)
+        overridden = cls.handle_denied is not Processor.handle_denied
         self._cycle += 1
         claimed = await repo.claim(
             grants,
@@ -524,9 +531,11 @@ class Processor(Stoppable):
             no_backoff=denials if overridden else (),
             admit=admitted,
         )
-        ended = sum(1 for i in skips if state.status(i) == EventStatus.SKIPPED)
-        for i in skips:
-            notify_terminal(state.pile._items[i])
+        ended = 0
+        if skips:
+            ended = sum(1 for i in skips if state.status(i) == EventStatus.SKIPPED)
+            for i in skips:
+                notify_terminal(state.pile._items[i])
         if not claimed:
             return ended
         self._in_flight.update(e.id for e, _, _ in claimed)

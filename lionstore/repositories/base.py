@@ -272,7 +272,9 @@ class Repository(abc.ABC):
 
     async def sync(self, *, upto: int | None = None) -> None:
         """Bring in records other processes committed (``upto``: see :meth:`Store.sync`)."""
-        await self.load()
+        self.require_healthy()
+        if not self._loaded:
+            await self.load()
         await self.store.sync(upto=upto)
 
     async def decide_and_append(
@@ -285,7 +287,8 @@ class Repository(abc.ABC):
         """Run ``decide`` against the projection and append what it returns; on a lost
         race, sync and decide again. Returns the committed records ([] if nothing to do).
         ``sync`` and ``on_committed``: see :meth:`Store.append_records`."""
-        await self.load()
+        if not self._loaded:
+            await self.load()
         for _ in range(_MAX_RETRIES):
             self.require_healthy()
             decision = decide()

@@ -125,7 +125,7 @@ class ExecutorRepository(Repository):
             if data.executor == self.state.name:
                 self.owners.learn(data)
             return
-        self.state.apply(record)
+        self.state.fold(record.stream_id, record.stream_version, record.position, data)
 
     # -- append / queue ------------------------------------------------------------------
 
@@ -147,7 +147,6 @@ class ExecutorRepository(Repository):
                 records += [NewRecord(e.id, _QUEUED, _EMPTY) for e, _ in fresh]
             return records, {e.id: 0 for e, _ in fresh}
 
-        await self.load()
         try:
             committed = await self.decide_and_append(decide)
         finally:
@@ -291,7 +290,7 @@ class ExecutorRepository(Repository):
             for event, _ in admit:
                 self.state.live.pop(event.id, None)
             await self.end_claim_turn()
-        pile = self.state.pile._items
+        pile = self.state.pile.__pydantic_private__["_items"]  # type: ignore[index]
         claimed = EventClaimed.kind
         return [
             (pile[r.stream_id], r.data.attempt, r.stream_version)  # type: ignore[union-attr]
