@@ -498,9 +498,10 @@ class Processor(Stoppable):
         grants: list[IDType] = []
         denials: list[IDType] = []
         skips: list[IDType] = []
-        cls = type(self)
-        if cls.request_permission is Processor.request_permission:
-            # Permission is always granted: nothing to ask (nor an event to look up).
+        asked = self.request_permission
+        if getattr(asked, "__func__", None) is Processor.request_permission:
+            # The default, neither overridden nor replaced on the instance: it grants
+            # every event, so nothing is asked (nor an event looked up).
             grants += candidates
             self._available_capacity -= len(candidates)
         else:
@@ -509,13 +510,13 @@ class Processor(Stoppable):
             for event_id in candidates:
                 self._available_capacity -= 1
                 event = items[event_id] if event_id not in new_events else new_events[event_id]
-                if await self.request_permission(**event.request):
+                if await asked(**event.request):
                     grants.append(event_id)
                 elif await self.handle_denied(event):
                     skips.append(event_id)
                 else:
                     denials.append(event_id)
-        overridden = cls.handle_denied is not Processor.handle_denied
+        overridden = type(self).handle_denied is not Processor.handle_denied
         self._cycle += 1
         claimed = await repo.claim(
             grants,

@@ -408,6 +408,35 @@ async def test_request_permission_gets_the_event_request(open_store: Any) -> Non
         assert len(executor.completed_events) == 2
 
 
+async def test_request_permission_set_on_the_instance_is_asked(open_store: Any) -> None:
+    # A processor left with the default grants without asking; one whose
+    # request_permission is replaced on the instance (as a test double would be) must
+    # still be asked, and its refusals deferred.
+    calls: list[dict[str, Any]] = []
+
+    class Priced(Job):
+        @property
+        def request(self) -> dict[str, Any]:
+            return {"tokens": self.n}
+
+    async def only_small(**kwargs: Any) -> bool:
+        calls.append(kwargs)
+        return bool(kwargs["tokens"] < 7)
+
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        assert executor.processor is not None
+        executor.processor.request_permission = only_small  # type: ignore[method-assign]
+        small, large = Priced(n=5), Priced(n=9)
+        await executor.extend([small, large])
+        await executor.processor._cycle_with(forward=True)
+        assert calls == [{"tokens": 5}, {"tokens": 9}]
+        assert small.status is EventStatus.COMPLETED
+        assert large.status is EventStatus.PENDING
+        assert "event.deferred" in await kinds_of(store, large.id)
+
+
 async def test_join_waits_for_the_queue_to_drain(open_store: Any) -> None:
     async with open_store(run="r") as store:
         executor = make_executor(store, queue_capacity=2)
