@@ -125,7 +125,7 @@ class ExecutorRepository(Repository):
             if data.executor == self.state.name:
                 self.owners.learn(data)
             return
-        self.state.fold(record.stream_id, record.stream_version, record.position, data)
+        self.state.apply(record)
 
     # -- append / queue ------------------------------------------------------------------
 
