@@ -383,13 +383,16 @@ async def test_capacity_is_used_during_a_cycle(open_store: Any) -> None:
         assert executor.processor.available_capacity == 5
 
 
+class Priced(Job):
+    """A job whose request (what request_permission is given) is its size."""
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return {"tokens": self.n}
+
+
 async def test_request_permission_gets_the_event_request(open_store: Any) -> None:
     calls: list[dict[str, Any]] = []
-
-    class Priced(Job):
-        @property
-        def request(self) -> dict[str, Any]:
-            return {"tokens": self.n}
 
     class Gate(Processor):
         async def request_permission(self, **kwargs: Any) -> bool:
@@ -413,11 +416,6 @@ async def test_request_permission_set_on_the_instance_is_asked(open_store: Any) 
     # request_permission is replaced on the instance (as a test double would be) must
     # still be asked, and its refusals deferred.
     calls: list[dict[str, Any]] = []
-
-    class Priced(Job):
-        @property
-        def request(self) -> dict[str, Any]:
-            return {"tokens": self.n}
 
     async def only_small(**kwargs: Any) -> bool:
         calls.append(kwargs)
