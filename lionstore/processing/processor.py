@@ -499,7 +499,7 @@ class Processor(Stoppable):
         denials: list[IDType] = []
         skips: list[IDType] = []
         asked = self.request_permission
-        if getattr(asked, "__func__", None) is Processor.request_permission:
+        if getattr(asked, "__func__", None) is _DEFAULT_PERMISSION:
             # The default, neither overridden nor replaced on the instance: it grants
             # every event, so nothing is asked (nor an event looked up).
             grants += candidates
@@ -676,6 +676,11 @@ class Processor(Stoppable):
         else:
             await event.invoke()
         return None
+
+
+#: Processor.request_permission as defined here: a cycle whose processor still has it
+#: (not overridden, not replaced on the instance or patched on the class) asks nothing.
+_DEFAULT_PERMISSION = Processor.request_permission
 
 
 def _streams(event: Event) -> bool:

@@ -435,6 +435,30 @@ async def test_request_permission_set_on_the_instance_is_asked(open_store: Any) 
         assert "event.deferred" in await kinds_of(store, large.id)
 
 
+async def test_request_permission_patched_on_the_class_is_asked(
+    open_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shortcut compares with the default as defined, not with whatever the class
+    # attribute holds now: patching Processor itself must not make the patch skipped.
+    calls: list[dict[str, Any]] = []
+
+    async def only_small(self: Processor, **kwargs: Any) -> bool:
+        calls.append(kwargs)
+        return bool(kwargs["tokens"] < 7)
+
+    monkeypatch.setattr(Processor, "request_permission", only_small)
+    async with open_store(run="r") as store:
+        executor = make_executor(store)
+        await executor.start()
+        assert executor.processor is not None
+        small, large = Priced(n=5), Priced(n=9)
+        await executor.extend([small, large])
+        await executor.processor._cycle_with(forward=True)
+        assert calls == [{"tokens": 5}, {"tokens": 9}]
+        assert small.status is EventStatus.COMPLETED
+        assert "event.deferred" in await kinds_of(store, large.id)
+
+
 async def test_join_waits_for_the_queue_to_drain(open_store: Any) -> None:
     async with open_store(run="r") as store:
         executor = make_executor(store, queue_capacity=2)
