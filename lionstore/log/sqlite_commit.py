@@ -85,6 +85,11 @@ _CACHE_SIZE = 100_000
 _INLINE_MAX_ROWS = 256  # larger batches commit on the writer thread, off the event loop
 
 
+def _row_count(requests: Sequence[AppendRequest]) -> int:
+    """The rows of a group commit (the one request's, without a generator, alone)."""
+    return len(requests[0].rows) if len(requests) == 1 else sum(len(r.rows) for r in requests)
+
+
 class _StreamExistsError(Exception):
     """A stream the plan took for new is in the table: plan again, looking it up."""
 
@@ -254,7 +259,7 @@ class SQLiteCommits(LogBackend):
     async def commit(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome:
-        rows = sum(len(r.rows) for r in requests)
+        rows = _row_count(requests)
         outcome = await self._write(
             self._commit, run, requests, now_us, seen, inline=rows <= _INLINE_MAX_ROWS
         )
@@ -265,7 +270,7 @@ class SQLiteCommits(LogBackend):
     def commit_now(
         self, run: RunInfo, requests: Sequence[AppendRequest], now_us: int, seen: int
     ) -> CommitOutcome | None:
-        rows = sum(len(r.rows) for r in requests) if len(requests) > 1 else len(requests[0].rows)
+        rows = _row_count(requests)
         if rows > _INLINE_MAX_ROWS:
             return None
         outcome = self._write_now(self._commit, run, requests, now_us, seen)
@@ -306,10 +311,7 @@ class SQLiteCommits(LogBackend):
         if lazy:
             conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            rows = (
-                len(requests[0].rows) if len(requests) == 1 else sum(len(r.rows) for r in requests)
-            )
-            with gc_paused(rows):
+            with gc_paused(_row_count(requests)):
                 self._begin_immediate(conn, wait)
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
